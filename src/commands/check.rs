@@ -1,0 +1,212 @@
+//! `check`: verify the repository's structure and, with `--read-data`, every byte.
+//!
+//! Problems are collected, not returned at the first one, and each names the
+//! snapshots it affects, so an operator knows which backups are still good.
+//! Packs on disk that the index does not know are reported as orphans: a crash
+//! between sealing a pack and committing the index leaves them, harmlessly.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::Read;
+
+use serde::Serialize;
+
+use crate::error::RepoError;
+use crate::id::{ChunkId, PackId};
+use crate::repo::Repository;
+use crate::repo::pack;
+use crate::repo::reader::BlobReader;
+
+#[derive(Clone, Debug, Default)]
+pub struct CheckOptions {
+    pub read_data: bool,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Problem {
+    pub what: String,
+    /// Snapshot ids (full hex) whose data this problem damages.
+    pub affected_snapshots: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CheckReport {
+    pub snapshots: usize,
+    pub packs: usize,
+    pub orphan_packs: usize,
+    pub chunks_referenced: u64,
+    pub chunks_read: u64,
+    pub bytes_read: u64,
+    pub problems: Vec<Problem>,
+}
+
+impl CheckReport {
+    /// Snapshots named by any problem.
+    pub fn affected(&self) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .problems
+            .iter()
+            .flat_map(|p| p.affected_snapshots.iter().cloned())
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+}
+
+/// Runs the check. Fails only when the check itself cannot proceed (I/O errors
+/// listing the repository); damage is reported in the report.
+pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport, RepoError> {
+    let mut report = CheckReport::default();
+    let list = repo.snapshots()?;
+    report.snapshots = list.ok.len() + list.damaged.len();
+    for (id, why) in &list.damaged {
+        report.problems.push(Problem {
+            what: format!("snapshot file {id} is unreadable: {why}"),
+            affected_snapshots: vec![id.to_hex()],
+        });
+    }
+    let all_snapshots: Vec<String> = list.ok.iter().map(|(id, _)| id.to_hex()).collect();
+    let index = match repo.index() {
+        Ok(i) => i,
+        Err(e) => {
+            report.problems.push(Problem {
+                what: e.to_string(),
+                affected_snapshots: all_snapshots,
+            });
+            return Ok(report);
+        }
+    };
+    let on_disk: HashMap<PackId, u64> = repo
+        .pack_files()?
+        .into_iter()
+        .map(|(id, _, len)| (id, len))
+        .collect();
+    let indexed: HashMap<PackId, u64> = index.packs()?.into_iter().collect();
+    report.packs = indexed.len();
+    report.orphan_packs = on_disk.keys().filter(|p| !indexed.contains_key(p)).count();
+
+    // Packs that cannot serve their blobs, and blobs that are damaged inside good packs.
+    let mut bad_packs: HashMap<PackId, String> = HashMap::new();
+    let mut bad_chunks: HashMap<ChunkId, String> = HashMap::new();
+    for (pack, len) in &indexed {
+        let path = repo.pack_path(pack);
+        match on_disk.get(pack) {
+            None => {
+                bad_packs.insert(*pack, format!("pack {} is missing", path.display()));
+            }
+            Some(actual) if actual != len => {
+                bad_packs.insert(
+                    *pack,
+                    format!(
+                        "pack {} is {actual} bytes, the index recorded {len}",
+                        path.display()
+                    ),
+                );
+            }
+            Some(_) if opts.read_data => match read_whole_pack(repo, pack) {
+                Ok((entries, damaged)) => {
+                    report.chunks_read += entries as u64;
+                    report.bytes_read += len;
+                    for (chunk, why) in damaged {
+                        bad_chunks.insert(chunk, format!("pack {}: {why}", path.display()));
+                    }
+                }
+                Err(why) => {
+                    bad_packs.insert(*pack, format!("pack {}: {why}", path.display()));
+                }
+            },
+            Some(_) => {
+                if let Err(why) = repo.read_pack_table(pack, *len) {
+                    bad_packs.insert(*pack, format!("pack {}: {why}", path.display()));
+                }
+            }
+        }
+    }
+
+    // Walk every snapshot's files and collect, per problem, who is affected.
+    let mut reader = BlobReader::new(repo)?;
+    let mut affected: HashMap<String, Vec<String>> = HashMap::new();
+    let mut counted: HashSet<ChunkId> = HashSet::new();
+    for (sid, snap) in &list.ok {
+        let hit = |what: String, affected: &mut HashMap<String, Vec<String>>| {
+            let v = affected.entry(what).or_default();
+            if v.last() != Some(&sid.to_hex()) {
+                v.push(sid.to_hex());
+            }
+        };
+        for file in &snap.files {
+            let chunk_ids = match reader.manifest(file) {
+                Ok(ids) => ids,
+                Err(e) => {
+                    hit(
+                        format!("manifest of {} in snapshot {}: {e}", file.name, sid.short()),
+                        &mut affected,
+                    );
+                    continue;
+                }
+            };
+            for id in file.manifest.iter().chain(chunk_ids.iter()) {
+                if counted.insert(*id) {
+                    report.chunks_referenced += 1;
+                }
+                match reader.locate(id) {
+                    Err(RepoError::ChunkMissing { .. }) => {
+                        hit(format!("chunk {id} is not in the index"), &mut affected)
+                    }
+                    Err(e) => hit(e.to_string(), &mut affected),
+                    Ok((pack, _)) => {
+                        if let Some(why) = bad_packs.get(&pack) {
+                            hit(why.clone(), &mut affected);
+                        } else if let Some(why) = bad_chunks.get(id) {
+                            hit(why.clone(), &mut affected);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Damage that no snapshot references is still reported.
+    for why in bad_packs.values().chain(bad_chunks.values()) {
+        affected.entry(why.clone()).or_default();
+    }
+    let mut problems: Vec<Problem> = affected
+        .into_iter()
+        .map(|(what, affected_snapshots)| Problem {
+            what,
+            affected_snapshots,
+        })
+        .collect();
+    problems.sort_by(|a, b| a.what.cmp(&b.what));
+    report.problems.extend(problems);
+    Ok(report)
+}
+
+/// Reads a whole pack, checks its hash, and decodes and verifies every blob.
+/// Returns the number of blobs and those that failed.
+fn read_whole_pack(
+    repo: &Repository,
+    pack: &PackId,
+) -> Result<(usize, Vec<(ChunkId, String)>), String> {
+    let mut bytes = Vec::new();
+    File::open(repo.pack_path(pack))
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|e| e.to_string())?;
+    let entries = pack::decode_pack(&bytes).map_err(|e| e.0)?;
+    let mut damaged = Vec::new();
+    for e in &entries {
+        let stored = &bytes[e.offset as usize..e.range().end as usize];
+        if let Err(why) = pack::decode_blob(e, stored) {
+            damaged.push((e.id, why.0));
+        }
+    }
+    Ok((entries.len(), damaged))
+}
+
+/// Lists snapshot ids for messages.
+pub fn short_ids(ids: &[String]) -> String {
+    ids.iter()
+        .map(|h| h.get(..8).unwrap_or(h))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

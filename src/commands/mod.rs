@@ -1,0 +1,6 @@
+//! One module per subcommand family; each decides (plans) and acts, but never prints.
+
+pub mod backup;
+pub mod check;
+pub mod maintenance;
+pub mod restore;

@@ -1,0 +1,17 @@
+//! rewindb: backups of databases into a content-addressed, deduplicated repository.
+//!
+//! Layers, from the bottom (see `docs/ARCHITECTURE.md` for the code map):
+//! - [`id`], [`chunker`], [`time`]: pure values and logic, no I/O;
+//! - [`repo`]: the repository on disk (packs, index, snapshots, lock);
+//! - [`source`]: reading databases consistently;
+//! - [`commands`]: what each subcommand does, as library functions;
+//! - [`cli`]: argument parsing and output, the only place that prints.
+
+pub mod chunker;
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod id;
+pub mod repo;
+pub mod source;
+pub mod time;

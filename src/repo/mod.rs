@@ -1,0 +1,389 @@
+//! The content-addressed repository: a directory of packs, snapshots, an index and a config.
+//!
+//! [`Repository`] opens (or creates) the directory and takes the lock;
+//! [`writer::BlobWriter`] stores new blobs durably; [`reader::BlobReader`]
+//! reads and verifies them. The layout and byte formats are in
+//! `docs/format.md`; the promises the code keeps are in `docs/ARCHITECTURE.md`.
+
+pub mod fsutil;
+pub mod index;
+pub mod lock;
+pub mod pack;
+pub mod reader;
+pub mod snapshot;
+pub mod writer;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::chunker::ChunkerParams;
+use crate::error::{IoContext, RepoError};
+use crate::id::{PackId, SnapshotId};
+use index::Index;
+use lock::{LockMode, RepoLock};
+use pack::BlobEntry;
+use snapshot::Snapshot;
+
+/// The newest repository format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+const CONFIG_FORMAT: &str = "rewindb-repository";
+
+/// `config.json`: written once by `init`, never changed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Config {
+    pub format: String,
+    pub version: u32,
+    pub id: String,
+    pub chunker: ChunkerParams,
+    /// zstd level for new blobs.
+    pub compression_level: i32,
+    /// A pack is sealed once its blobs reach this many bytes.
+    pub pack_target_bytes: u64,
+}
+
+impl Config {
+    fn new(root: &Path) -> Config {
+        let seed = format!(
+            "{}|{}|{}",
+            root.display(),
+            std::process::id(),
+            jiff::Timestamp::now()
+        );
+        Config {
+            format: CONFIG_FORMAT.into(),
+            version: FORMAT_VERSION,
+            id: blake3::hash(seed.as_bytes()).to_hex()[..16].to_string(),
+            chunker: ChunkerParams::default(),
+            compression_level: 3,
+            pack_target_bytes: 16 << 20,
+        }
+    }
+}
+
+/// An open repository. Holds the lock it was opened with until dropped.
+pub struct Repository {
+    root: PathBuf,
+    config: Config,
+    index: std::cell::OnceCell<Index>,
+    mode: Option<LockMode>,
+    _lock: Option<RepoLock>,
+}
+
+/// How to open a repository.
+#[derive(Clone, Copy, Debug)]
+pub struct OpenOptions {
+    /// `None` reads only files that are written atomically (snapshots, config)
+    /// and takes no lock.
+    pub lock: Option<LockMode>,
+    pub lock_wait: Duration,
+}
+
+impl Repository {
+    /// Creates a new repository at `root`, which must be missing or empty.
+    pub fn init(root: &Path) -> Result<Repository, RepoError> {
+        if root.join("config.json").exists()
+            || (root.is_dir()
+                && fs::read_dir(root)
+                    .ctx(|| format!("reading {}", root.display()))?
+                    .next()
+                    .is_some())
+        {
+            return Err(RepoError::AlreadyExists {
+                path: root.to_path_buf(),
+            });
+        }
+        if root.exists() && !root.is_dir() {
+            return Err(RepoError::AlreadyExists {
+                path: root.to_path_buf(),
+            });
+        }
+        let io = |what: &str| format!("creating {what} in {}", root.display());
+        fsutil::create_dir_durable(root).ctx(|| io("the repository directory"))?;
+        for sub in ["packs", "snapshots", "tmp"] {
+            fs::create_dir(root.join(sub)).ctx(|| io(sub))?;
+        }
+        for byte in 0..=255u8 {
+            fs::create_dir(root.join("packs").join(format!("{byte:02x}"))).ctx(|| io("packs"))?;
+        }
+        fsutil::sync_dir(&root.join("packs")).ctx(|| io("packs"))?;
+        let lock = RepoLock::acquire(root, LockMode::Exclusive, Duration::ZERO)?;
+        let index = Index::create(&root.join("index.redb"))?;
+        let config = Config::new(root);
+        let bytes = serde_json::to_vec_pretty(&config).expect("config serialises");
+        // The config is written last: its presence is what makes this a repository.
+        fsutil::write_atomic(&root.join("tmp"), &root.join("config.json"), &bytes)
+            .ctx(|| io("config.json"))?;
+        fsutil::sync_dir(root).ctx(|| io("the repository directory"))?;
+        Ok(Repository {
+            root: root.to_path_buf(),
+            config,
+            index: std::cell::OnceCell::from(index),
+            mode: Some(LockMode::Exclusive),
+            _lock: Some(lock),
+        })
+    }
+
+    /// Opens an existing repository.
+    pub fn open(root: &Path, opts: OpenOptions) -> Result<Repository, RepoError> {
+        if !root.exists() {
+            return Err(RepoError::NotFound {
+                path: root.to_path_buf(),
+                reason: "the directory does not exist".into(),
+            });
+        }
+        let config_path = root.join("config.json");
+        if !config_path.is_file() {
+            return Err(RepoError::NotARepository {
+                path: root.to_path_buf(),
+                reason: "it has no config.json".into(),
+            });
+        }
+        let lock = match opts.lock {
+            Some(mode) => Some(RepoLock::acquire(root, mode, opts.lock_wait)?),
+            None => None,
+        };
+        let bytes = fs::read(&config_path).ctx(|| format!("reading {}", config_path.display()))?;
+        let config: Config =
+            serde_json::from_slice(&bytes).map_err(|e| RepoError::NotARepository {
+                path: root.to_path_buf(),
+                reason: format!("config.json is not valid: {e}"),
+            })?;
+        if config.format != CONFIG_FORMAT {
+            return Err(RepoError::NotARepository {
+                path: root.to_path_buf(),
+                reason: format!("config.json names format {:?}", config.format),
+            });
+        }
+        if config.version > FORMAT_VERSION {
+            return Err(RepoError::UnsupportedVersion {
+                path: root.to_path_buf(),
+                found: config.version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        config
+            .chunker
+            .validate()
+            .map_err(|e| RepoError::NotARepository {
+                path: root.to_path_buf(),
+                reason: e,
+            })?;
+        let mut repo = Repository {
+            root: root.to_path_buf(),
+            config,
+            index: std::cell::OnceCell::new(),
+            mode: opts.lock,
+            _lock: lock,
+        };
+        match opts.lock {
+            Some(LockMode::Shared) => repo.recover_index_for_readers(opts.lock_wait)?,
+            Some(LockMode::Exclusive) => repo.remove_stale_temp_files()?,
+            None => {}
+        }
+        Ok(repo)
+    }
+
+    /// Under the exclusive lock nobody else writes to `tmp/`: anything there
+    /// is a partial pack or snapshot from a run that was killed.
+    fn remove_stale_temp_files(&self) -> Result<(), RepoError> {
+        let tmp = self.tmp_dir();
+        for f in fs::read_dir(&tmp).ctx(|| format!("listing {}", tmp.display()))? {
+            let path = f.ctx(|| format!("listing {}", tmp.display()))?.path();
+            if path.is_file() {
+                tracing::debug!("removing stale temporary file {}", path.display());
+                fs::remove_file(&path).ctx(|| format!("removing {}", path.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A writer killed while it had the index open leaves redb needing a
+    /// repair, which only a writable open performs. Readers hold the shared
+    /// lock and open read-only, so when that fails they step up to the
+    /// exclusive lock for one writable open, then step back down.
+    fn recover_index_for_readers(&mut self, wait: Duration) -> Result<(), RepoError> {
+        let path = self.index_path();
+        if !path.exists() {
+            return Ok(()); // reported by index() to whoever needs it
+        }
+        if let Ok(index) = Index::open(&path, false) {
+            let _ = self.index.set(index);
+            return Ok(());
+        }
+        tracing::info!("recovering the index after an interrupted run");
+        self._lock = None;
+        {
+            let _exclusive = RepoLock::acquire(&self.root, LockMode::Exclusive, wait)?;
+            // Any error is reported again by the read-only open in index().
+            let _ = Index::open(&path, true);
+        }
+        self._lock = Some(RepoLock::acquire(&self.root, LockMode::Shared, wait)?);
+        Ok(())
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn index_path(&self) -> PathBuf {
+        self.root.join("index.redb")
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// The index, opened on first use (writable under the exclusive lock).
+    pub fn index(&self) -> Result<&Index, RepoError> {
+        if self.index.get().is_none() {
+            let writable = match self.mode {
+                Some(LockMode::Exclusive) => true,
+                Some(LockMode::Shared) => false,
+                None => panic!("the index needs a repository lock"),
+            };
+            let _ = self.index.set(Index::open(&self.index_path(), writable)?);
+        }
+        Ok(self.index.get().expect("opened above"))
+    }
+
+    /// Closes the index (so that `repair` can replace the file).
+    pub fn close_index(&mut self) {
+        self.index.take();
+    }
+
+    /// Whether this handle holds the exclusive lock.
+    pub fn is_exclusive(&self) -> bool {
+        self.mode == Some(LockMode::Exclusive)
+    }
+
+    pub fn pack_path(&self, id: &PackId) -> PathBuf {
+        let hex = id.to_hex();
+        self.root.join("packs").join(&hex[..2]).join(hex + ".pack")
+    }
+
+    /// Every pack file present on disk.
+    pub fn pack_files(&self) -> Result<Vec<(PackId, PathBuf, u64)>, RepoError> {
+        let mut out = Vec::new();
+        let packs = self.root.join("packs");
+        for dir in fs::read_dir(&packs).ctx(|| format!("listing {}", packs.display()))? {
+            let dir = dir.ctx(|| format!("listing {}", packs.display()))?.path();
+            if !dir.is_dir() {
+                continue;
+            }
+            for f in fs::read_dir(&dir).ctx(|| format!("listing {}", dir.display()))? {
+                let f = f.ctx(|| format!("listing {}", dir.display()))?;
+                let path = f.path();
+                let Some(id) = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(".pack"))
+                    .and_then(|n| n.parse::<PackId>().ok())
+                else {
+                    continue;
+                };
+                let len = f
+                    .metadata()
+                    .ctx(|| format!("stat {}", path.display()))?
+                    .len();
+                out.push((id, path, len));
+            }
+        }
+        out.sort_by_key(|(id, _, _)| *id);
+        Ok(out)
+    }
+
+    /// Reads and validates a pack's entry table without reading its blobs.
+    pub fn read_pack_table(&self, pack: &PackId, len: u64) -> Result<Vec<BlobEntry>, String> {
+        use std::os::unix::fs::FileExt;
+        let file = fs::File::open(self.pack_path(pack)).map_err(|e| e.to_string())?;
+        if len < pack::TRAILER_LEN as u64 {
+            return Err("too short to be a pack".into());
+        }
+        let mut trailer = [0u8; pack::TRAILER_LEN];
+        file.read_exact_at(&mut trailer, len - pack::TRAILER_LEN as u64)
+            .map_err(|e| e.to_string())?;
+        let (table_len, hash) = pack::decode_trailer(len, &trailer).map_err(|e| e.0)?;
+        let mut table = vec![0u8; table_len];
+        file.read_exact_at(&mut table, len - (pack::TRAILER_LEN + table_len) as u64)
+            .map_err(|e| e.to_string())?;
+        pack::decode_entries(len, &table, &hash).map_err(|e| e.0)
+    }
+
+    fn snapshot_path(&self, id: &SnapshotId) -> PathBuf {
+        self.root
+            .join("snapshots")
+            .join(format!("{}.json", id.to_hex()))
+    }
+
+    /// Makes a snapshot visible. Call only once everything it references is durable.
+    pub fn commit_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId, RepoError> {
+        let (id, bytes) = snap.encode();
+        let path = self.snapshot_path(&id);
+        fsutil::write_atomic(&self.tmp_dir(), &path, &bytes)
+            .ctx(|| format!("writing snapshot {}", path.display()))?;
+        Ok(id)
+    }
+
+    /// All snapshots, oldest first, and the snapshot files that could not be read.
+    pub fn snapshots(&self) -> Result<SnapshotList, RepoError> {
+        let dir = self.root.join("snapshots");
+        let mut list = SnapshotList::default();
+        for f in fs::read_dir(&dir).ctx(|| format!("listing {}", dir.display()))? {
+            let path = f.ctx(|| format!("listing {}", dir.display()))?.path();
+            let Some(id) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(|n| n.parse::<SnapshotId>().ok())
+            else {
+                continue;
+            };
+            let bytes = fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
+            match Snapshot::decode(&id, &bytes) {
+                Ok(s) => list.ok.push((id, s)),
+                Err(e) => list.damaged.push((id, e)),
+            }
+        }
+        list.ok
+            .sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(list)
+    }
+}
+
+#[derive(Default)]
+pub struct SnapshotList {
+    pub ok: Vec<(SnapshotId, Snapshot)>,
+    /// Snapshot files that exist but do not parse or do not match their id.
+    pub damaged: Vec<(SnapshotId, String)>,
+}
+
+impl SnapshotList {
+    /// Finds a snapshot by `latest` or a unique prefix of its id (at least 4 hex digits).
+    pub fn find(&self, spec: &str) -> Result<&(SnapshotId, Snapshot), RepoError> {
+        if spec == "latest" {
+            return self.ok.last().ok_or_else(|| {
+                RepoError::UnknownSnapshot("latest (the repository has no snapshots)".into())
+            });
+        }
+        let spec_lc = spec.to_ascii_lowercase();
+        if spec_lc.len() < 4 || !spec_lc.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(RepoError::UnknownSnapshot(spec.to_string()));
+        }
+        let mut found = self
+            .ok
+            .iter()
+            .filter(|(id, _)| id.to_hex().starts_with(&spec_lc));
+        match (found.next(), found.next()) {
+            (Some(s), None) => Ok(s),
+            (Some(_), Some(_)) => Err(RepoError::AmbiguousSnapshot(spec.to_string())),
+            (None, _) => Err(RepoError::UnknownSnapshot(spec.to_string())),
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! Pack files: immutable containers of compressed blobs that describe their own contents.
+//!
+//! A pack is `magic | blob bytes... | entries | trailer` (byte layout in
+//! `docs/format.md`). The entry table at the end lists every blob's id, kind,
+//! compression, offset and lengths, so the index can be rebuilt from the packs
+//! alone. This module only encodes and decodes bytes; reading and writing files
+//! is the repository's job.
+
+use crate::id::{ChunkId, PackId};
+
+pub const PACK_MAGIC: &[u8; 8] = b"RWDBPAK1";
+pub const PACK_END: &[u8; 8] = b"RWDBEND1";
+/// Bytes per entry in the entry table.
+pub const ENTRY_LEN: usize = 50;
+/// `entry count (u32) | blake3 of the entry table (32) | PACK_END (8)`.
+pub const TRAILER_LEN: usize = 4 + 32 + 8;
+/// No blob is larger than this, compressed or not; decoders refuse larger
+/// lengths instead of allocating them.
+pub const MAX_BLOB_LEN: u32 = 16 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlobKind {
+    /// Bytes of a backed-up file.
+    Data = 0,
+    /// Bytes of a manifest (a file's chunk list).
+    Meta = 1,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None = 0,
+    Zstd = 1,
+}
+
+/// Where one blob sits inside its pack and how to turn it back into bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobEntry {
+    pub id: ChunkId,
+    pub kind: BlobKind,
+    pub compression: Compression,
+    pub offset: u64,
+    pub stored_len: u32,
+    pub raw_len: u32,
+}
+
+/// Why bytes could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DecodeError(pub String);
+
+fn err<T>(msg: impl Into<String>) -> Result<T, DecodeError> {
+    Err(DecodeError(msg.into()))
+}
+
+impl BlobEntry {
+    /// Encodes everything but the id (the index stores the id as its key).
+    pub fn encode_location(&self, out: &mut [u8; 18]) {
+        out[0] = self.kind as u8;
+        out[1] = self.compression as u8;
+        out[2..10].copy_from_slice(&self.offset.to_le_bytes());
+        out[10..14].copy_from_slice(&self.stored_len.to_le_bytes());
+        out[14..18].copy_from_slice(&self.raw_len.to_le_bytes());
+    }
+
+    pub fn decode_location(id: ChunkId, b: &[u8; 18]) -> Result<Self, DecodeError> {
+        let kind = match b[0] {
+            0 => BlobKind::Data,
+            1 => BlobKind::Meta,
+            k => return err(format!("unknown blob kind {k}")),
+        };
+        let compression = match b[1] {
+            0 => Compression::None,
+            1 => Compression::Zstd,
+            c => return err(format!("unknown compression {c}")),
+        };
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
+        let entry = BlobEntry {
+            id,
+            kind,
+            compression,
+            offset: u64::from_le_bytes(b[2..10].try_into().unwrap()),
+            stored_len: u32_at(10),
+            raw_len: u32_at(14),
+        };
+        if entry.stored_len > MAX_BLOB_LEN || entry.raw_len > MAX_BLOB_LEN {
+            return err(format!(
+                "blob {} claims {} stored / {} raw bytes, over the {MAX_BLOB_LEN} limit",
+                id, entry.stored_len, entry.raw_len
+            ));
+        }
+        if entry.compression == Compression::None && entry.stored_len != entry.raw_len {
+            return err(format!("uncompressed blob {id} has differing lengths"));
+        }
+        Ok(entry)
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.id.as_bytes());
+        let mut loc = [0u8; 18];
+        self.encode_location(&mut loc);
+        out.extend_from_slice(&loc);
+    }
+
+    fn decode(b: &[u8]) -> Result<Self, DecodeError> {
+        let id = ChunkId(b[..32].try_into().unwrap());
+        Self::decode_location(id, b[32..ENTRY_LEN].try_into().unwrap())
+    }
+
+    /// The byte range this blob occupies in its pack.
+    pub fn range(&self) -> std::ops::Range<u64> {
+        self.offset..self.offset + u64::from(self.stored_len)
+    }
+}
+
+/// Collects blobs in memory and produces a finished pack.
+pub struct PackBuilder {
+    buf: Vec<u8>,
+    entries: Vec<BlobEntry>,
+}
+
+impl Default for PackBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PackBuilder {
+    pub fn new() -> Self {
+        let mut buf = Vec::with_capacity(1 << 20);
+        buf.extend_from_slice(PACK_MAGIC);
+        PackBuilder {
+            buf,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Appends a blob whose bytes are already compressed as `compression` says.
+    pub fn add(
+        &mut self,
+        id: ChunkId,
+        kind: BlobKind,
+        compression: Compression,
+        stored: &[u8],
+        raw_len: usize,
+    ) {
+        self.entries.push(BlobEntry {
+            id,
+            kind,
+            compression,
+            offset: self.buf.len() as u64,
+            stored_len: stored.len() as u32,
+            raw_len: raw_len as u32,
+        });
+        self.buf.extend_from_slice(stored);
+    }
+
+    /// Bytes so far, without the entry table.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Appends the entry table and trailer; returns the pack's bytes, id and entries.
+    pub fn finish(mut self) -> (Vec<u8>, PackId, Vec<BlobEntry>) {
+        let table_start = self.buf.len();
+        for e in &self.entries {
+            e.encode(&mut self.buf);
+        }
+        let table_hash = blake3::hash(&self.buf[table_start..]);
+        self.buf
+            .extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(table_hash.as_bytes());
+        self.buf.extend_from_slice(PACK_END);
+        let id = PackId::of(&self.buf);
+        (self.buf, id, self.entries)
+    }
+}
+
+/// Reads the trailer: returns how many bytes the entry table takes.
+pub fn decode_trailer(pack_len: u64, trailer: &[u8]) -> Result<(usize, [u8; 32]), DecodeError> {
+    if trailer.len() != TRAILER_LEN || pack_len < (PACK_MAGIC.len() + TRAILER_LEN) as u64 {
+        return err(format!("pack of {pack_len} bytes is too short"));
+    }
+    if &trailer[36..] != PACK_END {
+        return err("trailer magic missing (pack truncated or not a pack)");
+    }
+    let count = u32::from_le_bytes(trailer[..4].try_into().unwrap()) as u64;
+    let table_len = count * ENTRY_LEN as u64;
+    if table_len + (PACK_MAGIC.len() + TRAILER_LEN) as u64 > pack_len {
+        return err(format!(
+            "trailer claims {count} entries, more than a {pack_len}-byte pack holds"
+        ));
+    }
+    Ok((table_len as usize, trailer[4..36].try_into().unwrap()))
+}
+
+/// Decodes and validates the entry table of a pack of `pack_len` bytes.
+pub fn decode_entries(
+    pack_len: u64,
+    table: &[u8],
+    table_hash: &[u8; 32],
+) -> Result<Vec<BlobEntry>, DecodeError> {
+    if blake3::hash(table).as_bytes() != table_hash {
+        return err("entry table does not match its checksum");
+    }
+    if !table.len().is_multiple_of(ENTRY_LEN) {
+        return err("entry table length is not a whole number of entries");
+    }
+    let blobs_end = pack_len - (table.len() + TRAILER_LEN) as u64;
+    let entries = table
+        .chunks_exact(ENTRY_LEN)
+        .map(BlobEntry::decode)
+        .collect::<Result<Vec<_>, _>>()?;
+    for e in &entries {
+        if e.offset < PACK_MAGIC.len() as u64 || e.range().end > blobs_end {
+            return err(format!(
+                "blob {} at {}..{} lies outside the pack's data",
+                e.id,
+                e.offset,
+                e.range().end
+            ));
+        }
+    }
+    Ok(entries)
+}
+
+/// Decodes the entries of a whole pack held in memory, checking the magic.
+pub fn decode_pack(bytes: &[u8]) -> Result<Vec<BlobEntry>, DecodeError> {
+    if bytes.len() < PACK_MAGIC.len() + TRAILER_LEN || &bytes[..8] != PACK_MAGIC {
+        return err("pack magic missing");
+    }
+    let len = bytes.len() as u64;
+    let (table_len, hash) = decode_trailer(len, &bytes[bytes.len() - TRAILER_LEN..])?;
+    let table_start = bytes.len() - TRAILER_LEN - table_len;
+    decode_entries(len, &bytes[table_start..bytes.len() - TRAILER_LEN], &hash)
+}
+
+/// Turns a blob's stored bytes back into its content and verifies them against its id.
+pub fn decode_blob(entry: &BlobEntry, stored: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    if stored.len() != entry.stored_len as usize {
+        return err(format!(
+            "blob {} is {} bytes, expected {}",
+            entry.id,
+            stored.len(),
+            entry.stored_len
+        ));
+    }
+    let raw = match entry.compression {
+        Compression::None => stored.to_vec(),
+        Compression::Zstd => zstd::bulk::decompress(stored, entry.raw_len as usize)
+            .map_err(|e| DecodeError(format!("blob {} does not decompress: {e}", entry.id)))?,
+    };
+    if raw.len() != entry.raw_len as usize || ChunkId::of(&raw) != entry.id {
+        return err(format!(
+            "blob {} does not match its hash (the pack is damaged)",
+            entry.id
+        ));
+    }
+    Ok(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_pack() -> (Vec<u8>, PackId, Vec<BlobEntry>) {
+        let mut b = PackBuilder::new();
+        for i in 0..5u8 {
+            let raw = vec![i; 1000 + i as usize];
+            let stored = zstd::bulk::compress(&raw, 3).unwrap();
+            b.add(
+                ChunkId::of(&raw),
+                BlobKind::Data,
+                Compression::Zstd,
+                &stored,
+                raw.len(),
+            );
+        }
+        let raw = b"meta".to_vec();
+        b.add(
+            ChunkId::of(&raw),
+            BlobKind::Meta,
+            Compression::None,
+            &raw,
+            raw.len(),
+        );
+        b.finish()
+    }
+
+    #[test]
+    fn pack_round_trip() {
+        let (bytes, id, entries) = sample_pack();
+        assert_eq!(id, PackId::of(&bytes));
+        let decoded = decode_pack(&bytes).unwrap();
+        assert_eq!(decoded, entries);
+        for e in &decoded {
+            let raw = decode_blob(e, &bytes[e.offset as usize..e.range().end as usize]).unwrap();
+            assert_eq!(ChunkId::of(&raw), e.id);
+        }
+    }
+
+    #[test]
+    fn flipped_blob_byte_is_detected() {
+        let (mut bytes, _, entries) = sample_pack();
+        let e = entries[2];
+        bytes[e.offset as usize + 3] ^= 1;
+        let stored = &bytes[e.offset as usize..e.range().end as usize];
+        assert!(decode_blob(&e, stored).is_err());
+    }
+
+    #[test]
+    fn truncated_or_damaged_table_is_rejected() {
+        let (bytes, _, _) = sample_pack();
+        assert!(decode_pack(&bytes[..bytes.len() - 1]).is_err());
+        let mut damaged = bytes.clone();
+        let at = damaged.len() - TRAILER_LEN - 10;
+        damaged[at] ^= 0x40;
+        let e = decode_pack(&damaged).unwrap_err();
+        assert!(e.0.contains("checksum"), "{e}");
+    }
+
+    #[test]
+    fn huge_entry_count_is_refused_without_allocating() {
+        let mut t = vec![0u8; TRAILER_LEN];
+        t[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        t[36..].copy_from_slice(PACK_END);
+        assert!(decode_trailer(100, &t).is_err());
+    }
+}

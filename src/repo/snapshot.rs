@@ -1,0 +1,179 @@
+//! Snapshot files: what one backup run captured, committed last.
+//!
+//! A snapshot is a JSON file `snapshots/<id>.json` whose name is the blake3 of
+//! its bytes. It lists each backed-up file with its size, whole-file blake3 and
+//! the meta blobs that hold its manifest (the ordered list of its chunk ids).
+//! It is written only after every blob it references is durable and indexed.
+
+use std::path::PathBuf;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::id::{ChunkId, SnapshotId};
+
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    pub version: u32,
+    /// When the backup started (the moment its sources were read is within
+    /// `stats.duration_secs` of it).
+    pub time: Timestamp,
+    pub source: SourceKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    pub hostname: String,
+    pub files: Vec<FileEntry>,
+    pub stats: BackupStats,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Sqlite,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct FileEntry {
+    /// Name the file is restored under (the source's file name).
+    pub name: String,
+    /// Absolute path the file was read from.
+    pub source_path: PathBuf,
+    pub size: u64,
+    /// blake3 of the whole file as captured.
+    pub blake3: String,
+    /// SQLite page size; the file was cut on these boundaries.
+    pub page_size: u32,
+    pub journal_mode: String,
+    /// Unix permission bits of the source file, applied on restore.
+    #[serde(default = "default_mode")]
+    pub mode: u32,
+    pub chunk_count: u64,
+    /// Meta blobs whose concatenation is the file's manifest.
+    pub manifest: Vec<ChunkId>,
+}
+
+fn default_mode() -> u32 {
+    0o644
+}
+
+/// Figures of one backup run, as printed at the end of it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq)]
+pub struct BackupStats {
+    /// Logical bytes read from the sources.
+    pub bytes_read: u64,
+    /// Chunks (data and meta) the run produced, and how many were not yet stored.
+    pub chunks: u64,
+    pub chunks_new: u64,
+    /// Uncompressed bytes of the new chunks.
+    pub bytes_new: u64,
+    /// What the new chunks take in packs, after compression.
+    pub bytes_added: u64,
+    pub duration_secs: f64,
+}
+
+impl Snapshot {
+    /// Serialises the snapshot; its id is the blake3 of these bytes.
+    pub fn encode(&self) -> (SnapshotId, Vec<u8>) {
+        let mut bytes = serde_json::to_vec_pretty(self).expect("snapshot serialises");
+        bytes.push(b'\n');
+        (SnapshotId::of(&bytes), bytes)
+    }
+
+    /// Parses snapshot bytes, checking they hash to `id`.
+    pub fn decode(id: &SnapshotId, bytes: &[u8]) -> Result<Snapshot, String> {
+        if SnapshotId::of(bytes) != *id {
+            return Err("contents do not match the snapshot id (file damaged)".into());
+        }
+        let snap: Snapshot = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if snap.version > SNAPSHOT_VERSION {
+            return Err(format!(
+                "snapshot version {} is newer than this rewindb reads ({SNAPSHOT_VERSION})",
+                snap.version
+            ));
+        }
+        Ok(snap)
+    }
+
+    pub fn logical_size(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+
+    /// The sources as shown in listings.
+    pub fn sources(&self) -> Vec<String> {
+        self.files
+            .iter()
+            .map(|f| f.source_path.display().to_string())
+            .collect()
+    }
+}
+
+/// Encodes a manifest: the chunk ids in file order, 32 bytes each.
+pub fn encode_manifest(ids: &[ChunkId]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ids.len() * 32);
+    for id in ids {
+        out.extend_from_slice(id.as_bytes());
+    }
+    out
+}
+
+/// Decodes a manifest, checking it holds exactly `count` ids.
+pub fn decode_manifest(bytes: &[u8], count: u64) -> Result<Vec<ChunkId>, String> {
+    if !bytes.len().is_multiple_of(32) || (bytes.len() / 32) as u64 != count {
+        return Err(format!(
+            "manifest is {} bytes, expected {} chunk ids",
+            bytes.len(),
+            count
+        ));
+    }
+    Ok(bytes
+        .chunks_exact(32)
+        .map(|c| ChunkId(c.try_into().unwrap()))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Snapshot {
+        Snapshot {
+            version: SNAPSHOT_VERSION,
+            time: "2026-11-23T14:05:00Z".parse().unwrap(),
+            source: SourceKind::Sqlite,
+            label: Some("nightly".into()),
+            hostname: "db1".into(),
+            files: vec![FileEntry {
+                name: "app.db".into(),
+                source_path: "/srv/app.db".into(),
+                size: 8192,
+                blake3: "00".repeat(32),
+                page_size: 4096,
+                journal_mode: "wal".into(),
+                mode: 0o640,
+                chunk_count: 2,
+                manifest: vec![ChunkId::of(b"m")],
+            }],
+            stats: BackupStats::default(),
+        }
+    }
+
+    #[test]
+    fn snapshot_round_trip_and_tamper_detection() {
+        let (id, bytes) = sample().encode();
+        assert_eq!(Snapshot::decode(&id, &bytes).unwrap(), sample());
+        let mut bad = bytes.clone();
+        bad[10] ^= 1;
+        assert!(Snapshot::decode(&id, &bad).is_err());
+    }
+
+    #[test]
+    fn manifest_round_trip_and_count_check() {
+        let ids: Vec<_> = (0..10u8).map(|i| ChunkId::of(&[i])).collect();
+        let bytes = encode_manifest(&ids);
+        assert_eq!(decode_manifest(&bytes, 10).unwrap(), ids);
+        assert!(decode_manifest(&bytes, 9).is_err());
+        assert!(decode_manifest(&bytes[..31], 1).is_err());
+    }
+}

@@ -1,0 +1,152 @@
+//! Storing new blobs: dedup against the index, compress, fill packs, seal them durably.
+//!
+//! [`BlobWriter::add`] returns a blob's id whether or not the blob was new.
+//! Sealed packs are fsynced and renamed into `packs/` as they fill;
+//! [`BlobWriter::commit`] seals the last one and records them all in the index
+//! in one transaction. Only after `commit` returns may a snapshot reference the
+//! blobs (invariant 1).
+
+use std::collections::HashSet;
+
+use crate::chunker::ChunkerParams;
+use crate::error::{IoContext, RepoError};
+use crate::id::ChunkId;
+use crate::repo::Repository;
+use crate::repo::fsutil;
+use crate::repo::index::{IndexView, SealedPack};
+use crate::repo::pack::{BlobKind, Compression, PackBuilder};
+
+/// What a writer stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    pub chunks: u64,
+    pub chunks_new: u64,
+    pub bytes_in: u64,
+    pub bytes_new: u64,
+    /// Compressed bytes of the new blobs as stored in packs.
+    pub bytes_added: u64,
+}
+
+pub struct BlobWriter<'r> {
+    repo: &'r Repository,
+    view: IndexView,
+    compressor: zstd::bulk::Compressor<'static>,
+    scratch: Vec<u8>,
+    pack: PackBuilder,
+    /// Blobs added by this writer but not yet in the index.
+    added: HashSet<ChunkId>,
+    sealed: Vec<SealedPack>,
+    stats: WriteStats,
+}
+
+impl<'r> BlobWriter<'r> {
+    /// Needs a repository opened with the exclusive lock.
+    pub fn new(repo: &'r Repository) -> Result<Self, RepoError> {
+        assert!(repo.is_exclusive(), "writing needs the exclusive lock");
+        let view = repo.index()?.view()?;
+        let compressor = zstd::bulk::Compressor::new(repo.config().compression_level)
+            .ctx(|| "starting zstd".into())?;
+        Ok(BlobWriter {
+            repo,
+            view,
+            compressor,
+            scratch: Vec::new(),
+            pack: PackBuilder::new(),
+            added: HashSet::new(),
+            sealed: Vec::new(),
+            stats: WriteStats::default(),
+        })
+    }
+
+    pub fn chunker(&self) -> ChunkerParams {
+        self.repo.config().chunker
+    }
+
+    /// Stores `data` unless a blob with its id is already stored; returns the id.
+    pub fn add(&mut self, kind: BlobKind, data: &[u8]) -> Result<ChunkId, RepoError> {
+        let id = ChunkId::of(data);
+        self.add_with_id(id, kind, data)?;
+        Ok(id)
+    }
+
+    /// As [`add`](Self::add), for a caller that already hashed `data` (the id must be its blake3).
+    pub fn add_with_id(
+        &mut self,
+        id: ChunkId,
+        kind: BlobKind,
+        data: &[u8],
+    ) -> Result<bool, RepoError> {
+        debug_assert_eq!(id, ChunkId::of(data));
+        self.stats.chunks += 1;
+        self.stats.bytes_in += data.len() as u64;
+        if self.added.contains(&id) || self.view.contains(&id)? {
+            return Ok(false);
+        }
+        let bound = zstd::zstd_safe::compress_bound(data.len());
+        self.scratch.resize(bound, 0);
+        let n = self
+            .compressor
+            .compress_to_buffer(data, &mut self.scratch[..])
+            .ctx(|| format!("compressing chunk {id}"))?;
+        let (compression, stored) = if n < data.len() {
+            (Compression::Zstd, &self.scratch[..n])
+        } else {
+            (Compression::None, data)
+        };
+        self.pack.add(id, kind, compression, stored, data.len());
+        self.stats.chunks_new += 1;
+        self.stats.bytes_new += data.len() as u64;
+        self.stats.bytes_added += stored.len() as u64;
+        self.added.insert(id);
+        if self.pack.len() as u64 >= self.repo.config().pack_target_bytes {
+            self.seal()?;
+        }
+        Ok(true)
+    }
+
+    /// Stores a manifest (the ordered chunk ids of one file) as content-defined
+    /// meta blobs, so that consecutive snapshots of a file share most of them.
+    pub fn add_manifest(&mut self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, RepoError> {
+        let bytes = crate::repo::snapshot::encode_manifest(ids);
+        let params = self.chunker();
+        let mut out = Vec::new();
+        for piece in params.cdc_chunks(&bytes) {
+            out.push(self.add(BlobKind::Meta, piece)?);
+        }
+        Ok(out)
+    }
+
+    /// Writes the current pack: temp file, fsync, rename into `packs/`, fsync the directory.
+    fn seal(&mut self) -> Result<(), RepoError> {
+        if self.pack.is_empty() {
+            return Ok(());
+        }
+        let builder = std::mem::take(&mut self.pack);
+        let (bytes, id, entries) = builder.finish();
+        let dest = self.repo.pack_path(&id);
+        fsutil::write_atomic(&self.repo.tmp_dir(), &dest, &bytes)
+            .ctx(|| format!("writing pack {}", dest.display()))?;
+        tracing::debug!(pack = %id.short(), blobs = entries.len(), bytes = bytes.len(), "sealed pack");
+        self.sealed.push(SealedPack {
+            id,
+            len: bytes.len() as u64,
+            entries,
+        });
+        Ok(())
+    }
+
+    /// Seals the last pack and records every sealed pack in the index, durably.
+    pub fn commit(mut self) -> Result<WriteStats, RepoError> {
+        self.seal()?;
+        // The read view must end before the index takes a write transaction.
+        drop(self.view);
+        if !self.sealed.is_empty() {
+            self.repo.index()?.add_packs(&self.sealed)?;
+        }
+        Ok(self.stats)
+    }
+
+    pub fn stats(&self) -> WriteStats {
+        self.stats
+    }
+}

@@ -1,0 +1,3 @@
+//! Backup sources: the databases rewindb reads.
+
+pub mod sqlite;

@@ -1,0 +1,162 @@
+//! Every bad input gets a clear message, a non-zero exit code, and an untouched repository.
+
+use crate::helpers::*;
+
+#[test]
+fn bad_inputs_are_refused_and_leave_the_repository_untouched() {
+    let f = Fixture::with_repo();
+    let db = f.path("app.db");
+    make_db(&db, 500, "wal");
+    f.backup(&[&db]);
+    std::fs::write(f.path("notes.txt"), "hello, not a database\n".repeat(20)).unwrap();
+    std::fs::write(f.path("empty.db"), b"").unwrap();
+    let mut truncated = std::fs::read(&db).unwrap();
+    truncated.truncate(50);
+    std::fs::write(f.path("truncated.db"), truncated).unwrap();
+
+    let before = f.repo_state();
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["backup", "sqlite", "notes.txt"],
+            2,
+            "not a SQLite database",
+        ),
+        (&["backup", "sqlite", "empty.db"], 2, "the file is empty"),
+        (
+            &["backup", "sqlite", "truncated.db"],
+            2,
+            "not a SQLite database",
+        ),
+        (
+            &["backup", "sqlite", "missing.db"],
+            2,
+            "missing.db: no such file",
+        ),
+        (
+            &["backup", "sqlite", "app.db", "missing.db"],
+            2,
+            "no such file",
+        ),
+        (&["backup", "sqlite", "."], 2, "it is a directory"),
+        (
+            &["restore", "deadbeef", "--to", "x.db"],
+            2,
+            "no snapshot matches \"deadbeef\"",
+        ),
+        (&["restore", "zz", "--to", "x.db"], 2, "no snapshot matches"),
+        (
+            &["restore", "--at", "2001-01-01 00:00:00+00", "--to", "x.db"],
+            2,
+            "no snapshot at or before 2001-01-01T00:00:00Z",
+        ),
+        (
+            &["restore", "--at", "last tuesday", "--to", "x.db"],
+            2,
+            "malformed time",
+        ),
+        (
+            &["restore", "--at", "2026-02-30 10:00", "--to", "x.db"],
+            2,
+            "malformed time",
+        ),
+        (&["restore", "latest"], 2, "give --to PATH"),
+        (
+            &["restore", "latest", "--to", "app.db"],
+            2,
+            "already exists",
+        ),
+        (
+            &["restore", "latest", "--to", "nodir/x.db"],
+            2,
+            "does not exist",
+        ),
+        (
+            &["restore", "latest", "--file", "other.db", "--to", "x.db"],
+            2,
+            "no file named",
+        ),
+        (&["init"], 2, "already exists"),
+    ];
+    for (args, code, needle) in cases {
+        let err = f.fails(args, *code);
+        assert!(
+            err.contains(needle),
+            "rewindb {args:?}: expected {needle:?} in {err}"
+        );
+        assert!(!f.path("x.db").exists(), "{args:?} wrote x.db");
+    }
+    assert!(
+        f.repo_state() == before,
+        "a bad input changed the repository"
+    );
+}
+
+#[test]
+fn repository_that_does_not_exist_or_is_not_a_repository() {
+    let f = Fixture::new();
+    let db = f.path("app.db");
+    make_db(&db, 10, "wal");
+    // --repo pointing nowhere: refused, nothing created.
+    let err = f.fails(&["backup", "sqlite", "app.db"], 2);
+    assert!(
+        err.contains("no rewindb repository at") && err.contains("init"),
+        "{err}"
+    );
+    assert!(!f.repo().exists());
+    for cmd in [
+        &["snapshots"][..],
+        &["check"],
+        &["stats"],
+        &["restore", "latest", "--to", "y.db"],
+    ] {
+        let err = f.fails(cmd, 2);
+        assert!(err.contains("no rewindb repository"), "{cmd:?}: {err}");
+    }
+    // A directory that is something else.
+    std::fs::create_dir(f.repo()).unwrap();
+    std::fs::write(f.repo().join("precious.txt"), b"keep me").unwrap();
+    let err = f.fails(&["backup", "sqlite", "app.db"], 2);
+    assert!(err.contains("is not a rewindb repository"), "{err}");
+    let err = f.fails(&["init"], 2);
+    assert!(err.contains("not empty"), "{err}");
+    assert_eq!(std::fs::read_dir(f.repo()).unwrap().count(), 1);
+}
+
+#[test]
+fn repository_of_a_newer_format_is_refused() {
+    let f = Fixture::with_repo();
+    let cfg = f.repo().join("config.json");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("\"version\": 1", "\"version\": 99")).unwrap();
+    let err = f.fails(&["snapshots"], 2);
+    assert!(
+        err.contains("format version 99") && err.contains("upgrade"),
+        "{err}"
+    );
+}
+
+#[test]
+fn default_repository_is_created_on_first_backup() {
+    let f = Fixture::new();
+    let db = f.path("app.db");
+    make_db(&db, 10, "wal");
+    let home = f.path("home");
+    let out = std::process::Command::new(BIN)
+        .args(["backup", "sqlite"])
+        .arg(&db)
+        .env_remove("REWINDB_REPOSITORY")
+        .env_remove("XDG_DATA_HOME")
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        home.join(".local/share/rewindb/repository/config.json")
+            .is_file()
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("created repository"));
+}

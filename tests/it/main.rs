@@ -1,0 +1,6 @@
+//! The integration tests: real SQLite databases, the real binary, real processes.
+
+mod bad_input;
+mod helpers;
+mod robustness;
+mod sqlite;

@@ -1,0 +1,257 @@
+//! Overlapping runs, killed runs, damaged packs and a lost index.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::helpers::*;
+
+#[test]
+fn two_backups_started_together_both_succeed() {
+    let f = Fixture::with_repo();
+    let (a, b) = (f.path("a.db"), f.path("b.db"));
+    make_db(&a, 60_000, "wal");
+    make_db(&b, 60_000, "delete");
+    let spawn = |db: &std::path::Path| {
+        Command::new(BIN)
+            .arg("--repo")
+            .arg(f.repo())
+            .args(["backup", "sqlite"])
+            .arg(db)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (pa, pb) = (spawn(&a), spawn(&b));
+    for p in [pa, pb] {
+        let out = p.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(f.snapshots().len(), 2);
+    f.ok(&["check", "--read-data"]);
+    for (i, s) in f.snapshots().iter().enumerate() {
+        let out = f.path(&format!("r{i}.db"));
+        f.ok(&[
+            "restore",
+            s["id"].as_str().unwrap(),
+            "--to",
+            out.to_str().unwrap(),
+        ]);
+        assert!(integrity_ok(&out));
+    }
+}
+
+#[test]
+fn a_held_lock_is_refused_cleanly_with_its_own_exit_code() {
+    let f = Fixture::with_repo();
+    let db = f.path("a.db");
+    make_db(&db, 100, "wal");
+    let before = f.repo_state();
+    let lock = std::fs::File::options()
+        .write(true)
+        .open(f.repo().join("lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let err = f.fails(&["--lock-wait", "0", "backup", "sqlite", "a.db"], 3);
+    assert!(err.contains("locked by another rewindb process"), "{err}");
+    let err = f.fails(&["--lock-wait", "1", "check"], 3);
+    assert!(err.contains("waited 1s"), "{err}");
+    assert!(f.repo_state() == before);
+    drop(lock);
+    f.backup(&[&db]);
+}
+
+#[test]
+fn killed_backups_leave_earlier_snapshots_restorable() {
+    let f = Fixture::with_repo();
+    let db = f.path("big.db");
+    make_db(&db, 200_000, "wal");
+    let first = f.backup(&[&db]);
+    let first_out = f.path("first.db");
+    f.ok(&["restore", &first, "--to", first_out.to_str().unwrap()]);
+    let first_bytes = std::fs::read(&first_out).unwrap();
+    let mut kills = 0;
+    for round in 0..12u64 {
+        update_rows(&db, 3_000, round);
+        let mut child = Command::new(BIN)
+            .arg("--repo")
+            .arg(f.repo())
+            .args(["backup", "sqlite"])
+            .arg(&db)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5 + round * 12));
+        if child.try_wait().unwrap().is_none() {
+            kills += 1;
+        }
+        let _ = child.kill(); // SIGKILL
+        child.wait().unwrap();
+        // Every snapshot listed is complete and verifies.
+        f.ok(&["check", "--read-data"]);
+        let out = f.path(&format!("after-kill-{round}.db"));
+        f.ok(&["restore", &first, "--to", out.to_str().unwrap()]);
+        assert!(std::fs::read(&out).unwrap() == first_bytes, "round {round}");
+        std::fs::remove_file(&out).unwrap();
+    }
+    assert!(
+        kills >= 3,
+        "only {kills} backups were still running when killed"
+    );
+    // The next backup works and restores.
+    let id = f.backup(&[&db]);
+    let out = f.path("final.db");
+    f.ok(&["restore", &id, "--to", out.to_str().unwrap()]);
+    assert!(integrity_ok(&out));
+}
+
+/// The single pack a fixture's snapshot wrote (each backup run seals its own packs).
+fn packs(f: &Fixture) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for d in std::fs::read_dir(f.repo().join("packs")).unwrap() {
+        for p in std::fs::read_dir(d.unwrap().path()).unwrap() {
+            out.push(p.unwrap().path());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn damaged_pack_is_named_and_only_its_snapshots_fail() {
+    let f = Fixture::with_repo();
+    let (a, b) = (f.path("a.db"), f.path("b.db"));
+    make_db(&a, 5_000, "wal");
+    let snap_a = f.backup(&[&a]);
+    let packs_a = packs(&f);
+    make_db(&b, 7_000, "delete");
+    update_rows(&b, 100, 5);
+    let snap_b = f.backup(&[&b]);
+    assert_eq!(packs_a.len(), 1);
+    // Flip a byte in the middle of snapshot A's pack.
+    let mut bytes = std::fs::read(&packs_a[0]).unwrap();
+    let mid = bytes.len() / 3;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&packs_a[0], &bytes).unwrap();
+
+    // The structural check does not read blobs; --read-data finds the damage.
+    let out = f.run(&["check", "--read-data"]);
+    assert_eq!(out.status.code(), Some(4));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("does not match its hash") || stdout.contains("decompress"),
+        "{stdout}"
+    );
+    assert!(stderr.contains(&snap_a[..8]), "{stderr}");
+    assert!(!stderr.contains(&snap_b[..8]), "{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&f.run(&["check", "--read-data", "--json"]).stdout).unwrap();
+    let affected: Vec<&str> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["affected_snapshots"].as_array().unwrap())
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(affected.iter().all(|s| *s == snap_a), "{affected:?}");
+
+    // Restoring A fails and leaves nothing behind; B restores.
+    let dest = f.path("out");
+    std::fs::create_dir(&dest).unwrap();
+    let err = f.fails(
+        &[
+            "restore",
+            &snap_a,
+            "--to",
+            dest.join("a.db").to_str().unwrap(),
+        ],
+        4,
+    );
+    assert!(
+        err.contains("damaged") || err.contains("decompress"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&dest).unwrap().count(),
+        0,
+        "restore left files"
+    );
+    f.ok(&[
+        "restore",
+        &snap_b,
+        "--to",
+        dest.join("b.db").to_str().unwrap(),
+    ]);
+    assert!(integrity_ok(&dest.join("b.db")));
+}
+
+#[test]
+fn truncated_and_deleted_packs_are_reported_by_the_structural_check() {
+    let f = Fixture::with_repo();
+    let a = f.path("a.db");
+    make_db(&a, 3_000, "wal");
+    let snap = f.backup(&[&a]);
+    let pack = packs(&f).remove(0);
+    let len = std::fs::metadata(&pack).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&pack)
+        .unwrap()
+        .set_len(len - 100)
+        .unwrap();
+    let err = f.fails(&["check"], 4);
+    assert!(err.contains(&snap[..8]), "{err}");
+    std::fs::remove_file(&pack).unwrap();
+    let out = f.run(&["check"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is missing"));
+    let err = f.fails(&["restore", &snap, "--to", "x.db"], 4);
+    assert!(err.contains("missing"), "{err}");
+    assert!(!f.path("x.db").exists());
+}
+
+#[test]
+fn lost_or_damaged_index_is_rebuilt_from_the_packs() {
+    let f = Fixture::with_repo();
+    let a = f.path("a.db");
+    make_db(&a, 3_000, "wal");
+    f.backup(&[&a]);
+    update_rows(&a, 50, 1);
+    let snap = f.backup(&[&a]);
+    let index = f.repo().join("index.redb");
+    std::fs::remove_file(&index).unwrap();
+    let err = f.fails(&["restore", &snap, "--to", "x.db"], 1);
+    assert!(err.contains("rewindb repair index"), "{err}");
+    let err = f.fails(&["check"], 4);
+    assert!(err.contains("problem"), "{err}");
+    f.ok(&["repair", "index"]);
+    f.ok(&["check", "--read-data"]);
+    f.ok(&["restore", &snap, "--to", "x.db"]);
+    assert!(integrity_ok(&f.path("x.db")));
+    // A damaged (garbage) index file is handled the same way.
+    std::fs::write(&index, b"garbage garbage garbage").unwrap();
+    let err = f.fails(&["backup", "sqlite", "a.db"], 1);
+    assert!(err.contains("rewindb repair index"), "{err}");
+    f.ok(&["repair", "index"]);
+    f.backup(&[&a]);
+    f.ok(&["check", "--read-data"]);
+}
+
+#[test]
+fn partial_files_of_a_killed_run_are_cleared_by_the_next_writer() {
+    let f = Fixture::with_repo();
+    let a = f.path("a.db");
+    make_db(&a, 100, "wal");
+    let stale = f.repo().join("tmp").join(".rewindb-partial");
+    std::fs::write(&stale, b"half a pack").unwrap();
+    f.ok(&["check"]);
+    assert!(stale.exists(), "a reader must not touch tmp/");
+    f.backup(&[&a]);
+    assert!(!stale.exists());
+}

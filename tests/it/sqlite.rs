@@ -1,0 +1,232 @@
+//! SQLite backup and restore end to end through the binary.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use crate::helpers::*;
+
+/// Checkpoints and closes so the file on disk is the whole database; returns its bytes.
+fn settled_bytes(db: &Path) -> Vec<u8> {
+    let conn = Connection::open(db).unwrap();
+    let _: (i64, i64, i64) = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    drop(conn);
+    std::fs::read(db).unwrap()
+}
+
+#[test]
+fn round_trip_of_several_snapshots_is_bit_exact() {
+    for journal in ["wal", "delete"] {
+        let f = Fixture::with_repo();
+        let db = f.path("app.db");
+        make_db(&db, 5_000, journal);
+        let mut expected = Vec::new();
+        for round in 0..4u64 {
+            if round > 0 {
+                update_rows(&db, 300, round);
+                let conn = Connection::open(&db).unwrap();
+                insert_rows(&conn, round * 1_000_000, 500);
+            }
+            let bytes = settled_bytes(&db);
+            let id = f.backup(&[&db]);
+            expected.push((id, bytes));
+        }
+        for (i, (id, bytes)) in expected.iter().enumerate() {
+            let out = f.path(&format!("restored-{journal}-{i}.db"));
+            f.ok(&["restore", &id[..12], "--to", out.to_str().unwrap()]);
+            assert!(
+                std::fs::read(&out).unwrap() == *bytes,
+                "{journal} snapshot {i} differs"
+            );
+        }
+        f.ok(&["check", "--read-data"]);
+    }
+}
+
+#[test]
+fn second_backup_of_unchanged_database_adds_nothing() {
+    let f = Fixture::with_repo();
+    let db = f.path("app.db");
+    make_db(&db, 20_000, "wal");
+    f.backup(&[&db]);
+    let packs_before = f.repo_state().len();
+    f.backup(&[&db]);
+    let snaps = f.snapshots();
+    let first = snaps[0]["bytes_added"].as_u64().unwrap();
+    let second = snaps[1]["bytes_added"].as_u64().unwrap();
+    assert!(first > 100_000, "first backup added {first}");
+    assert_eq!(second, 0, "unchanged database added {second} bytes");
+    // Only the new snapshot file appeared.
+    assert_eq!(f.repo_state().len(), packs_before + 1);
+}
+
+#[test]
+fn small_change_costs_about_the_changed_pages() {
+    let f = Fixture::with_repo();
+    let db = f.path("app.db");
+    make_db(&db, 100_000, "wal");
+    f.backup(&[&db]);
+    update_rows(&db, 20, 99);
+    f.backup(&[&db]);
+    let snaps = f.snapshots();
+    let size = snaps[1]["logical_size"].as_u64().unwrap();
+    let stats = &snaps[1]["stats"];
+    let new_chunks = stats["chunks_new"].as_u64().unwrap();
+    let bytes_new = stats["bytes_new"].as_u64().unwrap();
+    // 20 scattered rows touch at most ~20 table pages, ~20 index pages and the
+    // header page; the manifest (32 bytes per page) is re-stored in part.
+    let manifest = size / 4096 * 32;
+    assert!(
+        bytes_new <= 45 * 4096 + manifest,
+        "{new_chunks} new chunks, {bytes_new} new bytes for a {size}-byte database"
+    );
+    assert!(bytes_new * 20 < size, "{bytes_new} of {size}");
+}
+
+#[test]
+fn backup_during_continuous_writes_is_consistent() {
+    for journal in ["wal", "delete"] {
+        let f = Fixture::with_repo();
+        let db = f.path("live.db");
+        make_db(&db, 150_000, journal);
+        let writer = Writer::start(&db);
+        let before = row_count(&db);
+        let id = f.backup(&[&db]);
+        let after = row_count(&db);
+        writer.stop();
+        assert!(
+            after > before,
+            "{journal}: the writer did not write during the backup"
+        );
+        let out = f.path("restored.db");
+        f.ok(&["restore", &id, "--to", out.to_str().unwrap()]);
+        assert!(
+            integrity_ok(&out),
+            "{journal}: restored database is damaged"
+        );
+        let restored = row_count(&out);
+        assert!(
+            (before..=after).contains(&restored),
+            "{journal}: restored {restored} rows, expected between {before} and {after}"
+        );
+    }
+}
+
+#[test]
+fn several_databases_in_one_snapshot() {
+    let f = Fixture::with_repo();
+    let (a, b) = (f.path("app.db"), f.path("auth.db"));
+    make_db(&a, 3_000, "wal");
+    make_db(&b, 1_000, "delete");
+    let (ba, bb) = (settled_bytes(&a), settled_bytes(&b));
+    let id = f.backup(&[&a, &b]);
+    let snaps = f.snapshots();
+    assert_eq!(snaps[0]["files"].as_array().unwrap().len(), 2);
+    let dir = f.path("out");
+    f.ok(&["restore", &id, "--to", dir.to_str().unwrap()]);
+    assert!(std::fs::read(dir.join("app.db")).unwrap() == ba);
+    assert!(std::fs::read(dir.join("auth.db")).unwrap() == bb);
+    let one = f.path("only-auth.db");
+    f.ok(&[
+        "restore",
+        "latest",
+        "--file",
+        "auth.db",
+        "--to",
+        one.to_str().unwrap(),
+    ]);
+    assert!(std::fs::read(&one).unwrap() == bb);
+}
+
+#[test]
+fn restore_at_picks_the_newest_snapshot_at_or_before_the_time() {
+    let f = Fixture::with_repo();
+    let db = f.path("app.db");
+    make_db(&db, 1_000, "wal");
+    let mut counts = Vec::new();
+    for round in 0..3u64 {
+        let conn = Connection::open(&db).unwrap();
+        insert_rows(&conn, 1_000_000 * (round + 1), 100);
+        drop(conn);
+        counts.push(row_count(&db));
+        f.backup(&[&db]);
+    }
+    let snaps = f.snapshots();
+    let times: Vec<jiff::Timestamp> = snaps
+        .iter()
+        .map(|s| s["time"].as_str().unwrap().parse().unwrap())
+        .collect();
+    // Exactly at the second snapshot's time, and just before the third.
+    let just_before_third = times[2] - jiff::SignedDuration::from_nanos(1);
+    for (at, want) in [
+        (times[1], counts[1]),
+        (just_before_third, counts[1]),
+        (times[2], counts[2]),
+    ] {
+        let out = f.path(&format!("at-{}.db", at.as_nanosecond()));
+        f.ok(&[
+            "restore",
+            "--at",
+            &at.to_string(),
+            "--to",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(row_count(&out), want, "restore --at {at}");
+    }
+}
+
+#[test]
+fn in_place_restore_keeps_a_safety_copy_and_drops_the_stale_wal() {
+    let f = Fixture::with_repo();
+    let db = f.path("app.db");
+    make_db(&db, 2_000, "wal");
+    let snapshot_bytes = settled_bytes(&db);
+    f.backup(&[&db]);
+    // Change the live database and leave the change in its WAL.
+    let live = Connection::open(&db).unwrap();
+    live.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    insert_rows(&live, 5_000_000, 700);
+    let changed_count = row_count(&db);
+    let wal = f.path("app.db-wal");
+    assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+    std::mem::forget(live); // keep the WAL from being checkpointed on close
+
+    // Refused without --in-place, and the file is untouched.
+    let err = f.fails(&["restore", "latest", "--to", db.to_str().unwrap()], 2);
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(row_count(&db), changed_count);
+
+    let out = f.ok(&["restore", "latest", "--in-place"]);
+    assert!(out.contains("kept as"), "{out}");
+    assert!(std::fs::read(&db).unwrap() == snapshot_bytes);
+    assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0);
+    assert_eq!(row_count(&db), 2_000);
+    // The safety copy, with its WAL, still holds the changed database.
+    let safety = std::fs::read_dir(f.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n.starts_with("app.db.rewindb-safety-") && !n.ends_with("-wal")
+        })
+        .expect("safety copy");
+    assert_eq!(row_count(&safety), changed_count);
+}
+
+#[test]
+fn restored_file_keeps_the_source_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::with_repo();
+    let db = f.path("app.db");
+    make_db(&db, 100, "delete");
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o640)).unwrap();
+    f.backup(&[&db]);
+    let out = f.path("out.db");
+    f.ok(&["restore", "latest", "--to", out.to_str().unwrap()]);
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+}
