@@ -13,7 +13,6 @@ use crate::chunker::ChunkerParams;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, SnapshotId};
 use crate::repo::Repository;
-use crate::repo::pack::BlobKind;
 use crate::repo::snapshot::{BackupStats, FileEntry, SNAPSHOT_VERSION, Snapshot, SourceKind};
 use crate::repo::writer::BlobWriter;
 use crate::source::sqlite;
@@ -52,19 +51,39 @@ fn file_name(path: &std::path::Path) -> String {
 
 /// Backs up `dbs` (already validated) as one snapshot.
 pub fn backup_sqlite(
-    repo: &Repository,
+    repo: &mut Repository,
     dbs: &[PathBuf],
     opts: &BackupOptions,
 ) -> Result<(SnapshotId, Snapshot)> {
     let started = Instant::now();
     let time = jiff::Timestamp::now();
+    let previous = repo.snapshots()?;
     let mut writer = BlobWriter::new(repo)?;
     let params = writer.chunker();
     let mut files = Vec::new();
     for db in dbs {
-        files.push(backup_one(&mut writer, &params, db)?);
+        // The newest earlier capture of this database: its chunks are the
+        // delta bases for the pages that changed since.
+        let parent = previous
+            .ok
+            .iter()
+            .rev()
+            .find_map(|(_, s)| s.files.iter().find(|f| &f.source_path == db));
+        let bases = match parent.map(|f| writer.reader().manifest(f)) {
+            Some(Ok(ids)) => ids,
+            Some(Err(e)) => {
+                tracing::warn!(
+                    "{}: previous snapshot unreadable ({e}); storing changed pages whole",
+                    db.display()
+                );
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        files.push(backup_one(&mut writer, &params, db, &bases)?);
     }
     let written = writer.commit()?;
+    repo.compact_index()?;
     let snapshot = Snapshot {
         version: SNAPSHOT_VERSION,
         time,
@@ -96,6 +115,7 @@ fn backup_one(
     writer: &mut BlobWriter<'_>,
     params: &ChunkerParams,
     db: &std::path::Path,
+    bases: &[ChunkId],
 ) -> Result<FileEntry> {
     let mut whole = blake3::Hasher::new();
     let mut ids: Vec<ChunkId> = Vec::new();
@@ -109,18 +129,21 @@ fn backup_one(
         whole.update(page);
         size += page.len() as u64;
         if per_chunk == 1 {
-            ids.push(writer.add(BlobKind::Data, page)?);
+            let base = bases.get(ids.len()).copied();
+            ids.push(writer.add_with_base(page, base)?);
         } else {
             group.extend_from_slice(page);
             if group.len() >= page.len() * per_chunk {
-                ids.push(writer.add(BlobKind::Data, &group)?);
+                let base = bases.get(ids.len()).copied();
+                ids.push(writer.add_with_base(&group, base)?);
                 group.clear();
             }
         }
         Ok(())
     })?;
     if !group.is_empty() {
-        ids.push(writer.add(BlobKind::Data, &group)?);
+        let base = bases.get(ids.len()).copied();
+        ids.push(writer.add_with_base(&group, base)?);
     }
     let manifest = writer.add_manifest(&ids)?;
     Ok(FileEntry {

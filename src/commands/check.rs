@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::error::RepoError;
 use crate::id::{ChunkId, PackId};
 use crate::repo::Repository;
-use crate::repo::pack;
+use crate::repo::pack::{self, Compression};
 use crate::repo::reader::BlobReader;
 
 #[derive(Clone, Debug, Default)]
@@ -87,6 +87,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport, Repo
     report.orphan_packs = on_disk.keys().filter(|p| !indexed.contains_key(p)).count();
 
     // Packs that cannot serve their blobs, and blobs that are damaged inside good packs.
+    let mut reader = BlobReader::new(repo)?;
     let mut bad_packs: HashMap<PackId, String> = HashMap::new();
     let mut bad_chunks: HashMap<ChunkId, String> = HashMap::new();
     for (pack, len) in &indexed {
@@ -104,7 +105,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport, Repo
                     ),
                 );
             }
-            Some(_) if opts.read_data => match read_whole_pack(repo, pack) {
+            Some(_) if opts.read_data => match read_whole_pack(repo, &mut reader, pack) {
                 Ok((entries, damaged)) => {
                     report.chunks_read += entries as u64;
                     report.bytes_read += len;
@@ -125,7 +126,6 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport, Repo
     }
 
     // Walk every snapshot's files and collect, per problem, who is affected.
-    let mut reader = BlobReader::new(repo)?;
     let mut affected: HashMap<String, Vec<String>> = HashMap::new();
     let mut counted: HashSet<ChunkId> = HashSet::new();
     for (sid, snap) in &list.ok {
@@ -186,6 +186,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport, Repo
 /// Returns the number of blobs and those that failed.
 fn read_whole_pack(
     repo: &Repository,
+    reader: &mut BlobReader<'_>,
     pack: &PackId,
 ) -> Result<(usize, Vec<(ChunkId, String)>), String> {
     let mut bytes = Vec::new();
@@ -194,10 +195,30 @@ fn read_whole_pack(
         .map_err(|e| e.to_string())?;
     let entries = pack::decode_pack(&bytes).map_err(|e| e.0)?;
     let mut damaged = Vec::new();
+    // Entries of one frame are consecutive: decompress each frame once.
+    let mut frame: Option<(u32, Result<Vec<u8>, String>)> = None;
     for e in &entries {
-        let stored = &bytes[e.offset as usize..e.range().end as usize];
-        if let Err(why) = pack::decode_blob(e, stored) {
-            damaged.push((e.id, why.0));
+        if e.compression == Compression::ZstdDelta {
+            // A delta decodes only against its base: the reader follows the chain.
+            if let Err(why) = reader.read_entry(pack, e) {
+                damaged.push((e.id, why.to_string()));
+            }
+            continue;
+        }
+        if frame.as_ref().is_none_or(|(at, _)| *at != e.frame_offset) {
+            let r = e.frame_range();
+            let stored = &bytes[r.start as usize..r.end as usize];
+            frame = Some((
+                e.frame_offset,
+                pack::decode_frame(e.compression, stored).map_err(|x| x.0),
+            ));
+        }
+        let result = match &frame.as_ref().expect("set above").1 {
+            Ok(raw) => pack::blob_in_frame(e, raw).map(|_| ()).map_err(|x| x.0),
+            Err(why) => Err(why.clone()),
+        };
+        if let Err(why) = result {
+            damaged.push((e.id, why));
         }
     }
     Ok((entries.len(), damaged))

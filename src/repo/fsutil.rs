@@ -13,6 +13,14 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// The directory holding `path` (`.` for a bare relative name).
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 /// Writes `data` to `dest` atomically and durably. The temporary file lives in
 /// `tmp_dir`, which must be on the same filesystem as `dest`.
 pub fn write_atomic(tmp_dir: &Path, dest: &Path, data: &[u8]) -> io::Result<()> {
@@ -27,17 +35,11 @@ pub fn write_atomic(tmp_dir: &Path, dest: &Path, data: &[u8]) -> io::Result<()> 
 pub fn persist(tmp: tempfile::NamedTempFile, dest: &Path) -> io::Result<()> {
     tmp.as_file().sync_all()?;
     tmp.persist(dest).map_err(|e| e.error)?;
-    if let Some(parent) = dest.parent() {
-        sync_dir(parent)?;
-    }
-    Ok(())
+    sync_dir(parent_of(dest))
 }
 
 /// Creates `dir` (and parents) and fsyncs its parent so the entry is durable.
 pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
     fs::create_dir_all(dir)?;
-    if let Some(parent) = dir.parent() {
-        sync_dir(parent)?;
-    }
-    Ok(())
+    sync_dir(parent_of(dir))
 }

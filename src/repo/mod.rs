@@ -40,7 +40,9 @@ pub struct Config {
     pub chunker: ChunkerParams,
     /// zstd level for new blobs.
     pub compression_level: i32,
-    /// A pack is sealed once its blobs reach this many bytes.
+    /// New blobs are compressed together in frames of about this many bytes.
+    pub frame_target_bytes: u64,
+    /// A pack is sealed once its frames reach this many bytes.
     pub pack_target_bytes: u64,
 }
 
@@ -58,6 +60,7 @@ impl Config {
             id: blake3::hash(seed.as_bytes()).to_hex()[..16].to_string(),
             chunker: ChunkerParams::default(),
             compression_level: 3,
+            frame_target_bytes: 64 * 1024,
             pack_target_bytes: 16 << 20,
         }
     }
@@ -84,6 +87,7 @@ pub struct OpenOptions {
 impl Repository {
     /// Creates a new repository at `root`, which must be missing or empty.
     pub fn init(root: &Path) -> Result<Repository, RepoError> {
+        let root = &std::path::absolute(root).ctx(|| format!("resolving {}", root.display()))?;
         if root.join("config.json").exists()
             || (root.is_dir()
                 && fs::read_dir(root)
@@ -128,6 +132,7 @@ impl Repository {
 
     /// Opens an existing repository.
     pub fn open(root: &Path, opts: OpenOptions) -> Result<Repository, RepoError> {
+        let root = &std::path::absolute(root).ctx(|| format!("resolving {}", root.display()))?;
         if !root.exists() {
             return Err(RepoError::NotFound {
                 path: root.to_path_buf(),
@@ -251,6 +256,14 @@ impl Repository {
             let _ = self.index.set(Index::open(&self.index_path(), writable)?);
         }
         Ok(self.index.get().expect("opened above"))
+    }
+
+    /// Compacts the index, if open for writing.
+    pub fn compact_index(&mut self) -> Result<(), RepoError> {
+        match self.index.get_mut() {
+            Some(index) => index.compact(),
+            None => Ok(()),
+        }
     }
 
     /// Closes the index (so that `repair` can replace the file).

@@ -14,9 +14,10 @@ pub const PACK_END: &[u8; 8] = b"RWDBEND1";
 pub const ENTRY_LEN: usize = 50;
 /// `entry count (u32) | blake3 of the entry table (32) | PACK_END (8)`.
 pub const TRAILER_LEN: usize = 4 + 32 + 8;
-/// No blob is larger than this, compressed or not; decoders refuse larger
-/// lengths instead of allocating them.
+/// No blob, and no frame, is larger than this, compressed or not; decoders
+/// refuse larger lengths instead of allocating them.
 pub const MAX_BLOB_LEN: u32 = 16 << 20;
+pub const MAX_FRAME_LEN: u32 = 32 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BlobKind {
@@ -30,16 +31,57 @@ pub enum BlobKind {
 pub enum Compression {
     None = 0,
     Zstd = 1,
+    /// A single blob stored as a difference from another blob (its base):
+    /// `base id (32) | depth (u8) | zstd frame compressed with the base as
+    /// dictionary` (see [`delta_dictionary`]).
+    ZstdDelta = 2,
+}
+
+/// A delta's base may itself be a delta; chains are cut at this depth (the
+/// writer stores a whole blob instead), so a read never follows more.
+pub const MAX_DELTA_DEPTH: u8 = 4;
+pub const DELTA_HEADER_LEN: usize = 33;
+
+/// The zstd dictionary a delta is compressed against: eight zero bytes, then
+/// the base. The zeros keep zstd from reading a base that happens to start
+/// with its dictionary magic as a structured dictionary.
+pub fn delta_dictionary(base: &[u8]) -> Vec<u8> {
+    let mut d = Vec::with_capacity(8 + base.len());
+    d.extend_from_slice(&[0u8; 8]);
+    d.extend_from_slice(base);
+    d
+}
+
+/// Splits a delta blob's stored bytes into base id, depth and zstd frame.
+pub fn decode_delta_header(stored: &[u8]) -> Result<(ChunkId, u8, &[u8]), DecodeError> {
+    if stored.len() < DELTA_HEADER_LEN {
+        return err("delta blob is shorter than its header");
+    }
+    let base = ChunkId(stored[..32].try_into().unwrap());
+    let depth = stored[32];
+    if depth == 0 || depth > MAX_DELTA_DEPTH {
+        return err(format!(
+            "delta depth {depth} is outside 1..={MAX_DELTA_DEPTH}"
+        ));
+    }
+    Ok((base, depth, &stored[DELTA_HEADER_LEN..]))
 }
 
 /// Where one blob sits inside its pack and how to turn it back into bytes.
+///
+/// Blobs are stored in frames: a frame is the concatenation of several blobs'
+/// bytes, compressed together (small database pages compress far better in
+/// company). A blob is `raw_len` bytes at `offset_in_frame` of its frame's
+/// uncompressed bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlobEntry {
     pub id: ChunkId,
     pub kind: BlobKind,
     pub compression: Compression,
-    pub offset: u64,
-    pub stored_len: u32,
+    /// Where the frame's stored bytes start in the pack, and how many there are.
+    pub frame_offset: u32,
+    pub frame_len: u32,
+    pub offset_in_frame: u32,
     pub raw_len: u32,
 }
 
@@ -57,8 +99,9 @@ impl BlobEntry {
     pub fn encode_location(&self, out: &mut [u8; 18]) {
         out[0] = self.kind as u8;
         out[1] = self.compression as u8;
-        out[2..10].copy_from_slice(&self.offset.to_le_bytes());
-        out[10..14].copy_from_slice(&self.stored_len.to_le_bytes());
+        out[2..6].copy_from_slice(&self.frame_offset.to_le_bytes());
+        out[6..10].copy_from_slice(&self.frame_len.to_le_bytes());
+        out[10..14].copy_from_slice(&self.offset_in_frame.to_le_bytes());
         out[14..18].copy_from_slice(&self.raw_len.to_le_bytes());
     }
 
@@ -71,6 +114,7 @@ impl BlobEntry {
         let compression = match b[1] {
             0 => Compression::None,
             1 => Compression::Zstd,
+            2 => Compression::ZstdDelta,
             c => return err(format!("unknown compression {c}")),
         };
         let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
@@ -78,18 +122,28 @@ impl BlobEntry {
             id,
             kind,
             compression,
-            offset: u64::from_le_bytes(b[2..10].try_into().unwrap()),
-            stored_len: u32_at(10),
+            frame_offset: u32_at(2),
+            frame_len: u32_at(6),
+            offset_in_frame: u32_at(10),
             raw_len: u32_at(14),
         };
-        if entry.stored_len > MAX_BLOB_LEN || entry.raw_len > MAX_BLOB_LEN {
+        let blob_end = u64::from(entry.offset_in_frame) + u64::from(entry.raw_len);
+        if entry.frame_len > MAX_FRAME_LEN
+            || entry.raw_len > MAX_BLOB_LEN
+            || blob_end > u64::from(MAX_FRAME_LEN)
+        {
             return err(format!(
-                "blob {} claims {} stored / {} raw bytes, over the {MAX_BLOB_LEN} limit",
-                id, entry.stored_len, entry.raw_len
+                "blob {id} claims a {}-byte frame / {} raw bytes at {}, over the limits",
+                entry.frame_len, entry.raw_len, entry.offset_in_frame
             ));
         }
-        if entry.compression == Compression::None && entry.stored_len != entry.raw_len {
-            return err(format!("uncompressed blob {id} has differing lengths"));
+        if entry.compression == Compression::None && blob_end > u64::from(entry.frame_len) {
+            return err(format!(
+                "uncompressed blob {id} lies past the end of its frame"
+            ));
+        }
+        if entry.compression == Compression::ZstdDelta && entry.offset_in_frame != 0 {
+            return err(format!("delta blob {id} does not start its frame"));
         }
         Ok(entry)
     }
@@ -106,9 +160,9 @@ impl BlobEntry {
         Self::decode_location(id, b[32..ENTRY_LEN].try_into().unwrap())
     }
 
-    /// The byte range this blob occupies in its pack.
-    pub fn range(&self) -> std::ops::Range<u64> {
-        self.offset..self.offset + u64::from(self.stored_len)
+    /// The byte range this blob's frame occupies in its pack.
+    pub fn frame_range(&self) -> std::ops::Range<u64> {
+        u64::from(self.frame_offset)..u64::from(self.frame_offset) + u64::from(self.frame_len)
     }
 }
 
@@ -134,23 +188,26 @@ impl PackBuilder {
         }
     }
 
-    /// Appends a blob whose bytes are already compressed as `compression` says.
-    pub fn add(
+    /// Appends a frame whose bytes are already compressed as `compression`
+    /// says, holding `blobs`: (id, kind, offset in the frame, length).
+    pub fn add_frame(
         &mut self,
-        id: ChunkId,
-        kind: BlobKind,
         compression: Compression,
         stored: &[u8],
-        raw_len: usize,
+        blobs: &[(ChunkId, BlobKind, u32, u32)],
     ) {
-        self.entries.push(BlobEntry {
-            id,
-            kind,
-            compression,
-            offset: self.buf.len() as u64,
-            stored_len: stored.len() as u32,
-            raw_len: raw_len as u32,
-        });
+        let frame_offset = self.buf.len() as u32;
+        for &(id, kind, offset_in_frame, raw_len) in blobs {
+            self.entries.push(BlobEntry {
+                id,
+                kind,
+                compression,
+                frame_offset,
+                frame_len: stored.len() as u32,
+                offset_in_frame,
+                raw_len,
+            });
+        }
         self.buf.extend_from_slice(stored);
     }
 
@@ -215,12 +272,11 @@ pub fn decode_entries(
         .map(BlobEntry::decode)
         .collect::<Result<Vec<_>, _>>()?;
     for e in &entries {
-        if e.offset < PACK_MAGIC.len() as u64 || e.range().end > blobs_end {
+        let r = e.frame_range();
+        if r.start < PACK_MAGIC.len() as u64 || r.end > blobs_end {
             return err(format!(
-                "blob {} at {}..{} lies outside the pack's data",
-                e.id,
-                e.offset,
-                e.range().end
+                "blob {}'s frame at {}..{} lies outside the pack's data",
+                e.id, r.start, r.end
             ));
         }
     }
@@ -238,22 +294,32 @@ pub fn decode_pack(bytes: &[u8]) -> Result<Vec<BlobEntry>, DecodeError> {
     decode_entries(len, &bytes[table_start..bytes.len() - TRAILER_LEN], &hash)
 }
 
-/// Turns a blob's stored bytes back into its content and verifies them against its id.
-pub fn decode_blob(entry: &BlobEntry, stored: &[u8]) -> Result<Vec<u8>, DecodeError> {
-    if stored.len() != entry.stored_len as usize {
-        return err(format!(
-            "blob {} is {} bytes, expected {}",
-            entry.id,
-            stored.len(),
-            entry.stored_len
-        ));
+/// Turns a frame's stored bytes back into its uncompressed bytes.
+pub fn decode_frame(compression: Compression, stored: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    match compression {
+        Compression::None => Ok(stored.to_vec()),
+        Compression::ZstdDelta => err("a delta blob needs its base to be decoded"),
+        Compression::Zstd => {
+            let size = zstd::zstd_safe::get_frame_content_size(stored)
+                .ok()
+                .flatten()
+                .ok_or_else(|| DecodeError("frame is not a zstd frame with a size".into()))?;
+            if size > u64::from(MAX_FRAME_LEN) {
+                return err(format!("frame claims {size} bytes, over the limit"));
+            }
+            zstd::bulk::decompress(stored, size as usize)
+                .map_err(|e| DecodeError(format!("frame does not decompress: {e}")))
+        }
     }
-    let raw = match entry.compression {
-        Compression::None => stored.to_vec(),
-        Compression::Zstd => zstd::bulk::decompress(stored, entry.raw_len as usize)
-            .map_err(|e| DecodeError(format!("blob {} does not decompress: {e}", entry.id)))?,
+}
+
+/// Cuts a blob out of its frame's uncompressed bytes and verifies it against its id.
+pub fn blob_in_frame<'f>(entry: &BlobEntry, frame: &'f [u8]) -> Result<&'f [u8], DecodeError> {
+    let start = entry.offset_in_frame as usize;
+    let Some(raw) = frame.get(start..start + entry.raw_len as usize) else {
+        return err(format!("blob {} lies past the end of its frame", entry.id));
     };
-    if raw.len() != entry.raw_len as usize || ChunkId::of(&raw) != entry.id {
+    if ChunkId::of(raw) != entry.id {
         return err(format!(
             "blob {} does not match its hash (the pack is damaged)",
             entry.id
@@ -268,24 +334,25 @@ mod tests {
 
     fn sample_pack() -> (Vec<u8>, PackId, Vec<BlobEntry>) {
         let mut b = PackBuilder::new();
+        let mut frame = Vec::new();
+        let mut blobs = Vec::new();
         for i in 0..5u8 {
             let raw = vec![i; 1000 + i as usize];
-            let stored = zstd::bulk::compress(&raw, 3).unwrap();
-            b.add(
+            blobs.push((
                 ChunkId::of(&raw),
                 BlobKind::Data,
-                Compression::Zstd,
-                &stored,
-                raw.len(),
-            );
+                frame.len() as u32,
+                raw.len() as u32,
+            ));
+            frame.extend_from_slice(&raw);
         }
+        let stored = zstd::bulk::compress(&frame, 3).unwrap();
+        b.add_frame(Compression::Zstd, &stored, &blobs);
         let raw = b"meta".to_vec();
-        b.add(
-            ChunkId::of(&raw),
-            BlobKind::Meta,
+        b.add_frame(
             Compression::None,
             &raw,
-            raw.len(),
+            &[(ChunkId::of(&raw), BlobKind::Meta, 0, raw.len() as u32)],
         );
         b.finish()
     }
@@ -297,18 +364,27 @@ mod tests {
         let decoded = decode_pack(&bytes).unwrap();
         assert_eq!(decoded, entries);
         for e in &decoded {
-            let raw = decode_blob(e, &bytes[e.offset as usize..e.range().end as usize]).unwrap();
-            assert_eq!(ChunkId::of(&raw), e.id);
+            let r = e.frame_range();
+            let frame =
+                decode_frame(e.compression, &bytes[r.start as usize..r.end as usize]).unwrap();
+            let raw = blob_in_frame(e, &frame).unwrap();
+            assert_eq!(ChunkId::of(raw), e.id);
         }
     }
 
     #[test]
     fn flipped_blob_byte_is_detected() {
         let (mut bytes, _, entries) = sample_pack();
-        let e = entries[2];
-        bytes[e.offset as usize + 3] ^= 1;
-        let stored = &bytes[e.offset as usize..e.range().end as usize];
-        assert!(decode_blob(&e, stored).is_err());
+        let e = entries[5]; // the uncompressed frame: the flip survives decoding
+        bytes[e.frame_offset as usize + 1] ^= 1;
+        let r = e.frame_range();
+        let frame = decode_frame(e.compression, &bytes[r.start as usize..r.end as usize]).unwrap();
+        assert!(blob_in_frame(&e, &frame).is_err());
+        let z = entries[2];
+        bytes[z.frame_offset as usize + 20] ^= 1;
+        let r = z.frame_range();
+        let decoded = decode_frame(z.compression, &bytes[r.start as usize..r.end as usize]);
+        assert!(decoded.is_err() || blob_in_frame(&z, &decoded.unwrap()).is_err());
     }
 
     #[test]

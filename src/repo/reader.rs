@@ -11,18 +11,23 @@ use crate::error::{IoContext, RepoError};
 use crate::id::{ChunkId, PackId};
 use crate::repo::Repository;
 use crate::repo::index::IndexView;
-use crate::repo::pack::{self, BlobEntry};
+use crate::repo::pack::{self, BlobEntry, Compression};
 use crate::repo::snapshot::{FileEntry, decode_manifest};
 
 /// Open pack files kept at once; more are closed oldest-first.
 const MAX_OPEN_PACKS: usize = 64;
+/// Decompressed frames kept: a file's chunks are read in order, and the chunks
+/// of one frame were written in order, so a few suffice.
+const CACHED_FRAMES: usize = 32;
 
 pub struct BlobReader<'r> {
     repo: &'r Repository,
     view: IndexView,
     open: HashMap<PackId, File>,
     order: Vec<PackId>,
-    buf: Vec<u8>,
+    /// Most recently used last.
+    frames: Vec<((PackId, u32), Vec<u8>)>,
+    delta: zstd::bulk::Decompressor<'static>,
 }
 
 impl<'r> BlobReader<'r> {
@@ -32,7 +37,8 @@ impl<'r> BlobReader<'r> {
             view: repo.index()?.view()?,
             open: HashMap::new(),
             order: Vec::new(),
-            buf: Vec::new(),
+            frames: Vec::new(),
+            delta: zstd::bulk::Decompressor::new().ctx(|| "starting zstd".into())?,
         })
     }
 
@@ -69,26 +75,111 @@ impl<'r> BlobReader<'r> {
         self.read_entry(&pack, &entry)
     }
 
+    /// Reads a blob and tells how many deltas deep it is stored (0: whole).
+    pub fn read_with_depth(&mut self, id: &ChunkId) -> Result<(Vec<u8>, u8), RepoError> {
+        let (pack, entry) = self.locate(id)?;
+        self.read_entry_depth(&pack, &entry, pack::MAX_DELTA_DEPTH)
+    }
+
     /// Reads a blob whose location is already known.
     pub fn read_entry(&mut self, pack: &PackId, entry: &BlobEntry) -> Result<Vec<u8>, RepoError> {
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.resize(entry.stored_len as usize, 0);
+        Ok(self.read_entry_depth(pack, entry, pack::MAX_DELTA_DEPTH)?.0)
+    }
+
+    fn read_entry_depth(
+        &mut self,
+        pack: &PackId,
+        entry: &BlobEntry,
+        depth_left: u8,
+    ) -> Result<(Vec<u8>, u8), RepoError> {
+        if entry.compression == Compression::ZstdDelta {
+            return self.read_delta(pack, entry, depth_left);
+        }
+        let key = (*pack, entry.frame_offset);
+        let pos = match self.frames.iter().position(|(k, _)| *k == key) {
+            Some(pos) => pos,
+            None => {
+                let frame = self.load_frame(pack, entry)?;
+                if self.frames.len() >= CACHED_FRAMES {
+                    self.frames.remove(0);
+                }
+                self.frames.push((key, frame));
+                self.frames.len() - 1
+            }
+        };
+        let blob = pack::blob_in_frame(entry, &self.frames[pos].1).map_err(|e| {
+            RepoError::corrupt(format!("pack {}", self.repo.pack_path(pack).display()), e.0)
+        })?;
+        Ok((blob.to_vec(), 0))
+    }
+
+    /// Decodes a delta blob: reads its base (itself perhaps a delta, to a
+    /// bounded depth), then decompresses against it and verifies the result.
+    fn read_delta(
+        &mut self,
+        pack: &PackId,
+        entry: &BlobEntry,
+        depth_left: u8,
+    ) -> Result<(Vec<u8>, u8), RepoError> {
+        let path = self.repo.pack_path(pack);
+        let corrupt =
+            |detail: String| RepoError::corrupt(format!("pack {}", path.display()), detail);
+        let stored = self.read_stored(pack, entry)?;
+        let (base, depth, frame) = pack::decode_delta_header(&stored)
+            .map_err(|e| corrupt(format!("chunk {}: {}", entry.id, e.0)))?;
+        if depth > depth_left {
+            return Err(corrupt(format!(
+                "chunk {}: delta chain deeper than {}",
+                entry.id,
+                pack::MAX_DELTA_DEPTH
+            )));
+        }
+        let (base_pack, base_entry) = self.locate(&base)?;
+        let (base_raw, _) = self.read_entry_depth(&base_pack, &base_entry, depth - 1)?;
+        self.delta
+            .set_dictionary(&pack::delta_dictionary(&base_raw))
+            .ctx(|| "loading a zstd dictionary".into())?;
+        let raw = self
+            .delta
+            .decompress(frame, entry.raw_len as usize)
+            .map_err(|e| {
+                corrupt(format!(
+                    "chunk {}: delta does not decompress: {e}",
+                    entry.id
+                ))
+            })?;
+        if raw.len() != entry.raw_len as usize || ChunkId::of(&raw) != entry.id {
+            return Err(corrupt(format!(
+                "blob {} does not match its hash (the pack is damaged)",
+                entry.id
+            )));
+        }
+        Ok((raw, depth))
+    }
+
+    /// The stored bytes of an entry's frame, as they are in the pack.
+    fn read_stored(&mut self, pack: &PackId, entry: &BlobEntry) -> Result<Vec<u8>, RepoError> {
+        let mut buf = vec![0u8; entry.frame_len as usize];
         let path = self.repo.pack_path(pack);
         let file = self.pack_file(pack)?;
-        match file.read_exact_at(&mut buf, entry.offset) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return Err(RepoError::corrupt(
-                    format!("pack {}", path.display()),
-                    format!("truncated: chunk {} lies past its end", entry.id),
-                ));
-            }
-            Err(e) => return Err(e).ctx(|| format!("reading pack {}", path.display())),
+        match file.read_exact_at(&mut buf, u64::from(entry.frame_offset)) {
+            Ok(()) => Ok(buf),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(RepoError::corrupt(
+                format!("pack {}", path.display()),
+                format!("truncated: chunk {} lies past its end", entry.id),
+            )),
+            Err(e) => Err(e).ctx(|| format!("reading pack {}", path.display())),
         }
-        let result = pack::decode_blob(entry, &buf)
-            .map_err(|e| RepoError::corrupt(format!("pack {}", path.display()), e.0));
-        self.buf = buf;
-        result
+    }
+
+    fn load_frame(&mut self, pack: &PackId, entry: &BlobEntry) -> Result<Vec<u8>, RepoError> {
+        let stored = self.read_stored(pack, entry)?;
+        pack::decode_frame(entry.compression, &stored).map_err(|e| {
+            RepoError::corrupt(
+                format!("pack {}", self.repo.pack_path(pack).display()),
+                format!("chunk {}: {}", entry.id, e.0),
+            )
+        })
     }
 
     /// Loads the chunk list of a backed-up file.

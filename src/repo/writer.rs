@@ -14,7 +14,8 @@ use crate::id::ChunkId;
 use crate::repo::Repository;
 use crate::repo::fsutil;
 use crate::repo::index::{IndexView, SealedPack};
-use crate::repo::pack::{BlobKind, Compression, PackBuilder};
+use crate::repo::pack::{self, BlobKind, Compression, PackBuilder};
+use crate::repo::reader::BlobReader;
 
 /// What a writer stored.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -33,11 +34,22 @@ pub struct BlobWriter<'r> {
     compressor: zstd::bulk::Compressor<'static>,
     scratch: Vec<u8>,
     pack: PackBuilder,
+    /// Uncompressed bytes of the frame being filled, and its blobs.
+    frame: Vec<u8>,
+    frame_blobs: Vec<(ChunkId, BlobKind, u32, u32)>,
     /// Blobs added by this writer but not yet in the index.
     added: HashSet<ChunkId>,
     sealed: Vec<SealedPack>,
     stats: WriteStats,
+    /// Reads delta bases (blobs of earlier snapshots).
+    reader: BlobReader<'r>,
+    delta: zstd::bulk::Compressor<'static>,
 }
+
+/// A delta is kept only when it is at most this fraction of the blob's size;
+/// otherwise the blob goes into a frame, where it compresses about 2.5x anyway
+/// and costs nothing to read.
+const DELTA_MAX_FRACTION: usize = 4;
 
 impl<'r> BlobWriter<'r> {
     /// Needs a repository opened with the exclusive lock.
@@ -52,9 +64,14 @@ impl<'r> BlobWriter<'r> {
             compressor,
             scratch: Vec::new(),
             pack: PackBuilder::new(),
+            frame: Vec::new(),
+            frame_blobs: Vec::new(),
             added: HashSet::new(),
             sealed: Vec::new(),
             stats: WriteStats::default(),
+            reader: BlobReader::new(repo)?,
+            delta: zstd::bulk::Compressor::new(repo.config().compression_level)
+                .ctx(|| "starting zstd".into())?,
         })
     }
 
@@ -67,6 +84,93 @@ impl<'r> BlobWriter<'r> {
         let id = ChunkId::of(data);
         self.add_with_id(id, kind, data)?;
         Ok(id)
+    }
+
+    /// As [`add`](Self::add) for file data, storing a new blob as a delta from
+    /// `base` (the same place of the file in the previous snapshot) when that
+    /// is much smaller.
+    pub fn add_with_base(
+        &mut self,
+        data: &[u8],
+        base: Option<ChunkId>,
+    ) -> Result<ChunkId, RepoError> {
+        let id = ChunkId::of(data);
+        let base = base.filter(|b| *b != id);
+        let Some(base) = base else {
+            self.add_with_id(id, BlobKind::Data, data)?;
+            return Ok(id);
+        };
+        if self.added.contains(&id) || self.view.contains(&id)? {
+            self.stats.chunks += 1;
+            self.stats.bytes_in += data.len() as u64;
+            return Ok(id);
+        }
+        match self.delta_from(id, data, base)? {
+            Some(stored) => {
+                self.stats.chunks += 1;
+                self.stats.bytes_in += data.len() as u64;
+                self.stats.chunks_new += 1;
+                self.stats.bytes_new += data.len() as u64;
+                self.stats.bytes_added += stored.len() as u64;
+                self.added.insert(id);
+                self.pack.add_frame(
+                    Compression::ZstdDelta,
+                    &stored,
+                    &[(id, BlobKind::Data, 0, data.len() as u32)],
+                );
+                if self.pack.len() as u64 >= self.repo.config().pack_target_bytes {
+                    self.seal()?;
+                }
+            }
+            None => {
+                self.add_with_id(id, BlobKind::Data, data)?;
+            }
+        }
+        Ok(id)
+    }
+
+    /// The stored bytes of `data` as a delta from `base`, if that pays.
+    fn delta_from(
+        &mut self,
+        id: ChunkId,
+        data: &[u8],
+        base: ChunkId,
+    ) -> Result<Option<Vec<u8>>, RepoError> {
+        let (base_raw, depth) = match self.reader.read_with_depth(&base) {
+            Ok(found) => found,
+            Err(e) => {
+                // A damaged or missing base only means no delta: store whole.
+                tracing::debug!("chunk {id}: base {base} unreadable ({e}); storing whole");
+                return Ok(None);
+            }
+        };
+        if depth >= pack::MAX_DELTA_DEPTH {
+            return Ok(None);
+        }
+        self.delta
+            .set_dictionary(
+                self.repo.config().compression_level,
+                &pack::delta_dictionary(&base_raw),
+            )
+            .ctx(|| "loading a zstd dictionary".into())?;
+        let frame = self
+            .delta
+            .compress(data)
+            .ctx(|| format!("compressing chunk {id}"))?;
+        let stored_len = pack::DELTA_HEADER_LEN + frame.len();
+        if stored_len * DELTA_MAX_FRACTION > data.len() {
+            return Ok(None);
+        }
+        let mut stored = Vec::with_capacity(stored_len);
+        stored.extend_from_slice(base.as_bytes());
+        stored.push(depth + 1);
+        stored.extend_from_slice(&frame);
+        Ok(Some(stored))
+    }
+
+    /// Reads blobs already in the repository (a previous snapshot's manifest, say).
+    pub fn reader(&mut self) -> &mut BlobReader<'r> {
+        &mut self.reader
     }
 
     /// As [`add`](Self::add), for a caller that already hashed `data` (the id must be its blake3).
@@ -82,24 +186,14 @@ impl<'r> BlobWriter<'r> {
         if self.added.contains(&id) || self.view.contains(&id)? {
             return Ok(false);
         }
-        let bound = zstd::zstd_safe::compress_bound(data.len());
-        self.scratch.resize(bound, 0);
-        let n = self
-            .compressor
-            .compress_to_buffer(data, &mut self.scratch[..])
-            .ctx(|| format!("compressing chunk {id}"))?;
-        let (compression, stored) = if n < data.len() {
-            (Compression::Zstd, &self.scratch[..n])
-        } else {
-            (Compression::None, data)
-        };
-        self.pack.add(id, kind, compression, stored, data.len());
+        self.frame_blobs
+            .push((id, kind, self.frame.len() as u32, data.len() as u32));
+        self.frame.extend_from_slice(data);
         self.stats.chunks_new += 1;
         self.stats.bytes_new += data.len() as u64;
-        self.stats.bytes_added += stored.len() as u64;
         self.added.insert(id);
-        if self.pack.len() as u64 >= self.repo.config().pack_target_bytes {
-            self.seal()?;
+        if self.frame.len() as u64 >= self.repo.config().frame_target_bytes {
+            self.flush_frame()?;
         }
         Ok(true)
     }
@@ -116,8 +210,38 @@ impl<'r> BlobWriter<'r> {
         Ok(out)
     }
 
+    /// Compresses the frame being filled into the current pack.
+    fn flush_frame(&mut self) -> Result<(), RepoError> {
+        if self.frame_blobs.is_empty() {
+            return Ok(());
+        }
+        let bound = zstd::zstd_safe::compress_bound(self.frame.len());
+        self.scratch.resize(bound, 0);
+        let n = self
+            .compressor
+            .compress_to_buffer(&self.frame, &mut self.scratch[..])
+            .ctx(|| "compressing a frame".into())?;
+        let (compression, stored) = if n < self.frame.len() {
+            (Compression::Zstd, &self.scratch[..n])
+        } else {
+            (Compression::None, &self.frame[..])
+        };
+        self.pack.add_frame(compression, stored, &self.frame_blobs);
+        self.stats.bytes_added += stored.len() as u64;
+        self.frame.clear();
+        self.frame_blobs.clear();
+        if self.pack.len() as u64 >= self.repo.config().pack_target_bytes {
+            self.seal()?;
+        }
+        Ok(())
+    }
+
     /// Writes the current pack: temp file, fsync, rename into `packs/`, fsync the directory.
     fn seal(&mut self) -> Result<(), RepoError> {
+        if !self.frame_blobs.is_empty() {
+            // flush_frame seals again once the frame is in the pack.
+            return self.flush_frame();
+        }
         if self.pack.is_empty() {
             return Ok(());
         }
@@ -137,9 +261,11 @@ impl<'r> BlobWriter<'r> {
 
     /// Seals the last pack and records every sealed pack in the index, durably.
     pub fn commit(mut self) -> Result<WriteStats, RepoError> {
+        self.flush_frame()?;
         self.seal()?;
-        // The read view must end before the index takes a write transaction.
+        // Read views must end before the index takes a write transaction.
         drop(self.view);
+        drop(self.reader);
         if !self.sealed.is_empty() {
             self.repo.index()?.add_packs(&self.sealed)?;
         }

@@ -160,3 +160,31 @@ fn default_repository_is_created_on_first_backup() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("created repository"));
 }
+
+/// Regression: a bare relative name has an empty parent, which cannot be fsynced.
+#[test]
+fn relative_repository_path_works() {
+    let f = Fixture::new();
+    let db = f.path("app.db");
+    make_db(&db, 10, "wal");
+    let run = |args: &[&str]| {
+        std::process::Command::new(BIN)
+            .args(args)
+            .current_dir(f.dir.path())
+            .env_remove("REWINDB_REPOSITORY")
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["--repo", "rel", "init"]).status.success());
+    assert!(
+        run(&["--repo", "rel", "backup", "sqlite", "app.db"])
+            .status
+            .success()
+    );
+    assert!(
+        run(&["--repo", "rel", "restore", "latest", "--to", "out.db"])
+            .status
+            .success()
+    );
+    assert!(f.path("out.db").is_file());
+}
