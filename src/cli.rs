@@ -244,11 +244,11 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                     eprintln!("created repository at {}", path.display());
                 }
             }
-            let mut repo = open(cli, Some(LockMode::Exclusive))?;
+            let repo = open(cli, Some(LockMode::Exclusive))?;
             let opts = BackupOptions {
                 label: label.clone(),
             };
-            let (id, snap) = backup_sqlite(&mut repo, &dbs, &opts)?;
+            let (id, snap) = backup_sqlite(&repo, &dbs, &opts)?;
             if *json {
                 out(writeln!(w, "{}", snapshot_json(&id.to_hex(), &snap)))?;
             } else if !cli.quiet {

@@ -13,6 +13,7 @@ use crate::chunker::ChunkerParams;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, SnapshotId};
 use crate::repo::Repository;
+use crate::repo::delta::DeltaEncoder;
 use crate::repo::snapshot::{BackupStats, FileEntry, SNAPSHOT_VERSION, Snapshot, SourceKind};
 use crate::repo::writer::BlobWriter;
 use crate::source::sqlite;
@@ -51,7 +52,7 @@ fn file_name(path: &std::path::Path) -> String {
 
 /// Backs up `dbs` (already validated) as one snapshot.
 pub fn backup_sqlite(
-    repo: &mut Repository,
+    repo: &Repository,
     dbs: &[PathBuf],
     opts: &BackupOptions,
 ) -> Result<(SnapshotId, Snapshot)> {
@@ -80,10 +81,12 @@ pub fn backup_sqlite(
             }
             None => Vec::new(),
         };
-        files.push(backup_one(&mut writer, &params, db, &bases)?);
+        tracing::debug!(elapsed = ?started.elapsed(), "{}: previous manifest loaded", db.display());
+        files.push(backup_one(&mut writer, repo, &params, db, &bases)?);
+        tracing::debug!(elapsed = ?started.elapsed(), "{}: read and stored", db.display());
     }
     let written = writer.commit()?;
-    repo.compact_index()?;
+    tracing::debug!(elapsed = ?started.elapsed(), "packs sealed, index committed");
     let snapshot = Snapshot {
         version: SNAPSHOT_VERSION,
         time,
@@ -111,46 +114,65 @@ pub fn backup_sqlite(
     Ok((id, snapshot))
 }
 
+/// Chunks cut and hashed by the reading thread, delta-encoded by the delta
+/// thread, stored by the calling thread.
+struct Batch {
+    data: Vec<u8>,
+    /// (end offset in `data`, id) of each chunk, in order.
+    chunks: Vec<(usize, ChunkId)>,
+    /// Per chunk, its delta from its base when one paid (filled by the delta thread).
+    deltas: Vec<Option<Vec<u8>>>,
+}
+
+/// Chunks per batch: large enough to amortise the channel, small enough that
+/// the two threads overlap.
+const BATCH_CHUNKS: usize = 256;
+
+/// Reads one database into the repository, in three threads joined by
+/// bounded channels (memory stays at a few batches whatever the size):
+/// reading (SQLite read transaction, whole-file and chunk hashes) → delta
+/// encoding (changed chunks against their base) → storing (this thread:
+/// dedup lookup, frames, packs).
 fn backup_one(
     writer: &mut BlobWriter<'_>,
+    repo: &Repository,
     params: &ChunkerParams,
     db: &std::path::Path,
     bases: &[ChunkId],
 ) -> Result<FileEntry> {
-    let mut whole = blake3::Hasher::new();
-    let mut ids: Vec<ChunkId> = Vec::new();
-    let mut group: Vec<u8> = Vec::new();
-    let mut size = 0u64;
-    let mut per_chunk = 0usize;
-    let info = sqlite::read_pages(db, |page| {
-        if per_chunk == 0 {
-            per_chunk = params.pages_per_chunk(page.len() as u32);
-        }
-        whole.update(page);
-        size += page.len() as u64;
-        if per_chunk == 1 {
-            let base = bases.get(ids.len()).copied();
-            ids.push(writer.add_with_base(page, base)?);
-        } else {
-            group.extend_from_slice(page);
-            if group.len() >= page.len() * per_chunk {
+    let (to_delta, from_reader) = std::sync::mpsc::sync_channel::<Batch>(4);
+    let (to_store, from_delta) = std::sync::mpsc::sync_channel::<Batch>(4);
+    let (info, whole, size, ids) = std::thread::scope(|scope| {
+        let reading = scope.spawn(move || read_and_hash(db, params, to_delta));
+        let encoding = scope.spawn(move || encode_deltas(repo, bases, from_reader, to_store));
+        let mut ids: Vec<ChunkId> = Vec::new();
+        let mut stored: Result<()> = Ok(());
+        'batches: for mut batch in from_delta.iter() {
+            let mut start = 0;
+            for (&(end, id), delta) in batch.chunks.iter().zip(batch.deltas.iter_mut()) {
                 let base = bases.get(ids.len()).copied();
-                ids.push(writer.add_with_base(&group, base)?);
-                group.clear();
+                let data = &batch.data[start..end];
+                if let Err(e) = writer.add_with_base(id, data, base, delta.take()) {
+                    stored = Err(e.into());
+                    break 'batches; // dropping the receiver stops the other threads
+                }
+                ids.push(id);
+                start = end;
             }
         }
-        Ok(())
+        drop(from_delta);
+        let encoded = encoding.join().expect("the delta thread does not panic");
+        let read = reading.join().expect("the reading thread does not panic");
+        stored?;
+        read.and_then(|r| encoded.map(|()| r))
+            .map(|(info, whole, size)| (info, whole, size, ids))
     })?;
-    if !group.is_empty() {
-        let base = bases.get(ids.len()).copied();
-        ids.push(writer.add_with_base(&group, base)?);
-    }
     let manifest = writer.add_manifest(&ids)?;
     Ok(FileEntry {
         name: file_name(db),
         source_path: db.to_path_buf(),
         size,
-        blake3: whole.finalize().to_hex().to_string(),
+        blake3: whole.to_hex().to_string(),
         page_size: info.page_size,
         journal_mode: info.journal_mode,
         mode: std::fs::metadata(db)
@@ -159,6 +181,89 @@ fn backup_one(
         chunk_count: ids.len() as u64,
         manifest,
     })
+}
+
+/// The delta thread: encodes each changed chunk against its base.
+fn encode_deltas(
+    repo: &Repository,
+    bases: &[ChunkId],
+    from_reader: std::sync::mpsc::Receiver<Batch>,
+    to_store: std::sync::mpsc::SyncSender<Batch>,
+) -> Result<()> {
+    let mut encoder = DeltaEncoder::new(repo)?;
+    let mut index = 0usize;
+    for mut batch in from_reader.iter() {
+        let mut start = 0;
+        for &(end, id) in &batch.chunks {
+            let delta = match bases.get(index) {
+                Some(base) if *base != id => encoder.encode(id, &batch.data[start..end], *base)?,
+                _ => None,
+            };
+            batch.deltas.push(delta);
+            index += 1;
+            start = end;
+        }
+        if to_store.send(batch).is_err() {
+            break; // the storing thread stopped; it reports why
+        }
+    }
+    Ok(())
+}
+
+/// The reading thread: pages → page-aligned chunks → ids, in batches.
+fn read_and_hash(
+    db: &std::path::Path,
+    params: &ChunkerParams,
+    tx: std::sync::mpsc::SyncSender<Batch>,
+) -> Result<(sqlite::PageInfo, blake3::Hash, u64)> {
+    let mut whole = blake3::Hasher::new();
+    let mut size = 0u64;
+    let mut chunk_len = 0usize;
+    let mut batch = Batch {
+        data: Vec::new(),
+        chunks: Vec::new(),
+        deltas: Vec::new(),
+    };
+    let mut chunk_start = 0usize;
+    let receiver_gone = || Error::Usage("backup stopped while reading".into());
+    let info = sqlite::read_pages(db, |page| {
+        if chunk_len == 0 {
+            chunk_len = page.len() * params.pages_per_chunk(page.len() as u32);
+            batch.data.reserve(chunk_len * BATCH_CHUNKS);
+        }
+        whole.update(page);
+        size += page.len() as u64;
+        batch.data.extend_from_slice(page);
+        if batch.data.len() - chunk_start >= chunk_len {
+            let end = batch.data.len();
+            batch
+                .chunks
+                .push((end, ChunkId::of(&batch.data[chunk_start..end])));
+            chunk_start = end;
+            if batch.chunks.len() >= BATCH_CHUNKS {
+                let full = std::mem::replace(
+                    &mut batch,
+                    Batch {
+                        data: Vec::with_capacity(chunk_len * BATCH_CHUNKS),
+                        chunks: Vec::with_capacity(BATCH_CHUNKS),
+                        deltas: Vec::with_capacity(BATCH_CHUNKS),
+                    },
+                );
+                tx.send(full).map_err(|_| receiver_gone())?;
+                chunk_start = 0;
+            }
+        }
+        Ok(())
+    })?;
+    if batch.data.len() > chunk_start {
+        let end = batch.data.len();
+        let id = ChunkId::of(&batch.data[chunk_start..end]);
+        batch.chunks.push((end, id));
+    }
+    if !batch.chunks.is_empty() {
+        tx.send(batch).map_err(|_| receiver_gone())?;
+    }
+    Ok((info, whole.finalize(), size))
 }
 
 fn hostname() -> String {

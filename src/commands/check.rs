@@ -197,6 +197,7 @@ fn read_whole_pack(
     let mut damaged = Vec::new();
     // Entries of one frame are consecutive: decompress each frame once.
     let mut frame: Option<(u32, Result<Vec<u8>, String>)> = None;
+    let mut dctx = zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?;
     for e in &entries {
         if e.compression == Compression::ZstdDelta {
             // A delta decodes only against its base: the reader follows the chain.
@@ -210,7 +211,7 @@ fn read_whole_pack(
             let stored = &bytes[r.start as usize..r.end as usize];
             frame = Some((
                 e.frame_offset,
-                pack::decode_frame(e.compression, stored).map_err(|x| x.0),
+                pack::decode_frame(&mut dctx, e.compression, stored).map_err(|x| x.0),
             ));
         }
         let result = match &frame.as_ref().expect("set above").1 {

@@ -122,15 +122,6 @@ impl Index {
         Ok(())
     }
 
-    /// Gives space freed by earlier transactions back to the filesystem
-    /// (redb is copy-on-write, so every commit leaves free pages behind).
-    pub fn compact(&mut self) -> Result<(), RepoError> {
-        if let Db::ReadWrite(db) = &mut self.db {
-            while db.compact().map_err(|e| index_err(&self.path, e))? {}
-        }
-        Ok(())
-    }
-
     /// Every pack the index knows, with its recorded length.
     pub fn packs(&self) -> Result<Vec<(PackId, u64)>, RepoError> {
         let e = |x: &dyn std::fmt::Display| index_err(&self.path, x);

@@ -5,6 +5,7 @@
 //! reads and verifies them. The layout and byte formats are in
 //! `docs/format.md`; the promises the code keeps are in `docs/ARCHITECTURE.md`.
 
+pub mod delta;
 pub mod fsutil;
 pub mod index;
 pub mod lock;
@@ -70,7 +71,7 @@ impl Config {
 pub struct Repository {
     root: PathBuf,
     config: Config,
-    index: std::cell::OnceCell<Index>,
+    index: std::sync::OnceLock<Index>,
     mode: Option<LockMode>,
     _lock: Option<RepoLock>,
 }
@@ -124,7 +125,7 @@ impl Repository {
         Ok(Repository {
             root: root.to_path_buf(),
             config,
-            index: std::cell::OnceCell::from(index),
+            index: std::sync::OnceLock::from(index),
             mode: Some(LockMode::Exclusive),
             _lock: Some(lock),
         })
@@ -179,7 +180,7 @@ impl Repository {
         let mut repo = Repository {
             root: root.to_path_buf(),
             config,
-            index: std::cell::OnceCell::new(),
+            index: std::sync::OnceLock::new(),
             mode: opts.lock,
             _lock: lock,
         };
@@ -256,14 +257,6 @@ impl Repository {
             let _ = self.index.set(Index::open(&self.index_path(), writable)?);
         }
         Ok(self.index.get().expect("opened above"))
-    }
-
-    /// Compacts the index, if open for writing.
-    pub fn compact_index(&mut self) -> Result<(), RepoError> {
-        match self.index.get_mut() {
-            Some(index) => index.compact(),
-            None => Ok(()),
-        }
     }
 
     /// Closes the index (so that `repair` can replace the file).

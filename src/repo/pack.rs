@@ -295,7 +295,11 @@ pub fn decode_pack(bytes: &[u8]) -> Result<Vec<BlobEntry>, DecodeError> {
 }
 
 /// Turns a frame's stored bytes back into its uncompressed bytes.
-pub fn decode_frame(compression: Compression, stored: &[u8]) -> Result<Vec<u8>, DecodeError> {
+pub fn decode_frame(
+    dctx: &mut zstd::bulk::Decompressor<'_>,
+    compression: Compression,
+    stored: &[u8],
+) -> Result<Vec<u8>, DecodeError> {
     match compression {
         Compression::None => Ok(stored.to_vec()),
         Compression::ZstdDelta => err("a delta blob needs its base to be decoded"),
@@ -307,7 +311,7 @@ pub fn decode_frame(compression: Compression, stored: &[u8]) -> Result<Vec<u8>, 
             if size > u64::from(MAX_FRAME_LEN) {
                 return err(format!("frame claims {size} bytes, over the limit"));
             }
-            zstd::bulk::decompress(stored, size as usize)
+            dctx.decompress(stored, size as usize)
                 .map_err(|e| DecodeError(format!("frame does not decompress: {e}")))
         }
     }
@@ -365,8 +369,12 @@ mod tests {
         assert_eq!(decoded, entries);
         for e in &decoded {
             let r = e.frame_range();
-            let frame =
-                decode_frame(e.compression, &bytes[r.start as usize..r.end as usize]).unwrap();
+            let frame = decode_frame(
+                &mut zstd::bulk::Decompressor::new().unwrap(),
+                e.compression,
+                &bytes[r.start as usize..r.end as usize],
+            )
+            .unwrap();
             let raw = blob_in_frame(e, &frame).unwrap();
             assert_eq!(ChunkId::of(raw), e.id);
         }
@@ -378,12 +386,21 @@ mod tests {
         let e = entries[5]; // the uncompressed frame: the flip survives decoding
         bytes[e.frame_offset as usize + 1] ^= 1;
         let r = e.frame_range();
-        let frame = decode_frame(e.compression, &bytes[r.start as usize..r.end as usize]).unwrap();
+        let frame = decode_frame(
+            &mut zstd::bulk::Decompressor::new().unwrap(),
+            e.compression,
+            &bytes[r.start as usize..r.end as usize],
+        )
+        .unwrap();
         assert!(blob_in_frame(&e, &frame).is_err());
         let z = entries[2];
         bytes[z.frame_offset as usize + 20] ^= 1;
         let r = z.frame_range();
-        let decoded = decode_frame(z.compression, &bytes[r.start as usize..r.end as usize]);
+        let decoded = decode_frame(
+            &mut zstd::bulk::Decompressor::new().unwrap(),
+            z.compression,
+            &bytes[r.start as usize..r.end as usize],
+        );
         assert!(decoded.is_err() || blob_in_frame(&z, &decoded.unwrap()).is_err());
     }
 

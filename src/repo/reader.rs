@@ -27,7 +27,8 @@ pub struct BlobReader<'r> {
     order: Vec<PackId>,
     /// Most recently used last.
     frames: Vec<((PackId, u32), Vec<u8>)>,
-    delta: zstd::bulk::Decompressor<'static>,
+    delta: zstd::zstd_safe::DCtx<'static>,
+    dctx: zstd::bulk::Decompressor<'static>,
 }
 
 impl<'r> BlobReader<'r> {
@@ -38,7 +39,8 @@ impl<'r> BlobReader<'r> {
             open: HashMap::new(),
             order: Vec::new(),
             frames: Vec::new(),
-            delta: zstd::bulk::Decompressor::new().ctx(|| "starting zstd".into())?,
+            delta: zstd::zstd_safe::DCtx::create(),
+            dctx: zstd::bulk::Decompressor::new().ctx(|| "starting zstd".into())?,
         })
     }
 
@@ -136,16 +138,14 @@ impl<'r> BlobReader<'r> {
         }
         let (base_pack, base_entry) = self.locate(&base)?;
         let (base_raw, _) = self.read_entry_depth(&base_pack, &base_entry, depth - 1)?;
+        let mut raw = Vec::with_capacity(entry.raw_len as usize);
         self.delta
-            .set_dictionary(&pack::delta_dictionary(&base_raw))
-            .ctx(|| "loading a zstd dictionary".into())?;
-        let raw = self
-            .delta
-            .decompress(frame, entry.raw_len as usize)
-            .map_err(|e| {
+            .decompress_using_dict(&mut raw, frame, &pack::delta_dictionary(&base_raw))
+            .map_err(|code| {
                 corrupt(format!(
-                    "chunk {}: delta does not decompress: {e}",
-                    entry.id
+                    "chunk {}: delta does not decompress: {}",
+                    entry.id,
+                    zstd::zstd_safe::get_error_name(code)
                 ))
             })?;
         if raw.len() != entry.raw_len as usize || ChunkId::of(&raw) != entry.id {
@@ -174,7 +174,7 @@ impl<'r> BlobReader<'r> {
 
     fn load_frame(&mut self, pack: &PackId, entry: &BlobEntry) -> Result<Vec<u8>, RepoError> {
         let stored = self.read_stored(pack, entry)?;
-        pack::decode_frame(entry.compression, &stored).map_err(|e| {
+        pack::decode_frame(&mut self.dctx, entry.compression, &stored).map_err(|e| {
             RepoError::corrupt(
                 format!("pack {}", self.repo.pack_path(pack).display()),
                 format!("chunk {}: {}", entry.id, e.0),

@@ -14,7 +14,7 @@ use crate::id::ChunkId;
 use crate::repo::Repository;
 use crate::repo::fsutil;
 use crate::repo::index::{IndexView, SealedPack};
-use crate::repo::pack::{self, BlobKind, Compression, PackBuilder};
+use crate::repo::pack::{BlobKind, Compression, PackBuilder};
 use crate::repo::reader::BlobReader;
 
 /// What a writer stored.
@@ -41,15 +41,9 @@ pub struct BlobWriter<'r> {
     added: HashSet<ChunkId>,
     sealed: Vec<SealedPack>,
     stats: WriteStats,
-    /// Reads delta bases (blobs of earlier snapshots).
+    /// Reads blobs of earlier snapshots (their manifests).
     reader: BlobReader<'r>,
-    delta: zstd::bulk::Compressor<'static>,
 }
-
-/// A delta is kept only when it is at most this fraction of the blob's size;
-/// otherwise the blob goes into a frame, where it compresses about 2.5x anyway
-/// and costs nothing to read.
-const DELTA_MAX_FRACTION: usize = 4;
 
 impl<'r> BlobWriter<'r> {
     /// Needs a repository opened with the exclusive lock.
@@ -70,8 +64,6 @@ impl<'r> BlobWriter<'r> {
             sealed: Vec::new(),
             stats: WriteStats::default(),
             reader: BlobReader::new(repo)?,
-            delta: zstd::bulk::Compressor::new(repo.config().compression_level)
-                .ctx(|| "starting zstd".into())?,
         })
     }
 
@@ -86,27 +78,28 @@ impl<'r> BlobWriter<'r> {
         Ok(id)
     }
 
-    /// As [`add`](Self::add) for file data, storing a new blob as a delta from
-    /// `base` (the same place of the file in the previous snapshot) when that
-    /// is much smaller.
+    /// As [`add`](Self::add) for file data. `base` is the chunk at the same
+    /// place of the file in the previous snapshot; `delta` is this chunk
+    /// encoded against it by a [`DeltaEncoder`](crate::repo::delta::DeltaEncoder),
+    /// when that paid. A new chunk is stored as the delta if there is one.
+    /// `id` must be the blake3 of `data` (the caller hashes on another thread).
     pub fn add_with_base(
         &mut self,
+        id: ChunkId,
         data: &[u8],
         base: Option<ChunkId>,
+        delta: Option<Vec<u8>>,
     ) -> Result<ChunkId, RepoError> {
-        let id = ChunkId::of(data);
-        let base = base.filter(|b| *b != id);
-        let Some(base) = base else {
-            self.add_with_id(id, BlobKind::Data, data)?;
-            return Ok(id);
-        };
-        if self.added.contains(&id) || self.view.contains(&id)? {
+        debug_assert_eq!(id, ChunkId::of(data));
+        if base == Some(id) {
+            // Unchanged since the previous snapshot, whose chunks are all
+            // stored: no index lookup needed (most pages, most of the time).
             self.stats.chunks += 1;
             self.stats.bytes_in += data.len() as u64;
             return Ok(id);
         }
-        match self.delta_from(id, data, base)? {
-            Some(stored) => {
+        match delta {
+            Some(stored) if !(self.added.contains(&id) || self.view.contains(&id)?) => {
                 self.stats.chunks += 1;
                 self.stats.bytes_in += data.len() as u64;
                 self.stats.chunks_new += 1;
@@ -122,50 +115,11 @@ impl<'r> BlobWriter<'r> {
                     self.seal()?;
                 }
             }
-            None => {
+            _ => {
                 self.add_with_id(id, BlobKind::Data, data)?;
             }
         }
         Ok(id)
-    }
-
-    /// The stored bytes of `data` as a delta from `base`, if that pays.
-    fn delta_from(
-        &mut self,
-        id: ChunkId,
-        data: &[u8],
-        base: ChunkId,
-    ) -> Result<Option<Vec<u8>>, RepoError> {
-        let (base_raw, depth) = match self.reader.read_with_depth(&base) {
-            Ok(found) => found,
-            Err(e) => {
-                // A damaged or missing base only means no delta: store whole.
-                tracing::debug!("chunk {id}: base {base} unreadable ({e}); storing whole");
-                return Ok(None);
-            }
-        };
-        if depth >= pack::MAX_DELTA_DEPTH {
-            return Ok(None);
-        }
-        self.delta
-            .set_dictionary(
-                self.repo.config().compression_level,
-                &pack::delta_dictionary(&base_raw),
-            )
-            .ctx(|| "loading a zstd dictionary".into())?;
-        let frame = self
-            .delta
-            .compress(data)
-            .ctx(|| format!("compressing chunk {id}"))?;
-        let stored_len = pack::DELTA_HEADER_LEN + frame.len();
-        if stored_len * DELTA_MAX_FRACTION > data.len() {
-            return Ok(None);
-        }
-        let mut stored = Vec::with_capacity(stored_len);
-        stored.extend_from_slice(base.as_bytes());
-        stored.push(depth + 1);
-        stored.extend_from_slice(&frame);
-        Ok(Some(stored))
     }
 
     /// Reads blobs already in the repository (a previous snapshot's manifest, say).
