@@ -172,8 +172,11 @@ run_measured() {
     local tool=$1 run=$2 step=$3 dir=$4
     shift 4
     local logf=$LOGS/$tool-run$run-$step.log tf=$LOGS/.time
+    # Flush earlier writes (the 1 GiB copy of the database, the previous
+    # step's repository) so that they are not billed to whichever tool
+    # fsyncs first: rewindb and borg fsync, restic 0.14 does not.
+    sync
     if [[ ${DROP_CACHES:-0} == 1 ]]; then
-        sync
         echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || log "could not drop caches"
     fi
     echo "+ (cd $dir && $*)" >"$logf"

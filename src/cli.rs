@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::commands::backup::{BackupOptions, backup_sqlite, validate_sqlite_sources};
 use crate::commands::check::{CheckOptions, check, short_ids};
 use crate::commands::maintenance::{repair_index, stats};
-use crate::commands::restore::{RestoreOptions, plan_restore, restore, select_snapshot};
+use crate::commands::restore::{RestoreOptions, Verify, plan_restore, restore, select_snapshot};
 use crate::error::{Error, RepoError, exit};
 use crate::repo::lock::LockMode;
 use crate::repo::snapshot::Snapshot;
@@ -92,6 +92,10 @@ pub enum Command {
         /// replaced file and its -wal/-journal are kept as a safety copy.
         #[arg(long)]
         in_place: bool,
+        /// Checks before the rename: full (blake3 + PRAGMA integrity_check),
+        /// quick (blake3 + PRAGMA quick_check) or hash (blake3 only).
+        #[arg(long, value_enum, default_value_t = Verify::Full)]
+        verify: Verify,
         #[arg(long)]
         json: bool,
     },
@@ -295,6 +299,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             file,
             to,
             in_place,
+            verify,
             json,
         } => {
             let at = match at {
@@ -314,6 +319,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                     to: to.clone(),
                     in_place: *in_place,
                     file: file.clone(),
+                    verify: *verify,
                 },
             )?;
             let done = restore(&repo, &plan)?;

@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::Instant;
 
 use crate::chunker::ChunkerParams;
@@ -60,6 +61,7 @@ pub fn backup_sqlite(
     let time = jiff::Timestamp::now();
     let previous = repo.snapshots()?;
     let mut writer = BlobWriter::new(repo)?;
+    tracing::debug!(elapsed = ?started.elapsed(), "index open");
     let params = writer.chunker();
     let mut files = Vec::new();
     for db in dbs {
@@ -117,6 +119,8 @@ pub fn backup_sqlite(
 /// Chunks cut and hashed by the reading thread, delta-encoded by the delta
 /// thread, stored by the calling thread.
 struct Batch {
+    /// Index in the file of the batch's first chunk.
+    first: usize,
     data: Vec<u8>,
     /// (end offset in `data`, id) of each chunk, in order.
     chunks: Vec<(usize, ChunkId)>,
@@ -140,32 +144,52 @@ fn backup_one(
     db: &std::path::Path,
     bases: &[ChunkId],
 ) -> Result<FileEntry> {
-    let (to_delta, from_reader) = std::sync::mpsc::sync_channel::<Batch>(4);
-    let (to_store, from_delta) = std::sync::mpsc::sync_channel::<Batch>(4);
+    // Delta encoding (reading bases back, decompressing their frames) is the
+    // heaviest stage, so two workers take alternate batches; a batch's bases
+    // sit in frames of their own, so the workers' caches do not compete.
+    let (to_delta_a, from_reader_a) = sync_channel::<Batch>(2);
+    let (to_delta_b, from_reader_b) = sync_channel::<Batch>(2);
+    let (to_store_a, from_delta_a) = sync_channel::<Batch>(2);
+    let (to_store_b, from_delta_b) = sync_channel::<Batch>(2);
     let (info, whole, size, ids) = std::thread::scope(|scope| {
-        let reading = scope.spawn(move || read_and_hash(db, params, to_delta));
-        let encoding = scope.spawn(move || encode_deltas(repo, bases, from_reader, to_store));
+        let reading = scope.spawn(move || read_and_hash(db, params, [to_delta_a, to_delta_b]));
+        let encoding = [
+            scope.spawn(move || encode_deltas(repo, bases, from_reader_a, to_store_a)),
+            scope.spawn(move || encode_deltas(repo, bases, from_reader_b, to_store_b)),
+        ];
+        let from_delta = [from_delta_a, from_delta_b];
         let mut ids: Vec<ChunkId> = Vec::new();
         let mut stored: Result<()> = Ok(());
-        'batches: for mut batch in from_delta.iter() {
+        // Batches alternate between the workers: take them back in turn.
+        'batches: for turn in 0.. {
+            let Ok(mut batch) = from_delta[turn % 2].recv() else {
+                break; // that worker is done (or failed, and says why below)
+            };
             let mut start = 0;
             for (&(end, id), delta) in batch.chunks.iter().zip(batch.deltas.iter_mut()) {
                 let base = bases.get(ids.len()).copied();
                 let data = &batch.data[start..end];
                 if let Err(e) = writer.add_with_base(id, data, base, delta.take()) {
                     stored = Err(e.into());
-                    break 'batches; // dropping the receiver stops the other threads
+                    break 'batches; // dropping the receivers stops the other threads
                 }
                 ids.push(id);
                 start = end;
             }
         }
         drop(from_delta);
-        let encoded = encoding.join().expect("the delta thread does not panic");
+        let encoded: Vec<Result<()>> = encoding
+            .into_iter()
+            .map(|t| t.join().expect("a delta thread does not panic"))
+            .collect();
         let read = reading.join().expect("the reading thread does not panic");
+        // The first stage to fail caused the others to stop: report the
+        // storing thread's error first, then the workers', then the reader's.
         stored?;
-        read.and_then(|r| encoded.map(|()| r))
-            .map(|(info, whole, size)| (info, whole, size, ids))
+        for e in encoded {
+            e?;
+        }
+        read.map(|(info, whole, size)| (info, whole, size, ids))
     })?;
     let manifest = writer.add_manifest(&ids)?;
     Ok(FileEntry {
@@ -187,20 +211,18 @@ fn backup_one(
 fn encode_deltas(
     repo: &Repository,
     bases: &[ChunkId],
-    from_reader: std::sync::mpsc::Receiver<Batch>,
-    to_store: std::sync::mpsc::SyncSender<Batch>,
+    from_reader: Receiver<Batch>,
+    to_store: SyncSender<Batch>,
 ) -> Result<()> {
     let mut encoder = DeltaEncoder::new(repo)?;
-    let mut index = 0usize;
     for mut batch in from_reader.iter() {
         let mut start = 0;
-        for &(end, id) in &batch.chunks {
+        for (index, &(end, id)) in (batch.first..).zip(batch.chunks.iter()) {
             let delta = match bases.get(index) {
                 Some(base) if *base != id => encoder.encode(id, &batch.data[start..end], *base)?,
                 _ => None,
             };
             batch.deltas.push(delta);
-            index += 1;
             start = end;
         }
         if to_store.send(batch).is_err() {
@@ -214,12 +236,15 @@ fn encode_deltas(
 fn read_and_hash(
     db: &std::path::Path,
     params: &ChunkerParams,
-    tx: std::sync::mpsc::SyncSender<Batch>,
+    tx: [SyncSender<Batch>; 2],
 ) -> Result<(sqlite::PageInfo, blake3::Hash, u64)> {
+    let mut sent = 0usize;
+    let mut chunks_sent = 0usize;
     let mut whole = blake3::Hasher::new();
     let mut size = 0u64;
     let mut chunk_len = 0usize;
     let mut batch = Batch {
+        first: 0,
         data: Vec::new(),
         chunks: Vec::new(),
         deltas: Vec::new(),
@@ -241,15 +266,19 @@ fn read_and_hash(
                 .push((end, ChunkId::of(&batch.data[chunk_start..end])));
             chunk_start = end;
             if batch.chunks.len() >= BATCH_CHUNKS {
-                let full = std::mem::replace(
+                let mut full = std::mem::replace(
                     &mut batch,
                     Batch {
+                        first: 0,
                         data: Vec::with_capacity(chunk_len * BATCH_CHUNKS),
                         chunks: Vec::with_capacity(BATCH_CHUNKS),
                         deltas: Vec::with_capacity(BATCH_CHUNKS),
                     },
                 );
-                tx.send(full).map_err(|_| receiver_gone())?;
+                full.first = chunks_sent;
+                chunks_sent += full.chunks.len();
+                tx[sent % 2].send(full).map_err(|_| receiver_gone())?;
+                sent += 1;
                 chunk_start = 0;
             }
         }
@@ -261,7 +290,8 @@ fn read_and_hash(
         batch.chunks.push((end, id));
     }
     if !batch.chunks.is_empty() {
-        tx.send(batch).map_err(|_| receiver_gone())?;
+        batch.first = chunks_sent;
+        tx[sent % 2].send(batch).map_err(|_| receiver_gone())?;
     }
     Ok((info, whole.finalize(), size))
 }

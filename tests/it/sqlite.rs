@@ -233,3 +233,65 @@ fn restored_file_keeps_the_source_permissions() {
     let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o640);
 }
+
+/// A database that was already damaged when it was backed up (an index that
+/// contradicts its table): its bytes restore exactly, but `--verify full`
+/// (the default) refuses to put it in place and leaves nothing; `quick`
+/// (which skips index contents, as documented) and `hash` (bytes only) accept.
+#[test]
+fn restore_verification_levels() {
+    let f = Fixture::with_repo();
+    let db = f.path("app.db");
+    make_db(&db, 3_000, "delete");
+    {
+        // The schema now says the index covers `qty`; its entries hold `name`.
+        let conn = Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "PRAGMA writable_schema=ON;
+             UPDATE sqlite_master SET sql='CREATE INDEX items_name ON items(qty)'
+               WHERE name='items_name';",
+        )
+        .unwrap();
+    }
+    assert!(!integrity_ok(&db));
+    let bytes = std::fs::read(&db).unwrap();
+    f.backup(&[&db]);
+    for args in [
+        &["--to", "full.db"][..],
+        &["--verify", "full", "--to", "full.db"],
+    ] {
+        let mut cmd = vec!["restore", "latest"];
+        cmd.extend_from_slice(args);
+        let err = f.fails(&cmd, 4);
+        assert!(err.contains("fails PRAGMA integrity_check"), "{err}");
+        assert!(!f.path("full.db").exists(), "a refused restore left a file");
+        let leftovers = std::fs::read_dir(f.dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains(".rewindb-")
+            })
+            .count();
+        assert_eq!(leftovers, 0, "temporary file left behind");
+    }
+    for verify in ["quick", "hash"] {
+        let out = f.path(&format!("{verify}.db"));
+        f.ok(&[
+            "restore",
+            "latest",
+            "--verify",
+            verify,
+            "--to",
+            out.to_str().unwrap(),
+        ]);
+        assert!(std::fs::read(&out).unwrap() == bytes, "--verify {verify}");
+    }
+    let err = f.fails(
+        &["restore", "latest", "--verify", "nope", "--to", "x.db"],
+        2,
+    );
+    assert!(err.contains("--verify"), "{err}");
+}
