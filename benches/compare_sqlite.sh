@@ -12,6 +12,7 @@
 #   REGEN=1            regenerate base.db/churned.db even if cached in WORKDIR
 #   BASE_DB=, CHURNED_DB=   use these files instead of generating (no gen_sqlite needed)
 #   SKIP_BUILD=1       do not run cargo; use the binaries already built
+#   REWINDB_RESTORE_ARGS="--verify hash"   extra arguments for rewindb's restore
 #   DROP_CACHES=1      drop the page cache before each measured step (needs root, may fail in containers)
 #
 # For every run and tool: a fresh repository; copy base.db to data/db/app.db and
@@ -236,7 +237,8 @@ for run in $(seq 1 "$RUNS"); do
         # restore the latest (churned) snapshot
         out=$RESTORE/$tool
         case $tool in
-            rewindb) run_measured "$tool" "$run" restore "$out" "$REWINDB" --repo "$repo" restore latest --to "$out/app.db" ;;
+            # shellcheck disable=SC2086 # word splitting of the extra arguments is wanted
+            rewindb) run_measured "$tool" "$run" restore "$out" "$REWINDB" --repo "$repo" restore latest ${REWINDB_RESTORE_ARGS:-} --to "$out/app.db" ;;
             restic) run_measured "$tool" "$run" restore "$out" restic -r "$repo" restore latest --target "$out" ;;
             borg) run_measured "$tool" "$run" restore "$out" borg extract "$repo::churn" ;;
         esac

@@ -259,14 +259,15 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 let s = snap.stats;
                 out(writeln!(
                     w,
-                    "snapshot {} saved: {} database{}, {} read, {} of {} chunks new ({} before \
-                     compression), {} added to the repository, {:.2}s",
+                    "snapshot {} saved: {} database{}, {} read, {} of {} chunks new ({} as \
+                     deltas; {} before compression), {} added to the repository, {:.2}s",
                     id.short(),
                     snap.files.len(),
                     if snap.files.len() == 1 { "" } else { "s" },
                     human_bytes(s.bytes_read),
                     s.chunks_new,
                     s.chunks,
+                    s.chunks_delta,
                     human_bytes(s.bytes_new),
                     human_bytes(s.bytes_added),
                     s.duration_secs

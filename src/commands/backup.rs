@@ -100,6 +100,7 @@ pub fn backup_sqlite(
             bytes_read: 0,
             chunks: written.chunks,
             chunks_new: written.chunks_new,
+            chunks_delta: written.chunks_delta,
             bytes_new: written.bytes_new,
             bytes_added: written.bytes_added,
             duration_secs: started.elapsed().as_secs_f64(),

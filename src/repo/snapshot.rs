@@ -66,6 +66,9 @@ pub struct BackupStats {
     /// Chunks (data and meta) the run produced, and how many were not yet stored.
     pub chunks: u64,
     pub chunks_new: u64,
+    /// How many of the new chunks were stored as deltas of the previous snapshot's.
+    #[serde(default)]
+    pub chunks_delta: u64,
     /// Uncompressed bytes of the new chunks.
     pub bytes_new: u64,
     /// What the new chunks take in packs, after compression.

@@ -22,6 +22,8 @@ use crate::repo::reader::BlobReader;
 pub struct WriteStats {
     pub chunks: u64,
     pub chunks_new: u64,
+    /// New chunks stored as deltas against their base.
+    pub chunks_delta: u64,
     pub bytes_in: u64,
     pub bytes_new: u64,
     /// Compressed bytes of the new blobs as stored in packs.
@@ -103,6 +105,7 @@ impl<'r> BlobWriter<'r> {
                 self.stats.chunks += 1;
                 self.stats.bytes_in += data.len() as u64;
                 self.stats.chunks_new += 1;
+                self.stats.chunks_delta += 1;
                 self.stats.bytes_new += data.len() as u64;
                 self.stats.bytes_added += stored.len() as u64;
                 self.added.insert(id);
