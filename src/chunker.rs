@@ -57,6 +57,12 @@ impl ChunkerParams {
     }
 
     /// How many pages of `page_size` bytes go into one chunk.
+    ///
+    /// ```
+    /// let p = rewindb::chunker::ChunkerParams::default();
+    /// assert_eq!(p.pages_per_chunk(4096), 1); // a changed page costs one page
+    /// assert_eq!(p.pages_per_chunk(1024), 4); // small pages are grouped to 4 KiB
+    /// ```
     pub fn pages_per_chunk(&self, page_size: u32) -> usize {
         (self.page_chunk_min / page_size.max(1)).max(1) as usize
     }

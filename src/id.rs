@@ -72,6 +72,13 @@ macro_rules! digest_id {
 
 digest_id!(
     /// blake3 of a chunk's uncompressed bytes.
+    ///
+    /// ```
+    /// use rewindb::id::ChunkId;
+    /// let id = ChunkId::of(b"page");
+    /// assert_eq!(id.to_hex(), blake3::hash(b"page").to_hex().as_str());
+    /// assert_eq!(id.to_hex().parse::<ChunkId>().unwrap(), id);
+    /// ```
     ChunkId
 );
 digest_id!(

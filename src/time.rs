@@ -9,6 +9,16 @@ use jiff::tz::TimeZone;
 /// Parses an absolute time. With an offset (`2026-11-23 14:05:00+00`,
 /// `2026-11-23T14:05:00Z`) it is exact; without one (`2026-11-23 14:05`) it is
 /// read in `local`.
+///
+/// ```
+/// use jiff::tz::TimeZone;
+/// use rewindb::time::parse_time;
+///
+/// let utc = parse_time("2026-11-23 14:05:00+00", &TimeZone::UTC).unwrap();
+/// let local = parse_time("2026-11-23 15:05", &TimeZone::fixed(jiff::tz::offset(1))).unwrap();
+/// assert_eq!(utc, local);
+/// assert!(parse_time("tuesday", &TimeZone::UTC).is_err());
+/// ```
 pub fn parse_time(s: &str, local: &TimeZone) -> Result<Timestamp, String> {
     let t = s.trim();
     if let Ok(ts) = t.parse::<Timestamp>() {

@@ -168,9 +168,8 @@ fn backup_one(
             };
             let mut start = 0;
             for (&(end, id), delta) in batch.chunks.iter().zip(batch.deltas.iter_mut()) {
-                let base = bases.get(ids.len()).copied();
                 let data = &batch.data[start..end];
-                if let Err(e) = writer.add_with_base(id, data, base, delta.take()) {
+                if let Err(e) = writer.add_with_base(id, data, delta.take()) {
                     stored = Err(e.into());
                     break 'batches; // dropping the receivers stops the other threads
                 }

@@ -80,14 +80,19 @@ impl Index {
         })
     }
 
-    pub fn view(&self) -> Result<IndexView, RepoError> {
-        let e = |e: &dyn std::fmt::Display| index_err(&self.path, e);
-        let txn = match &self.db {
+    fn begin_read(&self) -> Result<redb::ReadTransaction, RepoError> {
+        match &self.db {
             Db::ReadWrite(db) => db.begin_read(),
             Db::ReadOnly(db) => db.begin_read(),
         }
-        .map_err(|x| e(&x))?;
-        let chunks = txn.open_table(CHUNKS).map_err(|x| e(&x))?;
+        .map_err(|e| index_err(&self.path, e))
+    }
+
+    pub fn view(&self) -> Result<IndexView, RepoError> {
+        let chunks = self
+            .begin_read()?
+            .open_table(CHUNKS)
+            .map_err(|e| index_err(&self.path, e))?;
         Ok(IndexView {
             chunks,
             path: self.path.clone(),
@@ -125,12 +130,7 @@ impl Index {
     /// Every pack the index knows, with its recorded length.
     pub fn packs(&self) -> Result<Vec<(PackId, u64)>, RepoError> {
         let e = |x: &dyn std::fmt::Display| index_err(&self.path, x);
-        let txn = match &self.db {
-            Db::ReadWrite(db) => db.begin_read(),
-            Db::ReadOnly(db) => db.begin_read(),
-        }
-        .map_err(|x| e(&x))?;
-        let table = txn.open_table(PACKS).map_err(|x| e(&x))?;
+        let table = self.begin_read()?.open_table(PACKS).map_err(|x| e(&x))?;
         let mut out = Vec::new();
         for row in table.iter().map_err(|x| e(&x))? {
             let (k, v) = row.map_err(|x| e(&x))?;

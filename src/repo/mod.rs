@@ -286,12 +286,7 @@ impl Repository {
             for f in fs::read_dir(&dir).ctx(|| format!("listing {}", dir.display()))? {
                 let f = f.ctx(|| format!("listing {}", dir.display()))?;
                 let path = f.path();
-                let Some(id) = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.strip_suffix(".pack"))
-                    .and_then(|n| n.parse::<PackId>().ok())
-                else {
+                let Some(id) = id_from_file_name::<PackId>(&path, ".pack") else {
                     continue;
                 };
                 let len = f
@@ -343,12 +338,7 @@ impl Repository {
         let mut list = SnapshotList::default();
         for f in fs::read_dir(&dir).ctx(|| format!("listing {}", dir.display()))? {
             let path = f.ctx(|| format!("listing {}", dir.display()))?.path();
-            let Some(id) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".json"))
-                .and_then(|n| n.parse::<SnapshotId>().ok())
-            else {
+            let Some(id) = id_from_file_name::<SnapshotId>(&path, ".json") else {
                 continue;
             };
             let bytes = fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
@@ -361,6 +351,15 @@ impl Repository {
             .sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
         Ok(list)
     }
+}
+
+/// The id a repository file is named by (`<hex id><suffix>`); other files are ignored.
+fn id_from_file_name<T: std::str::FromStr>(path: &Path, suffix: &str) -> Option<T> {
+    path.file_name()?
+        .to_str()?
+        .strip_suffix(suffix)?
+        .parse()
+        .ok()
 }
 
 #[derive(Default)]
