@@ -442,6 +442,14 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                     "index rebuilt: {} packs, {} chunks",
                     report.packs_indexed, report.chunks_indexed
                 ))?;
+                if report.deltas_dropped > 0 {
+                    out(writeln!(
+                        w,
+                        "{} delta chunk(s) left out: their base is in no readable pack; \
+                         the next backup stores those pages again",
+                        report.deltas_dropped
+                    ))?;
+                }
             }
         }
     }

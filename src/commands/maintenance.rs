@@ -5,7 +5,9 @@ use std::fs;
 use serde::Serialize;
 
 use crate::error::{IoContext, RepoError};
+use crate::id::ChunkId;
 use crate::repo::index::{Index, SealedPack};
+use crate::repo::pack::{self, Compression};
 use crate::repo::{Repository, fsutil};
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -64,6 +66,83 @@ pub struct RepairReport {
     pub chunks_indexed: u64,
     /// Packs whose entry table could not be read, with why; their blobs are not indexed.
     pub packs_skipped: Vec<(String, String)>,
+    /// Delta blobs left out because their base (or its base) is in no readable pack:
+    /// indexed, they would make the next backup reference a page it cannot restore.
+    pub deltas_dropped: u64,
+}
+
+/// Removes delta entries whose base chain does not end in an indexed whole
+/// blob, repeating until none is left (a dropped delta may be another's base).
+fn drop_deltas_without_base(
+    repo: &Repository,
+    sealed: &mut [SealedPack],
+) -> Result<u64, RepoError> {
+    use std::collections::{HashMap, HashSet};
+    use std::os::unix::fs::FileExt;
+    let mut present: HashSet<ChunkId> = sealed
+        .iter()
+        .flat_map(|p| p.entries.iter().map(|e| e.id))
+        .collect();
+    // Each delta's base id, read from its 33-byte header.
+    let mut bases: HashMap<ChunkId, ChunkId> = HashMap::new();
+    for pack in sealed.iter() {
+        let path = repo.pack_path(&pack.id);
+        let file = fs::File::open(&path).ctx(|| format!("opening {}", path.display()))?;
+        for e in pack
+            .entries
+            .iter()
+            .filter(|e| e.compression == Compression::ZstdDelta)
+        {
+            let mut header = [0u8; pack::DELTA_HEADER_LEN];
+            let base = file
+                .read_exact_at(&mut header, u64::from(e.frame_offset))
+                .ok()
+                .and_then(|()| pack::decode_delta_header(&header).ok())
+                .map(|(base, _, _)| base);
+            match base {
+                Some(base) => {
+                    bases.insert(e.id, base);
+                }
+                None => {
+                    present.remove(&e.id); // unreadable header: unusable delta
+                }
+            }
+        }
+    }
+    // A chunk stored whole anywhere stays present whatever happens to its deltas.
+    let whole: HashSet<ChunkId> = sealed
+        .iter()
+        .flat_map(|p| p.entries.iter())
+        .filter(|e| e.compression != Compression::ZstdDelta)
+        .map(|e| e.id)
+        .collect();
+    let mut bad: HashSet<ChunkId> = HashSet::new();
+    loop {
+        let orphans: Vec<ChunkId> = bases
+            .iter()
+            .filter(|(id, base)| !bad.contains(*id) && !present.contains(*base))
+            .map(|(id, _)| *id)
+            .collect();
+        if orphans.is_empty() {
+            break;
+        }
+        for id in orphans {
+            bad.insert(id);
+            if !whole.contains(&id) {
+                present.remove(&id);
+            }
+        }
+    }
+    let mut dropped = 0;
+    for pack in sealed.iter_mut() {
+        let before = pack.entries.len();
+        pack.entries.retain(|e| {
+            e.compression != Compression::ZstdDelta
+                || (bases.contains_key(&e.id) && !bad.contains(&e.id))
+        });
+        dropped += (before - pack.entries.len()) as u64;
+    }
+    Ok(dropped)
 }
 
 /// Rebuilds `index.redb` from the packs' own entry tables (invariant 3). The
@@ -80,14 +159,13 @@ pub fn repair_index(repo: &mut Repository) -> Result<RepairReport, RepoError> {
     let mut sealed = Vec::new();
     for (id, path, len) in repo.pack_files()? {
         match repo.read_pack_table(&id, len) {
-            Ok(entries) => {
-                report.chunks_indexed += entries.len() as u64;
-                sealed.push(SealedPack { id, len, entries });
-            }
+            Ok(entries) => sealed.push(SealedPack { id, len, entries }),
             Err(why) => report.packs_skipped.push((path.display().to_string(), why)),
         }
     }
+    report.deltas_dropped = drop_deltas_without_base(repo, &mut sealed)?;
     report.packs_indexed = sealed.len();
+    report.chunks_indexed = sealed.iter().map(|p| p.entries.len() as u64).sum();
     {
         let index = Index::create(&building)?;
         index.add_packs(&sealed)?;

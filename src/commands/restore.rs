@@ -250,16 +250,28 @@ pub fn plan_restore(id: SnapshotId, snap: &Snapshot, opts: &RestoreOptions) -> R
     };
     let mut items = Vec::new();
     for (file, dest) in files.into_iter().zip(dests) {
-        let replace = dest.exists();
-        if replace && !opts.in_place {
-            return Err(Error::Usage(format!(
-                "{} already exists; restore elsewhere, or pass --in-place to replace it \
-                 (a safety copy of it is kept)",
-                dest.display()
-            )));
-        }
-        if replace && dest.is_dir() {
+        if dest.is_dir() {
             return Err(Error::Usage(format!("{} is a directory", dest.display())));
+        }
+        // A -wal or -journal left beside the destination would be applied to
+        // the restored file by the first SQLite that opens it.
+        let [wal, journal, _] = sqlite::companion_files(&dest);
+        let stale = [wal, journal].into_iter().find(|p| p.exists());
+        let replace = dest.exists() || stale.is_some();
+        if replace && !opts.in_place {
+            return Err(Error::Usage(match stale {
+                Some(stale) if !dest.exists() => format!(
+                    "{} is left beside {}: SQLite would apply it to the restored database; \
+                     remove it, restore elsewhere, or pass --in-place to move it aside",
+                    stale.display(),
+                    dest.display()
+                ),
+                _ => format!(
+                    "{} already exists; restore elsewhere, or pass --in-place to replace it \
+                     (a safety copy of it is kept)",
+                    dest.display()
+                ),
+            }));
         }
         if create_dir.is_none() {
             let parent = parent_dir(&dest);
@@ -358,7 +370,7 @@ fn restore_file(
         })?;
     }
     let safety_copy = if item.replace {
-        Some(swap_in_place(tmp, &item.dest, verify)?)
+        swap_in_place(tmp, &item.dest, verify)?
     } else {
         tmp.persist_noclobber(&item.dest)
             .map_err(|e| io_err(format!("renaming into {}", item.dest.display()))(e.error))?;
@@ -373,17 +385,25 @@ fn restore_file(
     })
 }
 
-/// Replaces a live database with a verified temporary file. The old file and
-/// its `-wal`/`-journal` move aside together (a stale WAL applied to the new
-/// file would corrupt it); any failure moves them back.
-fn swap_in_place(tmp: tempfile::NamedTempFile, dest: &Path, verify: Verify) -> Result<PathBuf> {
-    let stamp = Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
-    let mut safety = dest.as_os_str().to_owned();
-    safety.push(format!(".rewindb-safety-{stamp}"));
-    let safety = PathBuf::from(safety);
+/// Replaces a live database with a verified temporary file and returns where
+/// the replaced files were kept.
+///
+/// The old file and its `-wal`/`-journal` are first hard-linked to safety
+/// names, so the path never stops holding a database (a crash midway leaves
+/// the old one, or the new one). The old WAL and journal are then removed
+/// before the new file is renamed over the old: applied to the new file they
+/// would corrupt it. Any failure renames the kept files back.
+fn swap_in_place(
+    tmp: tempfile::NamedTempFile,
+    dest: &Path,
+    verify: Verify,
+) -> Result<Option<PathBuf>> {
+    let safety = safety_name(dest);
     let [wal, journal, shm] = sqlite::companion_files(dest);
     let [safety_wal, safety_journal, _] = sqlite::companion_files(&safety);
-    let mut moved: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let parent = parent_dir(dest);
+    let had_dest = dest.exists();
+    let mut kept: Vec<(PathBuf, PathBuf)> = Vec::new();
     let result = (|| -> Result<()> {
         for (from, to) in [
             (dest, &safety),
@@ -391,20 +411,22 @@ fn swap_in_place(tmp: tempfile::NamedTempFile, dest: &Path, verify: Verify) -> R
             (&journal, &safety_journal),
         ] {
             if from.exists() {
-                fs::rename(from, to).map_err(io_err(format!(
-                    "moving {} aside to {}",
+                fs::hard_link(from, to).map_err(io_err(format!(
+                    "keeping {} as {}",
                     from.display(),
                     to.display()
                 )))?;
-                moved.push((from.to_path_buf(), to.clone()));
+                kept.push((from.to_path_buf(), to.clone()));
             }
         }
-        if shm.exists() {
-            fs::remove_file(&shm).map_err(io_err(format!("removing {}", shm.display())))?;
+        fsutil::sync_dir(&parent).map_err(io_err(format!("syncing {}", parent.display())))?;
+        for stale in [&wal, &journal, &shm] {
+            if stale.exists() {
+                fs::remove_file(stale).map_err(io_err(format!("removing {}", stale.display())))?;
+            }
         }
-        tmp.persist_noclobber(dest)
+        tmp.persist(dest)
             .map_err(|e| io_err(format!("renaming into {}", dest.display()))(e.error))?;
-        let parent = parent_dir(dest);
         fsutil::sync_dir(&parent).map_err(io_err(format!("syncing {}", parent.display())))?;
         match verify.pragma() {
             Some(pragma) => sqlite::integrity_check(dest, pragma).map_err(|e| {
@@ -417,18 +439,35 @@ fn swap_in_place(tmp: tempfile::NamedTempFile, dest: &Path, verify: Verify) -> R
         }
     })();
     if let Err(e) = result {
-        if !moved.is_empty() {
+        if !had_dest {
             let _ = fs::remove_file(dest);
         }
-        for (from, to) in moved.iter().rev() {
-            if let Err(re) = fs::rename(to, from) {
-                return Err(Error::Usage(format!(
-                    "{e}; rolling back also failed ({re}): the original is at {}",
-                    to.display()
-                )));
+        for (original, kept_as) in kept.iter().rev() {
+            if let Err(re) = fs::rename(kept_as, original) {
+                return Err(Error::Io {
+                    context: format!(
+                        "{e}; putting {} back also failed, the original is at {}",
+                        original.display(),
+                        kept_as.display()
+                    ),
+                    source: re,
+                });
             }
         }
         return Err(e);
     }
-    Ok(safety)
+    Ok(kept.first().map(|(_, kept_as)| kept_as.clone()))
+}
+
+/// `<dest>.rewindb-safety-<UTC time to the nanosecond>`, never an existing name.
+fn safety_name(dest: &Path) -> PathBuf {
+    loop {
+        let stamp = Timestamp::now().strftime("%Y%m%dT%H%M%S%.9fZ").to_string();
+        let mut name = dest.as_os_str().to_owned();
+        name.push(format!(".rewindb-safety-{stamp}"));
+        let name = PathBuf::from(name);
+        if !name.exists() {
+            return name;
+        }
+    }
 }

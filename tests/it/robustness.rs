@@ -301,3 +301,45 @@ fn backup_after_a_lost_pack_stores_the_pages_again() {
     assert!(affected.contains(&old.as_str()), "{report}");
     assert!(!affected.contains(&new.as_str()), "{report}");
 }
+
+/// Regression (review finding): `repair index` after a lost pack must also
+/// leave out deltas whose base was in it. Otherwise the next backup of
+/// unchanged pages would trust those deltas and list a snapshot that cannot
+/// be restored.
+#[test]
+fn repair_drops_deltas_whose_base_is_lost() {
+    use rewindb::repo::pack::{BlobKind, decode_pack};
+    let f = Fixture::with_repo();
+    let cfg = f.repo().join("config.json");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "\"pack_target_bytes\": 16777216",
+            "\"pack_target_bytes\": 65536",
+        ),
+    )
+    .unwrap();
+    let a = f.path("a.db");
+    make_db(&a, 20_000, "wal");
+    f.backup(&[&a]);
+    let first_packs = packs(&f);
+    update_rows(&a, 300, 1);
+    f.backup(&[&a]);
+    let deltas = f.snapshots()[1]["stats"]["chunks_delta"].as_u64().unwrap();
+    assert!(deltas > 0, "the second backup stored no deltas");
+    // Lose the first backup's page data (its manifest pack stays).
+    for p in first_packs {
+        let entries = decode_pack(&std::fs::read(&p).unwrap()).unwrap();
+        if entries.iter().all(|e| e.kind == BlobKind::Data) {
+            std::fs::remove_file(&p).unwrap();
+        }
+    }
+    let out = f.ok(&["repair", "index"]);
+    assert!(out.contains("delta chunk(s) left out"), "{out}");
+    let third = f.backup(&[&a]);
+    let restored = f.path("third.db");
+    f.ok(&["restore", &third, "--to", restored.to_str().unwrap()]);
+    assert!(integrity_ok(&restored));
+    assert_eq!(row_count(&restored), row_count(&a));
+}

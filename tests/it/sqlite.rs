@@ -295,3 +295,35 @@ fn restore_verification_levels() {
     );
     assert!(err.contains("--verify"), "{err}");
 }
+
+/// Regression (review finding): a `-wal` left beside a deleted database would
+/// be replayed onto the restored file by the first SQLite to open it.
+#[test]
+fn restore_refuses_or_moves_a_leftover_wal() {
+    let f = Fixture::with_repo();
+    let db = f.path("app.db");
+    make_db(&db, 1_000, "wal");
+    let bytes = settled_bytes(&db);
+    f.backup(&[&db]);
+    // Leave a WAL full of other commits beside a deleted database.
+    let other = f.path("other.db");
+    make_db(&other, 10, "wal");
+    let live = Connection::open(&other).unwrap();
+    live.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    insert_rows(&live, 9_000_000, 500);
+    std::fs::copy(f.path("other.db-wal"), f.path("app.db-wal")).unwrap();
+    std::mem::forget(live);
+    std::fs::remove_file(&db).unwrap();
+
+    let err = f.fails(&["restore", "latest", "--to", db.to_str().unwrap()], 2);
+    assert!(err.contains("app.db-wal is left beside"), "{err}");
+    assert!(!db.exists());
+    f.ok(&["restore", "latest", "--in-place"]);
+    assert!(
+        !f.path("app.db-wal").exists()
+            || std::fs::metadata(f.path("app.db-wal")).unwrap().len() == 0
+    );
+    assert!(std::fs::read(&db).unwrap() == bytes);
+    assert_eq!(row_count(&db), 1_000);
+    assert!(integrity_ok(&db));
+}
