@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::error::RepoError;
 use crate::id::{ChunkId, PackId};
 use crate::repo::Repository;
-use crate::repo::pack::{self, Compression};
+use crate::repo::pack::{self, Compression, MAX_DELTA_DEPTH};
 use crate::repo::reader::BlobReader;
 
 #[derive(Clone, Debug, Default)]
@@ -128,6 +128,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport, Repo
     // Walk every snapshot's files and collect, per problem, who is affected.
     let mut affected: HashMap<String, Vec<String>> = HashMap::new();
     let mut counted: HashSet<ChunkId> = HashSet::new();
+    let mut memo: HashMap<ChunkId, Option<String>> = HashMap::new();
     for (sid, snap) in &list.ok {
         let hit = |what: String, affected: &mut HashMap<String, Vec<String>>| {
             let v = affected.entry(what).or_default();
@@ -150,18 +151,13 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport, Repo
                 if counted.insert(*id) {
                     report.chunks_referenced += 1;
                 }
-                match reader.locate(id) {
-                    Err(RepoError::ChunkMissing { .. }) => {
-                        hit(format!("chunk {id} is not in the index"), &mut affected)
-                    }
-                    Err(e) => hit(e.to_string(), &mut affected),
-                    Ok((pack, _)) => {
-                        if let Some(why) = bad_packs.get(&pack) {
-                            hit(why.clone(), &mut affected);
-                        } else if let Some(why) = bad_chunks.get(id) {
-                            hit(why.clone(), &mut affected);
-                        }
-                    }
+                let damage = Damage {
+                    packs: &bad_packs,
+                    chunks: &bad_chunks,
+                };
+                let found = chunk_problem(&mut reader, id, &damage, &mut memo, MAX_DELTA_DEPTH);
+                if let Some(why) = found {
+                    hit(why, &mut affected);
                 }
             }
         }
@@ -180,6 +176,52 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport, Repo
     problems.sort_by(|a, b| a.what.cmp(&b.what));
     report.problems.extend(problems);
     Ok(report)
+}
+
+/// What the pack pass found wrong.
+struct Damage<'a> {
+    packs: &'a HashMap<PackId, String>,
+    chunks: &'a HashMap<ChunkId, String>,
+}
+
+/// Why chunk `id` cannot be read, if it cannot: not indexed, in a bad pack,
+/// damaged, or a delta whose base (followed down the chain) has one of those
+/// problems. A delta reports its base's problem unchanged, so that every
+/// snapshot that needs the lost base is listed under that one problem.
+fn chunk_problem(
+    reader: &mut BlobReader<'_>,
+    id: &ChunkId,
+    damage: &Damage<'_>,
+    memo: &mut HashMap<ChunkId, Option<String>>,
+    depth_left: u8,
+) -> Option<String> {
+    if let Some(known) = memo.get(id) {
+        return known.clone();
+    }
+    let found = match reader.locate(id) {
+        Err(RepoError::ChunkMissing { .. }) => Some(format!("chunk {id} is not in the index")),
+        Err(e) => Some(e.to_string()),
+        Ok((pack, entry)) => {
+            if let Some(why) = damage.packs.get(&pack) {
+                Some(why.clone())
+            } else if let Some(why) = damage.chunks.get(id) {
+                Some(why.clone())
+            } else if entry.compression != Compression::ZstdDelta {
+                None
+            } else if depth_left == 0 {
+                Some(format!(
+                    "chunk {id}: delta chain deeper than {MAX_DELTA_DEPTH}"
+                ))
+            } else {
+                match reader.delta_base(&pack, &entry) {
+                    Ok(base) => chunk_problem(reader, &base, damage, memo, depth_left - 1),
+                    Err(e) => Some(e.to_string()),
+                }
+            }
+        }
+    };
+    memo.insert(*id, found.clone());
+    found
 }
 
 /// Reads a whole pack, checks its hash, and decodes and verifies every blob.

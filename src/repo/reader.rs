@@ -157,6 +157,23 @@ impl<'r> BlobReader<'r> {
         Ok((raw, depth))
     }
 
+    /// The base a delta blob was encoded against (reads only its header).
+    pub fn delta_base(&mut self, pack: &PackId, entry: &BlobEntry) -> Result<ChunkId, RepoError> {
+        let path = self.repo.pack_path(pack);
+        let mut header = [0u8; pack::DELTA_HEADER_LEN];
+        self.pack_file(pack)?
+            .read_exact_at(&mut header, u64::from(entry.frame_offset))
+            .ctx(|| format!("reading pack {}", path.display()))?;
+        pack::decode_delta_header(&header)
+            .map(|(base, _, _)| base)
+            .map_err(|e| {
+                RepoError::corrupt(
+                    format!("pack {}", path.display()),
+                    format!("chunk {}: {}", entry.id, e.0),
+                )
+            })
+    }
+
     /// The stored bytes of an entry's frame, as they are in the pack.
     fn read_stored(&mut self, pack: &PackId, entry: &BlobEntry) -> Result<Vec<u8>, RepoError> {
         let mut buf = vec![0u8; entry.frame_len as usize];

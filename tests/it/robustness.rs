@@ -322,10 +322,10 @@ fn repair_drops_deltas_whose_base_is_lost() {
     .unwrap();
     let a = f.path("a.db");
     make_db(&a, 20_000, "wal");
-    f.backup(&[&a]);
+    let first = f.backup(&[&a]);
     let first_packs = packs(&f);
     update_rows(&a, 300, 1);
-    f.backup(&[&a]);
+    let second = f.backup(&[&a]);
     let deltas = f.snapshots()[1]["stats"]["chunks_delta"].as_u64().unwrap();
     assert!(deltas > 0, "the second backup stored no deltas");
     // Lose the first backup's page data (its manifest pack stays).
@@ -335,6 +335,13 @@ fn repair_drops_deltas_whose_base_is_lost() {
             std::fs::remove_file(&p).unwrap();
         }
     }
+    // The structural check follows delta bases: the second snapshot, whose
+    // deltas need the lost pages, is named too.
+    let err = f.fails(&["check"], 4);
+    assert!(
+        err.contains(&first[..8]) && err.contains(&second[..8]),
+        "{err}"
+    );
     let out = f.ok(&["repair", "index"]);
     assert!(out.contains("delta chunk(s) left out"), "{out}");
     let third = f.backup(&[&a]);
