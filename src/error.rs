@@ -55,11 +55,21 @@ pub enum RepoError {
         path.display()
     )]
     Index { path: PathBuf, reason: String },
-    #[error("chunk {chunk} is not in the index (its pack is lost or the index is stale)")]
+    #[error(
+        "chunk {chunk} is not in the index (its pack is lost or the index is stale); \
+         `rewindb check` lists the snapshots affected: restore another one"
+    )]
     ChunkMissing { chunk: ChunkId },
-    #[error("pack {pack} is missing from {}", path.display())]
+    #[error(
+        "pack {pack} is missing from {}; `rewindb check` lists the snapshots affected: \
+         restore another one",
+        path.display()
+    )]
     PackMissing { pack: PackId, path: PathBuf },
-    #[error("corrupt {what}: {detail}")]
+    #[error(
+        "corrupt {what}: {detail}; `rewindb check --read-data` lists the snapshots affected: \
+         restore another one"
+    )]
     Corrupt { what: String, detail: String },
     #[error("no snapshot matches {0:?}; list them with `rewindb snapshots`")]
     UnknownSnapshot(String),

@@ -133,10 +133,10 @@ struct Batch {
 /// the two threads overlap.
 const BATCH_CHUNKS: usize = 256;
 
-/// Reads one database into the repository, in three threads joined by
+/// Reads one database into the repository, in four threads joined by
 /// bounded channels (memory stays at a few batches whatever the size):
-/// reading (SQLite read transaction, whole-file and chunk hashes) → delta
-/// encoding (changed chunks against their base) → storing (this thread:
+/// reading (SQLite read transaction, whole-file and chunk hashes) → two delta
+/// workers (changed chunks against their base) → storing (this thread:
 /// dedup lookup, frames, packs).
 fn backup_one(
     writer: &mut BlobWriter<'_>,

@@ -3,7 +3,7 @@
 //! [`DeltaEncoder::encode`] compresses a chunk with zstd, using its base (the
 //! chunk at the same place of the file in the previous snapshot) as the
 //! dictionary. The result is kept only when it is much smaller than the chunk
-//! would be in a frame. Byte layout: `docs/format.md`, "Delta blobs".
+//! would be in a frame. Byte layout: `docs/format.md`, "Packs".
 
 use crate::error::{IoContext, RepoError};
 use crate::id::ChunkId;

@@ -67,6 +67,25 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Sizes the pack format can address (`docs/format.md`): frames are
+    /// refused above `MAX_FRAME_LEN` and pack offsets are 32-bit.
+    fn validate(&self) -> Result<(), String> {
+        self.chunker.validate()?;
+        let frame_max = u64::from(pack::MAX_FRAME_LEN) / 2;
+        if !(4096..=frame_max).contains(&self.frame_target_bytes) {
+            return Err(format!("frame_target_bytes must be 4096..={frame_max}"));
+        }
+        if !(65536..=1 << 30).contains(&self.pack_target_bytes) {
+            return Err("pack_target_bytes must be 65536..=1073741824".into());
+        }
+        if !(1..=19).contains(&self.compression_level) {
+            return Err("compression_level must be 1..=19".into());
+        }
+        Ok(())
+    }
+}
+
 /// An open repository. Holds the lock it was opened with until dropped.
 pub struct Repository {
     root: PathBuf,
@@ -170,13 +189,10 @@ impl Repository {
                 supported: FORMAT_VERSION,
             });
         }
-        config
-            .chunker
-            .validate()
-            .map_err(|e| RepoError::NotARepository {
-                path: root.to_path_buf(),
-                reason: e,
-            })?;
+        config.validate().map_err(|e| RepoError::NotARepository {
+            path: root.to_path_buf(),
+            reason: format!("config.json: {e}"),
+        })?;
         let mut repo = Repository {
             root: root.to_path_buf(),
             config,

@@ -188,3 +188,22 @@ fn relative_repository_path_works() {
     );
     assert!(f.path("out.db").is_file());
 }
+
+/// Regression (review finding): sizes the pack format cannot hold are refused
+/// at open, not discovered as unrestorable packs later.
+#[test]
+fn config_with_sizes_the_format_cannot_hold_is_refused() {
+    let f = Fixture::with_repo();
+    let cfg = f.repo().join("config.json");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "\"frame_target_bytes\": 65536",
+            "\"frame_target_bytes\": 67108864",
+        ),
+    )
+    .unwrap();
+    let err = f.fails(&["snapshots"], 2);
+    assert!(err.contains("frame_target_bytes must be"), "{err}");
+}
