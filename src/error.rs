@@ -151,6 +151,13 @@ pub enum Error {
     /// Restored or checked data did not verify.
     #[error("{0}")]
     Verification(String),
+    /// A restore of several files failed after restoring some of them.
+    #[error("{source}; before that failure these were already restored: {restored}")]
+    Partial {
+        restored: String,
+        #[source]
+        source: Box<Error>,
+    },
     /// I/O outside the repository (a restore destination, say).
     #[error("{context}: {source}")]
     Io {
@@ -168,6 +175,7 @@ impl Error {
             Error::Usage(_) => exit::USAGE,
             Error::Verification(_) => exit::VERIFY,
             Error::Io { .. } => exit::FAILURE,
+            Error::Partial { source, .. } => source.exit_code(),
         }
     }
 }

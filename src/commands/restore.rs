@@ -3,8 +3,9 @@
 //! [`select_snapshot`] and [`plan_restore`] decide; [`restore`] acts. A file is
 //! written to a temporary name beside its destination, checked against the
 //! whole-file blake3 recorded at backup and `PRAGMA integrity_check`, fsynced,
-//! and only then renamed into place (invariant 6). Nothing is left at the
-//! destination when any step fails.
+//! and only then renamed into place (invariant 6). A file whose restore fails
+//! leaves nothing at its destination; when a later file of a multi-file
+//! restore fails, the error lists the files already restored.
 
 use std::fs;
 use std::io::{BufWriter, Write};
@@ -309,15 +310,30 @@ pub fn restore(repo: &Repository, plan: &RestorePlan) -> Result<Vec<RestoredFile
     if let Some(dir) = &plan.create_dir {
         fsutil::create_dir_durable(dir).map_err(io_err(format!("creating {}", dir.display())))?;
     }
-    let mut done = Vec::new();
+    let mut done: Vec<RestoredFile> = Vec::new();
     for item in &plan.items {
-        done.push(restore_file(
-            repo,
-            &mut reader,
-            plan.snapshot,
-            item,
-            plan.verify,
-        )?);
+        match restore_file(repo, &mut reader, plan.snapshot, item, plan.verify) {
+            Ok(restored) => done.push(restored),
+            Err(e) if done.is_empty() => return Err(e),
+            // Files already renamed into place stay (each verified); say which,
+            // and where any replaced originals were kept.
+            Err(e) => {
+                let restored = done
+                    .iter()
+                    .map(|r| match &r.safety_copy {
+                        Some(kept) => {
+                            format!("{} (original kept as {})", r.dest.display(), kept.display())
+                        }
+                        None => r.dest.display().to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(Error::Partial {
+                    restored,
+                    source: Box::new(e),
+                });
+            }
+        }
     }
     Ok(done)
 }

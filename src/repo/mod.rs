@@ -106,48 +106,59 @@ pub struct OpenOptions {
 
 impl Repository {
     /// Creates a new repository at `root`, which must be missing or empty.
-    pub fn init(root: &Path) -> Result<Repository, RepoError> {
+    ///
+    /// The repository is built in a temporary directory beside `root` and
+    /// renamed into place, so a killed `init` leaves `root` as it was (and at
+    /// most a `.rewindb-init-*` directory beside it), never a half-made
+    /// repository that blocks the next attempt.
+    pub fn init(root: &Path) -> Result<(), RepoError> {
         let root = &std::path::absolute(root).ctx(|| format!("resolving {}", root.display()))?;
-        if root.join("config.json").exists()
-            || (root.is_dir()
-                && fs::read_dir(root)
-                    .ctx(|| format!("reading {}", root.display()))?
-                    .next()
-                    .is_some())
+        let exists = || RepoError::AlreadyExists {
+            path: root.to_path_buf(),
+        };
+        if root.join("config.json").exists() || (root.exists() && !root.is_dir()) {
+            return Err(exists());
+        }
+        if root.is_dir()
+            && fs::read_dir(root)
+                .ctx(|| format!("reading {}", root.display()))?
+                .next()
+                .is_some()
         {
-            return Err(RepoError::AlreadyExists {
-                path: root.to_path_buf(),
-            });
+            return Err(exists());
         }
-        if root.exists() && !root.is_dir() {
-            return Err(RepoError::AlreadyExists {
-                path: root.to_path_buf(),
-            });
-        }
-        let io = |what: &str| format!("creating {what} in {}", root.display());
-        fsutil::create_dir_durable(root).ctx(|| io("the repository directory"))?;
+        let parent = root.parent().unwrap_or(Path::new("/"));
+        let io = |what: &str| format!("creating {what} for {}", root.display());
+        fsutil::create_dir_durable(parent).ctx(|| io("the parent directory"))?;
+        let staging = tempfile::Builder::new()
+            .prefix(".rewindb-init-")
+            .tempdir_in(parent)
+            .ctx(|| io("a staging directory"))?;
+        let dir = staging.path();
         for sub in ["packs", "snapshots", "tmp"] {
-            fs::create_dir(root.join(sub)).ctx(|| io(sub))?;
+            fs::create_dir(dir.join(sub)).ctx(|| io(sub))?;
         }
         for byte in 0..=255u8 {
-            fs::create_dir(root.join("packs").join(format!("{byte:02x}"))).ctx(|| io("packs"))?;
+            fs::create_dir(dir.join("packs").join(format!("{byte:02x}"))).ctx(|| io("packs"))?;
         }
-        fsutil::sync_dir(&root.join("packs")).ctx(|| io("packs"))?;
-        let lock = RepoLock::acquire(root, LockMode::Exclusive, Duration::ZERO)?;
-        let index = Index::create(&root.join("index.redb"))?;
+        fsutil::sync_dir(&dir.join("packs")).ctx(|| io("packs"))?;
+        drop(Index::create(&dir.join("index.redb"))?);
         let config = Config::new(root);
         let bytes = serde_json::to_vec_pretty(&config).expect("config serialises");
-        // The config is written last: its presence is what makes this a repository.
-        fsutil::write_atomic(&root.join("tmp"), &root.join("config.json"), &bytes)
+        fsutil::write_atomic(&dir.join("tmp"), &dir.join("config.json"), &bytes)
             .ctx(|| io("config.json"))?;
-        fsutil::sync_dir(root).ctx(|| io("the repository directory"))?;
-        Ok(Repository {
-            root: root.to_path_buf(),
-            config,
-            index: std::sync::OnceLock::from(index),
-            mode: Some(LockMode::Exclusive),
-            _lock: Some(lock),
-        })
+        fsutil::sync_dir(dir).ctx(|| io("the repository directory"))?;
+        // rename(2) replaces a missing or empty `root` atomically.
+        let staged = staging.keep();
+        if let Err(e) = fs::rename(&staged, root) {
+            let _ = fs::remove_dir_all(&staged);
+            // Another process (a second cron job's first backup) got there first.
+            if root.join("config.json").is_file() {
+                return Ok(());
+            }
+            return Err(e).ctx(|| io("the repository directory"));
+        }
+        fsutil::sync_dir(parent).ctx(|| io("the repository directory"))
     }
 
     /// Opens an existing repository.

@@ -207,3 +207,20 @@ fn config_with_sizes_the_format_cannot_hold_is_refused() {
     let err = f.fails(&["snapshots"], 2);
     assert!(err.contains("frame_target_bytes must be"), "{err}");
 }
+
+/// Regression (review finding): init builds beside the target and renames it
+/// into place, so it works into an existing empty directory, and what a killed
+/// init leaves (a `.rewindb-init-*` directory beside it) blocks nothing.
+#[test]
+fn init_into_an_empty_directory_and_beside_a_killed_init() {
+    let f = Fixture::new();
+    std::fs::create_dir(f.repo()).unwrap();
+    std::fs::create_dir(f.path(".rewindb-init-leftover")).unwrap();
+    std::fs::write(f.path(".rewindb-init-leftover/config.json"), b"{}").unwrap();
+    f.ok(&["init"]);
+    assert!(f.repo().join("config.json").is_file());
+    let db = f.path("app.db");
+    make_db(&db, 10, "wal");
+    f.backup(&[&db]);
+    f.ok(&["check", "--read-data"]);
+}

@@ -51,7 +51,11 @@ fn a_held_lock_is_refused_cleanly_with_its_own_exit_code() {
     let db = f.path("a.db");
     make_db(&db, 100, "wal");
     let before = f.repo_state();
+    // The lock file is created by the first locked command; make it here as
+    // another rewindb would.
     let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
         .write(true)
         .open(f.repo().join("lock"))
         .unwrap();
@@ -349,4 +353,62 @@ fn repair_drops_deltas_whose_base_is_lost() {
     f.ok(&["restore", &third, "--to", restored.to_str().unwrap()]);
     assert!(integrity_ok(&restored));
     assert_eq!(row_count(&restored), row_count(&a));
+}
+
+/// Regression (review finding): when the second file of a snapshot fails to
+/// restore, the error says the first was restored, and where.
+#[test]
+fn partial_multi_file_restore_says_what_was_restored() {
+    use rewindb::id::ChunkId;
+    use rewindb::repo::pack::decode_pack;
+    use std::collections::HashSet;
+    let f = Fixture::with_repo();
+    let cfg = f.repo().join("config.json");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "\"pack_target_bytes\": 16777216",
+            "\"pack_target_bytes\": 65536",
+        ),
+    )
+    .unwrap();
+    let (a, b) = (f.path("a.db"), f.path("b.db"));
+    make_db(&a, 5_000, "delete");
+    make_db(&b, 20_000, "delete");
+    let pages = |p: &std::path::Path| -> HashSet<ChunkId> {
+        std::fs::read(p)
+            .unwrap()
+            .chunks(4096)
+            .map(ChunkId::of)
+            .collect()
+    };
+    let (pages_a, pages_b) = (pages(&a), pages(&b));
+    let id = f.backup(&[&a, &b]);
+    // Lose a pack that only b.db needs.
+    let only_b = packs(&f)
+        .into_iter()
+        .find(|p| {
+            let ids: Vec<ChunkId> = decode_pack(&std::fs::read(p).unwrap())
+                .unwrap()
+                .iter()
+                .map(|e| e.id)
+                .collect();
+            ids.iter()
+                .all(|i| pages_b.contains(i) && !pages_a.contains(i))
+        })
+        .expect("a pack of b.db's pages only");
+    std::fs::remove_file(only_b).unwrap();
+    let dir = f.path("out");
+    let err = f.fails(&["restore", &id, "--to", dir.to_str().unwrap()], 4);
+    assert!(
+        err.contains("before that failure these were already restored"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&dir.join("a.db").display().to_string()),
+        "{err}"
+    );
+    assert!(integrity_ok(&dir.join("a.db")));
+    assert!(!dir.join("b.db").exists());
 }
