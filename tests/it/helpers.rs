@@ -87,6 +87,32 @@ impl Fixture {
         v["id"].as_str().unwrap().to_string()
     }
 
+    /// Seals packs at 64 KiB instead of 16 MiB, so that a small database
+    /// spreads over many packs (and page data and manifests part ways).
+    pub fn use_small_packs(&self) {
+        let cfg = self.repo().join("config.json");
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        let small = text.replace(
+            "\"pack_target_bytes\": 16777216",
+            "\"pack_target_bytes\": 65536",
+        );
+        assert_ne!(small, text, "config.json has no default pack_target_bytes");
+        std::fs::write(&cfg, small).unwrap();
+    }
+
+    /// The snapshot ids `check --read-data --json` names in its problems.
+    pub fn affected_snapshots(&self) -> Vec<String> {
+        let report: serde_json::Value =
+            serde_json::from_slice(&self.run(&["check", "--read-data", "--json"]).stdout).unwrap();
+        report["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["affected_snapshots"].as_array().unwrap())
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    }
+
     /// Every file under the repository with its bytes, to prove it was not touched.
     pub fn repo_state(&self) -> Vec<(PathBuf, Vec<u8>)> {
         let mut out = Vec::new();

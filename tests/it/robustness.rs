@@ -154,15 +154,7 @@ fn damaged_pack_is_named_and_only_its_snapshots_fail() {
     );
     assert!(stderr.contains(&snap_a[..8]), "{stderr}");
     assert!(!stderr.contains(&snap_b[..8]), "{stderr}");
-    let report: serde_json::Value =
-        serde_json::from_slice(&f.run(&["check", "--read-data", "--json"]).stdout).unwrap();
-    let affected: Vec<&str> = report["problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|p| p["affected_snapshots"].as_array().unwrap())
-        .map(|v| v.as_str().unwrap())
-        .collect();
+    let affected = f.affected_snapshots();
     assert!(affected.iter().all(|s| *s == snap_a), "{affected:?}");
 
     // Restoring A fails and leaves nothing behind; B restores.
@@ -268,14 +260,7 @@ fn partial_files_of_a_killed_run_are_cleared_by_the_next_writer() {
 fn backup_after_a_lost_pack_stores_the_pages_again() {
     use rewindb::repo::pack::{BlobKind, decode_pack};
     let f = Fixture::with_repo();
-    // Small packs, so that page data and the manifest land in different packs.
-    let cfg = f.repo().join("config.json");
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    let text = text.replace(
-        "\"pack_target_bytes\": 16777216",
-        "\"pack_target_bytes\": 65536",
-    );
-    std::fs::write(&cfg, text).unwrap();
+    f.use_small_packs();
     let a = f.path("a.db");
     make_db(&a, 20_000, "wal");
     let old = f.backup(&[&a]);
@@ -293,17 +278,9 @@ fn backup_after_a_lost_pack_stores_the_pages_again() {
     let out = f.path("new.db");
     f.ok(&["restore", &new, "--to", out.to_str().unwrap()]);
     assert!(integrity_ok(&out));
-    let report: serde_json::Value =
-        serde_json::from_slice(&f.run(&["check", "--read-data", "--json"]).stdout).unwrap();
-    let affected: Vec<&str> = report["problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|p| p["affected_snapshots"].as_array().unwrap())
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    assert!(affected.contains(&old.as_str()), "{report}");
-    assert!(!affected.contains(&new.as_str()), "{report}");
+    let affected = f.affected_snapshots();
+    assert!(affected.contains(&old), "{affected:?}");
+    assert!(!affected.contains(&new), "{affected:?}");
 }
 
 /// Regression (review finding): `repair index` after a lost pack must also
@@ -314,16 +291,7 @@ fn backup_after_a_lost_pack_stores_the_pages_again() {
 fn repair_drops_deltas_whose_base_is_lost() {
     use rewindb::repo::pack::{BlobKind, decode_pack};
     let f = Fixture::with_repo();
-    let cfg = f.repo().join("config.json");
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(
-        &cfg,
-        text.replace(
-            "\"pack_target_bytes\": 16777216",
-            "\"pack_target_bytes\": 65536",
-        ),
-    )
-    .unwrap();
+    f.use_small_packs();
     let a = f.path("a.db");
     make_db(&a, 20_000, "wal");
     let first = f.backup(&[&a]);
@@ -363,16 +331,7 @@ fn partial_multi_file_restore_says_what_was_restored() {
     use rewindb::repo::pack::decode_pack;
     use std::collections::HashSet;
     let f = Fixture::with_repo();
-    let cfg = f.repo().join("config.json");
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(
-        &cfg,
-        text.replace(
-            "\"pack_target_bytes\": 16777216",
-            "\"pack_target_bytes\": 65536",
-        ),
-    )
-    .unwrap();
+    f.use_small_packs();
     let (a, b) = (f.path("a.db"), f.path("b.db"));
     make_db(&a, 5_000, "delete");
     make_db(&b, 20_000, "delete");
