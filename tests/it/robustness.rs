@@ -371,3 +371,86 @@ fn partial_multi_file_restore_says_what_was_restored() {
     assert!(integrity_ok(&dir.join("a.db")));
     assert!(!dir.join("b.db").exists());
 }
+
+/// SIGKILL during `restore --in-place` at varied points: the live path always
+/// holds a sound database, either the one it had or the restored one (the old
+/// file is hard-linked to its safety name before anything moves).
+#[test]
+fn killed_in_place_restores_always_leave_a_database_at_the_path() {
+    let f = Fixture::with_repo();
+    let db = f.path("live.db");
+    make_db(&db, 60_000, "delete");
+    let snapshot_rows = row_count(&db);
+    f.backup(&[&db]);
+    let mut interrupted = 0;
+    for round in 0..12u64 {
+        // Change the live database so the two candidates differ.
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        insert_rows(&conn, 50_000_000 + round * 1_000, 500);
+        drop(conn);
+        let live_rows = row_count(&db);
+        let mut child = Command::new(BIN)
+            .arg("--repo")
+            .arg(f.repo())
+            .args(["restore", "latest", "--in-place", "--verify", "hash"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2 + round * 6));
+        if child.try_wait().unwrap().is_none() {
+            interrupted += 1;
+        }
+        let _ = child.kill();
+        child.wait().unwrap();
+        assert!(db.is_file(), "round {round}: the live path is empty");
+        assert!(
+            integrity_ok(&db),
+            "round {round}: the live database is damaged"
+        );
+        let rows = row_count(&db);
+        assert!(
+            rows == live_rows || rows == snapshot_rows,
+            "round {round}: {rows} rows, expected {live_rows} or {snapshot_rows}"
+        );
+    }
+    assert!(
+        interrupted >= 3,
+        "only {interrupted} restores were still running when killed"
+    );
+}
+
+/// SIGKILL during `repair index`: the old index stays in place until the new
+/// one is complete, so every snapshot restores afterwards.
+#[test]
+fn killed_index_repairs_leave_a_usable_index() {
+    let f = Fixture::with_repo();
+    f.use_small_packs();
+    let db = f.path("a.db");
+    make_db(&db, 40_000, "wal");
+    let id = f.backup(&[&db]);
+    for round in 0..8u64 {
+        let mut child = Command::new(BIN)
+            .arg("--repo")
+            .arg(f.repo())
+            .args(["repair", "index"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1 + round * 4));
+        let _ = child.kill();
+        child.wait().unwrap();
+        f.ok(&["check"]);
+        let out = f.path(&format!("r{round}.db"));
+        f.ok(&[
+            "restore",
+            &id,
+            "--verify",
+            "hash",
+            "--to",
+            out.to_str().unwrap(),
+        ]);
+        std::fs::remove_file(&out).unwrap();
+    }
+}
