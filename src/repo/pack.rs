@@ -336,6 +336,17 @@ pub fn blob_in_frame<'f>(entry: &BlobEntry, frame: &'f [u8]) -> Result<&'f [u8],
 mod tests {
     use super::*;
 
+    /// Decodes the frame that holds `e`.
+    fn frame_of(bytes: &[u8], e: &BlobEntry) -> Result<Vec<u8>, DecodeError> {
+        let r = e.frame_range();
+        let mut dctx = zstd::bulk::Decompressor::new().unwrap();
+        decode_frame(
+            &mut dctx,
+            e.compression,
+            &bytes[r.start as usize..r.end as usize],
+        )
+    }
+
     fn sample_pack() -> (Vec<u8>, PackId, Vec<BlobEntry>) {
         let mut b = PackBuilder::new();
         let mut frame = Vec::new();
@@ -368,13 +379,7 @@ mod tests {
         let decoded = decode_pack(&bytes).unwrap();
         assert_eq!(decoded, entries);
         for e in &decoded {
-            let r = e.frame_range();
-            let frame = decode_frame(
-                &mut zstd::bulk::Decompressor::new().unwrap(),
-                e.compression,
-                &bytes[r.start as usize..r.end as usize],
-            )
-            .unwrap();
+            let frame = frame_of(&bytes, e).unwrap();
             let raw = blob_in_frame(e, &frame).unwrap();
             assert_eq!(ChunkId::of(raw), e.id);
         }
@@ -385,22 +390,11 @@ mod tests {
         let (mut bytes, _, entries) = sample_pack();
         let e = entries[5]; // the uncompressed frame: the flip survives decoding
         bytes[e.frame_offset as usize + 1] ^= 1;
-        let r = e.frame_range();
-        let frame = decode_frame(
-            &mut zstd::bulk::Decompressor::new().unwrap(),
-            e.compression,
-            &bytes[r.start as usize..r.end as usize],
-        )
-        .unwrap();
+        let frame = frame_of(&bytes, &e).unwrap();
         assert!(blob_in_frame(&e, &frame).is_err());
         let z = entries[2];
         bytes[z.frame_offset as usize + 20] ^= 1;
-        let r = z.frame_range();
-        let decoded = decode_frame(
-            &mut zstd::bulk::Decompressor::new().unwrap(),
-            z.compression,
-            &bytes[r.start as usize..r.end as usize],
-        );
+        let decoded = frame_of(&bytes, &z);
         assert!(decoded.is_err() || blob_in_frame(&z, &decoded.unwrap()).is_err());
     }
 
