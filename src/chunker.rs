@@ -48,7 +48,8 @@ impl ChunkerParams {
             && avg <= max
             && (AVERAGE_MIN..=AVERAGE_MAX).contains(&avg)
             && max <= MAXIMUM_MAX
-            && (512..=1 << 20).contains(&self.page_chunk_min);
+            && (512..=1 << 20).contains(&self.page_chunk_min)
+            && self.page_chunk_min.is_power_of_two();
         if ok {
             Ok(())
         } else {

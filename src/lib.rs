@@ -11,6 +11,7 @@ pub mod chunker;
 pub mod cli;
 pub mod commands;
 pub mod error;
+pub mod filehash;
 pub mod id;
 pub mod repo;
 pub mod source;

@@ -8,14 +8,15 @@
 //! restore fails, the error lists the files already restored.
 
 use std::fs;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
 
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use crate::error::{Error, RepoError, Result, io_err};
+use crate::filehash;
 use crate::id::{ChunkId, PackId, SnapshotId};
 use crate::repo::pack::BlobEntry;
 use crate::repo::reader::BlobReader;
@@ -58,76 +59,155 @@ impl Verify {
     }
 }
 
-/// Chunks per lookup batch handed between the restore threads.
+/// Chunks per lookup batch handed between the restore threads. A power of
+/// two, so that a batch of whole pages is a piece of the blake3 tree.
 const RESTORE_BATCH: usize = 256;
+/// Bytes written between two early `fdatasync`s of a restored file.
+const FLUSH_EVERY: u64 = 64 << 20;
 
-/// Writes the chunks `ids` in order to `out`, in three threads joined by
-/// bounded channels: index lookups, then reads (decompress, verify each
-/// chunk's blake3), then this thread (write, whole-file blake3). Returns the
-/// whole-file hash and size. Any failure stops all three; the caller's
-/// temporary file is then dropped, so nothing reaches the destination.
+/// Writes the chunks `ids` in order to `out`, in four threads joined by
+/// bounded channels: index lookups; two readers on alternate batches
+/// (decompress, verify each chunk's blake3, hash the batch's piece of the
+/// whole file); then this thread, which writes. A fifth thread starts the
+/// disk writing early (`fdatasync` every [`FLUSH_EVERY`] bytes), so the final
+/// fsync has little left to do. Returns the whole-file hash and size. Any
+/// failure stops all of them; the caller's temporary file is then dropped, so
+/// nothing reaches the destination.
+///
+/// `tiles`: the chunks are whole pages of one power-of-two size, so batches
+/// of them tile the blake3 tree (see [`filehash`]); otherwise this thread
+/// hashes the file as it writes it.
+/// A batch of chunks located in the index, with its offset in the file.
+type Located = (u64, Vec<(PackId, BlobEntry)>);
+/// A batch read back, with its piece of the whole-file hash.
+type Written = (Vec<u8>, Option<filehash::Piece>);
+
+/// The blake3 of the whole file written so far.
+fn hash_written(out: &mut fs::File) -> std::io::Result<blake3::Hash> {
+    use std::io::{Seek, SeekFrom};
+    out.seek(SeekFrom::Start(0))?;
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(&mut *out)?;
+    out.seek(SeekFrom::End(0))?;
+    Ok(hasher.finalize())
+}
+
 fn write_chunks(
     repo: &Repository,
     ids: &[ChunkId],
+    tiles: bool,
     out: &mut fs::File,
     path: &Path,
 ) -> Result<(blake3::Hash, u64)> {
-    let (to_read, from_lookup) = sync_channel::<Vec<(PackId, BlobEntry)>>(8);
-    let (to_write, from_read) = sync_channel::<Vec<u8>>(8);
+    let (to_read_a, from_lookup_a) = sync_channel::<Located>(4);
+    let (to_read_b, from_lookup_b) = sync_channel::<Located>(4);
+    let (to_write_a, from_read_a) = sync_channel::<Written>(4);
+    let (to_write_b, from_read_b) = sync_channel::<Written>(4);
+    let flush_file = out
+        .try_clone()
+        .map_err(io_err(format!("opening {} again", path.display())))?;
+    let (to_flush, flush_requests) = sync_channel::<()>(1);
     std::thread::scope(|scope| {
         let lookup = scope.spawn(move || -> Result<()> {
             let view = repo.index()?.view()?;
-            for batch in ids.chunks(RESTORE_BATCH) {
+            let to_read = [to_read_a, to_read_b];
+            let mut offset = 0u64;
+            for (turn, batch) in ids.chunks(RESTORE_BATCH).enumerate() {
                 let mut located = Vec::with_capacity(batch.len());
+                let batch_offset = offset;
                 for id in batch {
-                    located.push(
-                        view.get(id)?
-                            .ok_or(RepoError::ChunkMissing { chunk: *id })?,
-                    );
+                    let found = view
+                        .get(id)?
+                        .ok_or(RepoError::ChunkMissing { chunk: *id })?;
+                    offset += u64::from(found.1.raw_len);
+                    located.push(found);
                 }
-                if to_read.send(located).is_err() {
+                if to_read[turn % 2].send((batch_offset, located)).is_err() {
                     break; // a later stage failed and says why
                 }
             }
             Ok(())
         });
-        let read = scope.spawn(move || -> Result<()> {
-            let mut reader = BlobReader::new(repo)?;
-            for located in from_lookup.iter() {
-                let mut buf = Vec::with_capacity(located.len() * 4096);
-                for (pack, entry) in &located {
-                    buf.extend_from_slice(&reader.read_entry(pack, entry)?);
+        let read = |from_lookup: Receiver<Located>, to_write: SyncSender<Written>| {
+            move || -> Result<()> {
+                let mut reader = BlobReader::new(repo)?;
+                for (offset, located) in from_lookup.iter() {
+                    let mut buf = Vec::with_capacity(located.len() * 4096);
+                    for (pack, entry) in &located {
+                        buf.extend_from_slice(&reader.read_entry(pack, entry)?);
+                    }
+                    let piece = tiles.then(|| filehash::piece(offset, &buf));
+                    if to_write.send((buf, piece)).is_err() {
+                        break;
+                    }
                 }
-                if to_write.send(buf).is_err() {
-                    break;
-                }
+                Ok(())
+            }
+        };
+        let readers = [
+            scope.spawn(read(from_lookup_a, to_write_a)),
+            scope.spawn(read(from_lookup_b, to_write_b)),
+        ];
+        let flusher = scope.spawn(move || -> std::io::Result<()> {
+            for () in flush_requests.iter() {
+                flush_file.sync_data()?;
             }
             Ok(())
         });
         let mut hasher = blake3::Hasher::new();
+        let mut pieces = Vec::new();
         let mut size = 0u64;
+        let mut unflushed = 0u64;
         let mut written = Ok(());
         {
-            let mut w = BufWriter::with_capacity(1 << 20, &mut *out);
-            for buf in from_read.iter() {
-                hasher.update(&buf);
+            let from_read = [from_read_a, from_read_b];
+            for turn in 0.. {
+                let Ok((buf, piece)) = from_read[turn % 2].recv() else {
+                    break; // that reader is done (or failed, and says why below)
+                };
+                match piece {
+                    Some(piece) => pieces.push(piece),
+                    None => {
+                        hasher.update(&buf);
+                    }
+                }
                 size += buf.len() as u64;
-                if let Err(e) = w.write_all(&buf) {
+                if let Err(e) = out.write_all(&buf) {
                     written = Err(e);
                     break;
                 }
-            }
-            if written.is_ok() {
-                written = w.flush();
+                unflushed += buf.len() as u64;
+                if unflushed >= FLUSH_EVERY {
+                    // Skipped when the flusher is still busy: the next one
+                    // covers these bytes too.
+                    if to_flush.try_send(()).is_ok() {
+                        unflushed = 0;
+                    }
+                }
             }
         }
-        drop(from_read);
-        let read = read.join().expect("the read thread does not panic");
+        drop(to_flush);
+        let readers: Vec<Result<()>> = readers
+            .into_iter()
+            .map(|t| t.join().expect("a read thread does not panic"))
+            .collect();
         let lookup = lookup.join().expect("the lookup thread does not panic");
+        let flushed = flusher.join().expect("the flush thread does not panic");
         lookup?;
-        read?;
-        written.map_err(io_err(format!("writing {}", path.display())))?;
-        Ok((hasher.finalize(), size))
+        for r in readers {
+            r?;
+        }
+        written
+            .and(flushed)
+            .map_err(io_err(format!("writing {}", path.display())))?;
+        let hash = match tiles.then(|| filehash::combine(&pieces)).flatten() {
+            Some(hash) => hash,
+            None if !tiles => hasher.finalize(),
+            // Batches of unequal chunks do not tile the tree: hash what was
+            // written (never seen: chunks are whole pages of one size).
+            None => hash_written(out).map_err(io_err(format!("reading {}", path.display())))?,
+        };
+        Ok((hash, size))
     })
 }
 
@@ -357,7 +437,8 @@ fn restore_file(
         )))?;
     let tmp_path = tmp.path().to_path_buf();
     let write_err = || io_err(format!("writing {}", tmp_path.display()));
-    let (hash, size) = write_chunks(repo, &ids, tmp.as_file_mut(), &tmp_path)?;
+    let tiles = file.page_size.is_power_of_two();
+    let (hash, size) = write_chunks(repo, &ids, tiles, tmp.as_file_mut(), &tmp_path)?;
     let hash = hash.to_hex();
     if size != file.size || hash.as_str() != file.blake3 {
         return Err(Error::Verification(format!(
@@ -375,16 +456,24 @@ fn restore_file(
             .set_permissions(fs::Permissions::from_mode(file.mode))
             .map_err(write_err())?;
     }
-    tmp.as_file().sync_all().map_err(write_err())?;
-    if let Some(pragma) = verify.pragma() {
-        sqlite::integrity_check(&tmp_path, pragma).map_err(|e| {
-            Error::Verification(format!(
-                "{} from snapshot {} fails PRAGMA {pragma}: {e}; nothing was written",
-                file.name,
-                snapshot.short()
-            ))
-        })?;
+    // The SQLite check reads the file from the page cache while the fsync
+    // writes it out: the two overlap.
+    let (synced, checked) = std::thread::scope(|scope| {
+        let syncing = scope.spawn(|| tmp.as_file().sync_all());
+        let checked = verify
+            .pragma()
+            .map(|pragma| (pragma, sqlite::integrity_check(&tmp_path, pragma)));
+        let synced = syncing.join().expect("the fsync thread does not panic");
+        (synced, checked)
+    });
+    if let Some((pragma, Err(e))) = checked {
+        return Err(Error::Verification(format!(
+            "{} from snapshot {} fails PRAGMA {pragma}: {e}; nothing was written",
+            file.name,
+            snapshot.short()
+        )));
     }
+    synced.map_err(write_err())?;
     let safety_copy = if item.replace {
         swap_in_place(tmp, &item.dest, verify)?
     } else {
