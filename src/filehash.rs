@@ -33,7 +33,7 @@ pub fn piece(offset: u64, data: &[u8]) -> Piece {
     let len = data.len() as u64;
     // blake3 panics on a piece that cannot be a subtree; such a piece is
     // marked instead, and `combine` refuses it.
-    let fits = offset % blake3::CHUNK_LEN as u64 == 0
+    let fits = offset.is_multiple_of(blake3::CHUNK_LEN as u64)
         && blake3::hazmat::max_subtree_len(offset).is_none_or(|max| len <= max);
     if !fits {
         return Piece {
