@@ -15,6 +15,10 @@ use serde_json::json;
 use crate::commands::backup::{BackupOptions, backup_sqlite, validate_sqlite_sources};
 use crate::commands::check::{CheckOptions, check, short_ids};
 use crate::commands::maintenance::{repair_index, stats};
+use crate::commands::pg_backup::{PgBackupOptions, backup_postgres, describe, parse_lsn};
+use crate::commands::pg_restore::{
+    PgRestoreOptions, PitrWindow, RecoveryTarget, pitr_windows, restore_postgres, select_by_lsn,
+};
 use crate::commands::restore::{RestoreOptions, Verify, plan_restore, restore, select_snapshot};
 use crate::error::{Error, RepoError, exit};
 use crate::repo::lock::LockMode;
@@ -96,6 +100,22 @@ pub enum Command {
         /// quick (blake3 + PRAGMA quick_check) or hash (blake3 only).
         #[arg(long, value_enum, default_value_t = Verify::Full)]
         verify: Verify,
+        /// PostgreSQL: recover only to the end of the base backup.
+        #[arg(long, conflicts_with_all = ["at", "lsn", "target_name"])]
+        immediate: bool,
+        /// PostgreSQL: recover up to this LSN (X/Y).
+        #[arg(long, value_name = "LSN", conflicts_with_all = ["at", "target_name"])]
+        lsn: Option<String>,
+        /// PostgreSQL: recover up to this restore point (pg_create_restore_point).
+        #[arg(long, value_name = "NAME", conflicts_with = "at")]
+        target_name: Option<String>,
+        /// PostgreSQL: what the server does at the target.
+        #[arg(long, value_parser = ["promote", "pause", "shutdown"], default_value = "promote")]
+        target_action: String,
+        /// PostgreSQL: the rewindb binary the restored server's restore_command
+        /// runs (default: this one); its OS user must be able to run it.
+        #[arg(long, value_name = "PATH")]
+        rewindb_path: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -117,6 +137,36 @@ pub enum Command {
         #[command(subcommand)]
         what: RepairTarget,
     },
+    /// PostgreSQL WAL archiving: archive_command and restore_command.
+    Wal {
+        #[command(subcommand)]
+        action: WalAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WalAction {
+    /// Archive one WAL file: `archive_command = 'rewindb --repo DIR wal push %p'`.
+    /// Durable before it exits 0; an identical file already archived is success,
+    /// a different one an error.
+    Push {
+        /// The file, as PostgreSQL passes it (pg_wal/NAME, from the data directory).
+        path: PathBuf,
+        /// The cluster's system identifier, for history files pushed from outside
+        /// a data directory (otherwise read from global/pg_control).
+        #[arg(long, value_name = "ID")]
+        system_id: Option<u64>,
+    },
+    /// Fetch one archived WAL file: `restore_command = 'rewindb --repo DIR wal
+    /// fetch %f %p'`. Exits 1 when the file is not archived.
+    Fetch {
+        /// WAL file name (%f).
+        name: String,
+        /// Where to write it (%p).
+        dest: PathBuf,
+        #[arg(long, value_name = "ID")]
+        system_id: Option<u64>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -129,6 +179,24 @@ pub enum BackupSource {
         /// Free text stored with the snapshot.
         #[arg(long)]
         label: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A base backup of a running PostgreSQL cluster (15 or newer), with WAL
+    /// archiving through `rewindb wal push`.
+    Postgres {
+        /// The cluster's data directory (read directly: run where the server runs).
+        #[arg(long, value_name = "DIR")]
+        pgdata: PathBuf,
+        /// Connection string ("host=/var/run/postgresql port=5432 user=postgres").
+        #[arg(long, value_name = "CONNINFO", env = "REWINDB_PG_CONN")]
+        conn: Option<String>,
+        /// Free text stored with the snapshot.
+        #[arg(long)]
+        label: Option<String>,
+        /// Seconds to wait for the server to archive the WAL the backup needs.
+        #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+        wal_wait: u64,
         #[arg(long)]
         json: bool,
     },
@@ -161,6 +229,7 @@ pub fn main() -> i32 {
             eprintln!("rewindb: error: {e}");
             e.exit_code()
         }
+        Err(CliError::Quiet(code)) => code,
         Err(CliError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => exit::OK,
         Err(CliError::Output(e)) => {
             eprintln!("rewindb: error writing output: {e}");
@@ -189,6 +258,8 @@ fn init_logging(cli: &Cli) {
 pub enum CliError {
     Command(Error),
     Output(io::Error),
+    /// Already reported; exit with this code.
+    Quiet(i32),
 }
 
 impl<E: Into<Error>> From<E> for CliError {
@@ -199,6 +270,25 @@ impl<E: Into<Error>> From<E> for CliError {
 
 fn out(r: io::Result<()>) -> Result<(), CliError> {
     r.map_err(CliError::Output)
+}
+
+/// The connection string used when `--conn` is not given: libpq's
+/// environment variables where set, else the local server's default socket
+/// as the `postgres` user.
+fn default_conninfo() -> String {
+    let var = |name: &str, default: &str| {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| default.to_string())
+    };
+    format!(
+        "host={} port={} user={} dbname={}",
+        var("PGHOST", "/var/run/postgresql"),
+        var("PGPORT", "5432"),
+        var("PGUSER", "postgres"),
+        var("PGDATABASE", "postgres")
+    )
 }
 
 /// The repository path and whether it is the built-in default.
@@ -274,6 +364,77 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 ))?;
             }
         }
+        Command::Backup {
+            source:
+                BackupSource::Postgres {
+                    pgdata,
+                    conn,
+                    label,
+                    wal_wait,
+                    json,
+                },
+        } => {
+            let pgdata = crate::commands::pg_backup::validate_pgdata(pgdata)?;
+            let repo = open(cli, Some(LockMode::Exclusive))?;
+            let opts = PgBackupOptions {
+                pgdata,
+                conninfo: conn.clone().unwrap_or_else(default_conninfo),
+                label: label.clone(),
+                wal_wait: Duration::from_secs(*wal_wait),
+            };
+            let (id, snap) = backup_postgres(&repo, &opts)?;
+            if *json {
+                out(writeln!(w, "{}", snapshot_json(&id.to_hex(), &snap)))?;
+            } else if !cli.quiet {
+                let s = snap.stats;
+                let pg = snap.postgres.as_ref().expect("a base backup");
+                out(writeln!(
+                    w,
+                    "base backup {} saved: {} files, {} read, {} of {} chunks new ({} as deltas), \
+                     {} added to the repository, {}, WAL {} to {} archived, {:.2}s",
+                    id.short(),
+                    snap.files.len(),
+                    human_bytes(s.bytes_read),
+                    s.chunks_new,
+                    s.chunks,
+                    s.chunks_delta,
+                    human_bytes(s.bytes_added),
+                    describe(pg),
+                    pg.start_wal,
+                    pg.stop_wal,
+                    s.duration_secs
+                ))?;
+            }
+        }
+        Command::Wal {
+            action: WalAction::Push { path, system_id },
+        } => {
+            let (root, _) = repo_path(cli);
+            let (name, pushed) = crate::commands::wal::push(&root, path, *system_id)?;
+            tracing::info!("{name}: {pushed:?}");
+        }
+        Command::Wal {
+            action:
+                WalAction::Fetch {
+                    name,
+                    dest,
+                    system_id,
+                },
+        } => {
+            let (root, _) = repo_path(cli);
+            match crate::commands::wal::fetch(&root, name, dest, *system_id) {
+                // PostgreSQL asks for files that may not exist (the next
+                // timeline's history, the segment after the last): a short
+                // line in its log, not an alarm.
+                Err(Error::Repo(RepoError::WalMissing { name, detail })) => {
+                    eprintln!("rewindb: wal fetch: {name} is not archived ({detail})");
+                    return Err(CliError::Quiet(exit::FAILURE));
+                }
+                other => {
+                    other?;
+                }
+            }
+        }
         Command::Snapshots { json } => {
             let repo = open(cli, None)?;
             let list = repo.snapshots()?;
@@ -282,15 +443,29 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                     "rewindb: warning: snapshot {id} is unreadable ({why}); run `rewindb check`"
                 );
             }
+            let (windows, notes) = pitr_windows(&repo, &list.ok)?;
             if *json {
                 let arr: Vec<_> = list
                     .ok
                     .iter()
-                    .map(|(id, s)| snapshot_json(&id.to_hex(), s))
+                    .map(|(id, s)| {
+                        let mut v = snapshot_json(&id.to_hex(), s);
+                        if let Some(pg) = &s.postgres {
+                            // The window this base backup opens or belongs to.
+                            let window = windows.iter().find(|w| {
+                                w.system_identifier == pg.system_identifier
+                                    && w.from <= pg.stop_time
+                                    && pg.stop_time <= w.to
+                            });
+                            v["pitr_window"] = json!(window);
+                        }
+                        v
+                    })
                     .collect();
                 out(writeln!(w, "{}", serde_json::Value::Array(arr)))?;
             } else if !cli.quiet {
                 out(print_snapshots(&mut w, &list.ok))?;
+                out(print_windows(&mut w, &windows, &notes))?;
             }
         }
         Command::Restore {
@@ -301,6 +476,11 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             to,
             in_place,
             verify,
+            immediate,
+            lsn,
+            target_name,
+            target_action,
+            rewindb_path,
             json,
         } => {
             let at = match at {
@@ -310,9 +490,88 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 ),
                 None => None,
             };
+            let lsn = lsn.as_deref().map(parse_lsn).transpose()?;
+            let pg_flags = *immediate || lsn.is_some() || target_name.is_some();
             let repo = open(cli, Some(LockMode::Shared))?;
             let list = repo.snapshots()?;
-            let (id, snap) = select_snapshot(&list, snapshot.as_deref(), at, source.as_deref())?;
+            let spec = snapshot
+                .as_deref()
+                .or((pg_flags && at.is_none() && lsn.is_none()).then_some("latest"));
+            let (id, snap) = match (spec, lsn) {
+                (None, Some(lsn)) => select_by_lsn(&list, lsn, source.as_deref())?,
+                _ => select_snapshot(&list, spec, at, source.as_deref())?,
+            };
+            if snap.postgres.is_some() {
+                let target = match (at, lsn, target_name, immediate) {
+                    (Some(t), _, _, _) => RecoveryTarget::Time(t),
+                    (_, Some(l), _, _) => RecoveryTarget::Lsn(l),
+                    (_, _, Some(n), _) => RecoveryTarget::Name(n.clone()),
+                    (_, _, _, true) => RecoveryTarget::Immediate,
+                    _ => RecoveryTarget::EndOfWal,
+                };
+                let to = to.clone().ok_or_else(|| {
+                    Error::Usage(
+                        "a PostgreSQL restore needs --to DIR (a new or empty directory)".into(),
+                    )
+                })?;
+                if *in_place || file.is_some() {
+                    return Err(Error::Usage(
+                        "--in-place and --file are for SQLite; a base backup is restored whole into --to DIR"
+                            .into(),
+                    )
+                    .into());
+                }
+                let rewindb_path = match rewindb_path {
+                    Some(p) => std::path::absolute(p)
+                        .map_err(crate::error::io_err(format!("resolving {}", p.display())))?,
+                    None => std::env::current_exe()
+                        .map_err(crate::error::io_err("finding this program's path"))?,
+                };
+                let done = restore_postgres(
+                    &repo,
+                    *id,
+                    snap,
+                    &PgRestoreOptions {
+                        to,
+                        target,
+                        target_action: target_action.clone(),
+                        rewindb_path,
+                        repo_root: repo.root().to_path_buf(),
+                    },
+                )?;
+                if *json {
+                    out(writeln!(w, "{}", serde_json::to_string(&done).unwrap()))?;
+                } else if !cli.quiet {
+                    out(writeln!(
+                        w,
+                        "restored base backup {} ({} files, {}, verified) to {}; WAL {} to {} \
+                         is in the repository.\nrecovery settings added to postgresql.auto.conf:",
+                        id.short(),
+                        done.files,
+                        human_bytes(done.bytes),
+                        done.to.display(),
+                        done.wal_from,
+                        done.wal_to
+                    ))?;
+                    for line in &done.recovery_settings {
+                        out(writeln!(w, "  {line}"))?;
+                    }
+                    out(writeln!(
+                        w,
+                        "start it with: pg_ctl -D {} start (as the cluster's owner)",
+                        done.to.display()
+                    ))?;
+                }
+                return Ok(());
+            }
+            if pg_flags {
+                return Err(Error::Usage(format!(
+                    "--immediate, --lsn and --target-name are for PostgreSQL base backups; \
+                     snapshot {} is of SQLite databases",
+                    id.short()
+                ))
+                .into());
+            }
             let plan = plan_restore(
                 *id,
                 snap,
@@ -467,14 +726,30 @@ fn snapshot_json(id: &str, s: &Snapshot) -> serde_json::Value {
         "hostname": s.hostname,
         "logical_size": s.logical_size(),
         "bytes_added": s.stats.bytes_added,
-        "files": s.files.iter().map(|f| json!({
-            "name": f.name,
-            "source_path": f.source_path,
-            "size": f.size,
-            "blake3": f.blake3,
-            "page_size": f.page_size,
-            "journal_mode": f.journal_mode,
-        })).collect::<Vec<_>>(),
+        "file_count": s.files.len(),
+        "files": match &s.postgres {
+            // A data directory has a thousand files: `restore` lists them.
+            Some(_) => serde_json::Value::Null,
+            None => s.files.iter().map(|f| json!({
+                "name": f.name,
+                "source_path": f.source_path,
+                "size": f.size,
+                "blake3": f.blake3,
+                "page_size": f.page_size,
+                "journal_mode": f.journal_mode,
+            })).collect(),
+        },
+        "postgres": s.postgres.as_ref().map(|p| json!({
+            "system_identifier": p.system_identifier.to_string(),
+            "pgdata": p.pgdata,
+            "timeline": p.timeline,
+            "start_lsn": p.start_lsn,
+            "stop_lsn": p.stop_lsn,
+            "start_time": p.start_time,
+            "stop_time": p.stop_time,
+            "start_wal": p.start_wal,
+            "stop_wal": p.stop_wal,
+        })),
         "stats": s.stats,
     })
 }
@@ -500,10 +775,30 @@ fn print_snapshots(
             s.label.as_deref().unwrap_or("-"),
             human_bytes(s.logical_size()),
             human_bytes(s.stats.bytes_added),
-            s.sources().join(", ")
+            match &s.postgres {
+                Some(pg) => format!("postgres {} ({})", pg.pgdata.display(), describe(pg)),
+                None => s.sources().join(", "),
+            }
         )?;
     }
     writeln!(w, "{} snapshot(s)", list.len())
+}
+
+fn print_windows(w: &mut impl Write, windows: &[PitrWindow], notes: &[String]) -> io::Result<()> {
+    for win in windows {
+        writeln!(
+            w,
+            "PITR window of cluster {}: {} to {} (WAL up to {})",
+            win.system_identifier,
+            win.from.strftime("%Y-%m-%d %H:%M:%S"),
+            win.to.strftime("%Y-%m-%d %H:%M:%S"),
+            win.last_wal
+        )?;
+    }
+    for note in notes {
+        writeln!(w, "note: {note}")?;
+    }
+    Ok(())
 }
 
 /// 1536 → "1.5 KiB".

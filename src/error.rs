@@ -71,6 +71,18 @@ pub enum RepoError {
          restore another one"
     )]
     Corrupt { what: String, detail: String },
+    #[error(
+        "WAL file {name} is already archived with different content ({detail}); \
+         nothing was overwritten: check that only one cluster archives into {}",
+        path.display()
+    )]
+    WalConflict {
+        name: String,
+        path: PathBuf,
+        detail: String,
+    },
+    #[error("WAL file {name} is not in the repository ({detail})")]
+    WalMissing { name: String, detail: String },
     #[error("no snapshot matches {0:?}; list them with `rewindb snapshots`")]
     UnknownSnapshot(String),
     #[error("snapshot prefix {0:?} matches several snapshots; give more digits")]
@@ -103,7 +115,10 @@ impl RepoError {
             RepoError::ChunkMissing { .. }
             | RepoError::PackMissing { .. }
             | RepoError::Corrupt { .. } => exit::VERIFY,
-            RepoError::Index { .. } | RepoError::Io { .. } => exit::FAILURE,
+            RepoError::Index { .. }
+            | RepoError::Io { .. }
+            | RepoError::WalConflict { .. }
+            | RepoError::WalMissing { .. } => exit::FAILURE,
         }
     }
 }

@@ -16,7 +16,9 @@ use crate::filehash;
 use crate::id::{ChunkId, SnapshotId};
 use crate::repo::Repository;
 use crate::repo::delta::DeltaEncoder;
-use crate::repo::snapshot::{BackupStats, FileEntry, SNAPSHOT_VERSION, Snapshot, SourceKind};
+use crate::repo::snapshot::{
+    BackupStats, FileEntry, PgBackupInfo, SNAPSHOT_VERSION, Snapshot, SourceKind,
+};
 use crate::repo::writer::BlobWriter;
 use crate::source::sqlite;
 
@@ -63,7 +65,6 @@ pub fn backup_sqlite(
     let previous = repo.snapshots()?;
     let mut writer = BlobWriter::new(repo)?;
     tracing::debug!(elapsed = ?started.elapsed(), "index open");
-    let params = writer.chunker();
     let mut files = Vec::new();
     for db in dbs {
         // The newest earlier capture of this database: its chunks are the
@@ -72,6 +73,7 @@ pub fn backup_sqlite(
             .ok
             .iter()
             .rev()
+            .filter(|(_, s)| s.source == SourceKind::Sqlite)
             .find_map(|(_, s)| s.files.iter().find(|f| &f.source_path == db));
         let bases = match parent.map(|f| writer.reader().manifest(f)) {
             Some(Ok(ids)) => ids,
@@ -85,37 +87,58 @@ pub fn backup_sqlite(
             None => Vec::new(),
         };
         tracing::debug!(elapsed = ?started.elapsed(), "{}: previous manifest loaded", db.display());
-        files.push(backup_one(&mut writer, repo, &params, db, &bases)?);
+        files.push(backup_one(&mut writer, repo, db, &bases)?);
         tracing::debug!(elapsed = ?started.elapsed(), "{}: read and stored", db.display());
     }
-    let written = writer.commit()?;
-    tracing::debug!(elapsed = ?started.elapsed(), "packs sealed, index committed");
-    let snapshot = Snapshot {
-        version: SNAPSHOT_VERSION,
+    let run = Run {
+        started,
         time,
         source: SourceKind::Sqlite,
         label: opts.label.clone(),
-        hostname: hostname(),
-        files,
-        stats: BackupStats {
-            bytes_read: 0,
-            chunks: written.chunks,
-            chunks_new: written.chunks_new,
-            chunks_delta: written.chunks_delta,
-            bytes_new: written.bytes_new,
-            bytes_added: written.bytes_added,
-            duration_secs: started.elapsed().as_secs_f64(),
-        },
     };
-    let snapshot = Snapshot {
-        stats: BackupStats {
-            bytes_read: snapshot.logical_size(),
-            ..snapshot.stats
-        },
-        ..snapshot
-    };
-    let id = repo.commit_snapshot(&snapshot)?;
-    Ok((id, snapshot))
+    run.commit(repo, writer, files, None)
+}
+
+/// One backup run, from its start to its snapshot.
+pub(crate) struct Run {
+    pub started: Instant,
+    pub time: jiff::Timestamp,
+    pub source: SourceKind,
+    pub label: Option<String>,
+}
+
+impl Run {
+    /// Makes the run's blobs durable and indexed, then commits its snapshot.
+    pub fn commit(
+        self,
+        repo: &Repository,
+        writer: BlobWriter<'_>,
+        files: Vec<FileEntry>,
+        postgres: Option<PgBackupInfo>,
+    ) -> Result<(SnapshotId, Snapshot)> {
+        let written = writer.commit()?;
+        tracing::debug!(elapsed = ?self.started.elapsed(), "packs sealed, index committed");
+        let snapshot = Snapshot {
+            version: SNAPSHOT_VERSION,
+            time: self.time,
+            source: self.source,
+            label: self.label,
+            hostname: hostname(),
+            stats: BackupStats {
+                bytes_read: files.iter().map(|f| f.size).sum(),
+                chunks: written.chunks,
+                chunks_new: written.chunks_new,
+                chunks_delta: written.chunks_delta,
+                bytes_new: written.bytes_new,
+                bytes_added: written.bytes_added,
+                duration_secs: self.started.elapsed().as_secs_f64(),
+            },
+            files,
+            postgres,
+        };
+        let id = repo.commit_snapshot(&snapshot)?;
+        Ok((id, snapshot))
+    }
 }
 
 /// Chunks cut by the reading thread, hashed and delta-encoded by a worker,
@@ -141,18 +164,30 @@ struct Batch {
 /// batch is a power of two bytes long, as [`filehash`] needs.
 const BATCH_CHUNKS: usize = 256;
 
-/// Reads one database into the repository, in four threads joined by
+/// A file as stored: its chunk ids in order, whole-file blake3 and size.
+pub(crate) struct StoredFile {
+    pub ids: Vec<ChunkId>,
+    pub blake3: blake3::Hash,
+    pub size: u64,
+}
+
+/// Hands a file's pages, in order, to the sink it is given.
+pub(crate) type PageSink<'a> = &'a mut dyn FnMut(&[u8]) -> Result<()>;
+
+/// Stores one file whose pages `read` produces, in four threads joined by
 /// bounded channels (memory stays at a few batches whatever the size):
-/// reading (SQLite read transaction, page copies) → two workers (chunk ids,
-/// the batch's piece of the whole-file hash, changed chunks delta-encoded
-/// against their base) → storing (this thread: dedup lookup, frames, packs).
-fn backup_one(
+/// reading (`read`, page copies) → two workers (chunk ids, the batch's piece
+/// of the whole-file hash, changed chunks delta-encoded against their base)
+/// → storing (this thread: dedup lookup, frames, packs). `bases` are the
+/// chunk ids of the previous capture of the same file. Returns what `read`
+/// returned beside the stored file.
+pub(crate) fn store_pages<R: Send>(
     writer: &mut BlobWriter<'_>,
     repo: &Repository,
-    params: &ChunkerParams,
-    db: &std::path::Path,
     bases: &[ChunkId],
-) -> Result<FileEntry> {
+    read: impl FnOnce(PageSink<'_>) -> Result<R> + Send,
+) -> Result<(StoredFile, R)> {
+    let params = writer.chunker();
     // Hashing and delta encoding (reading bases back, decompressing their
     // frames) are the heaviest stages, so two workers take alternate batches;
     // a batch's bases sit in frames of their own, so the workers' caches do
@@ -162,8 +197,8 @@ fn backup_one(
     let (to_delta_b, from_reader_b) = sync_channel::<Batch>(2);
     let (to_store_a, from_delta_a) = sync_channel::<Batch>(2);
     let (to_store_b, from_delta_b) = sync_channel::<Batch>(2);
-    let (info, size, ids, pieces) = std::thread::scope(|scope| {
-        let reading = scope.spawn(move || read_pages(db, params, [to_delta_a, to_delta_b]));
+    let (returned, size, ids, pieces) = std::thread::scope(|scope| {
+        let reading = scope.spawn(move || cut_pages(read, &params, [to_delta_a, to_delta_b]));
         let encoding = [
             scope.spawn(move || hash_and_encode(repo, bases, from_reader_a, to_store_a)),
             scope.spawn(move || hash_and_encode(repo, bases, from_reader_b, to_store_b)),
@@ -201,28 +236,69 @@ fn backup_one(
         for e in encoded {
             e?;
         }
-        read.map(|(info, size)| (info, size, ids, pieces))
+        read.map(|(returned, size)| (returned, size, ids, pieces))
     })?;
-    let whole = filehash::combine(&pieces).ok_or_else(|| {
-        Error::Usage(format!(
-            "{}: page size {} cannot be hashed in batches; please report this",
-            db.display(),
-            info.page_size
-        ))
+    // Pages are a power of two bytes long, so batches tile the hash tree.
+    let blake3 = filehash::combine(&pieces).ok_or_else(|| {
+        Error::Usage(
+            "pages of unequal or odd sizes cannot be hashed in batches; please report this".into(),
+        )
     })?;
-    let manifest = writer.add_manifest(&ids)?;
+    Ok((StoredFile { ids, blake3, size }, returned))
+}
+
+/// Stores a small file held in memory, on this thread: cut in `page_size`
+/// pages, each delta-encoded against its base when that pays. For the many
+/// small files of a PostgreSQL data directory, where four threads per file
+/// would cost more than they save.
+pub(crate) fn store_small(
+    writer: &mut BlobWriter<'_>,
+    encoder: &mut DeltaEncoder<'_>,
+    data: &[u8],
+    page_size: usize,
+    bases: &[ChunkId],
+) -> Result<StoredFile> {
+    let mut ids = Vec::with_capacity(data.len().div_ceil(page_size));
+    for (index, page) in data.chunks(page_size).enumerate() {
+        let id = ChunkId::of(page);
+        let delta = match bases.get(index) {
+            Some(base) if *base != id => encoder.encode(id, page, *base)?,
+            _ => None,
+        };
+        writer.add_with_base(id, page, delta)?;
+        ids.push(id);
+    }
+    Ok(StoredFile {
+        ids,
+        blake3: blake3::hash(data),
+        size: data.len() as u64,
+    })
+}
+
+/// Reads one SQLite database into the repository.
+fn backup_one(
+    writer: &mut BlobWriter<'_>,
+    repo: &Repository,
+    db: &std::path::Path,
+    bases: &[ChunkId],
+) -> Result<FileEntry> {
+    let (stored, info) = store_pages(writer, repo, bases, |sink| {
+        sqlite::read_pages(db, |page| sink(page))
+    })?;
+    let manifest = writer.add_manifest(&stored.ids)?;
     Ok(FileEntry {
         name: file_name(db),
         source_path: db.to_path_buf(),
-        size,
-        blake3: whole.to_hex().to_string(),
+        size: stored.size,
+        blake3: stored.blake3.to_hex().to_string(),
         page_size: info.page_size,
         journal_mode: info.journal_mode,
         mode: std::fs::metadata(db)
             .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
             .unwrap_or(0o644),
-        chunk_count: ids.len() as u64,
+        chunk_count: stored.ids.len() as u64,
         manifest,
+        owner: None,
     })
 }
 
@@ -257,11 +333,11 @@ fn hash_and_encode(
 }
 
 /// The reading thread: pages → page-aligned chunks, in batches.
-fn read_pages(
-    db: &std::path::Path,
+fn cut_pages<R>(
+    read: impl FnOnce(PageSink<'_>) -> Result<R>,
     params: &ChunkerParams,
     tx: [SyncSender<Batch>; 2],
-) -> Result<(sqlite::PageInfo, u64)> {
+) -> Result<(R, u64)> {
     let mut sent = 0usize;
     let mut chunks_sent = 0usize;
     let mut size = 0u64;
@@ -285,7 +361,7 @@ fn read_pages(
         to.send(full)
             .map_err(|_| Error::Usage("backup stopped while reading".into()))
     };
-    let info = sqlite::read_pages(db, |page| {
+    let returned = read(&mut |page: &[u8]| {
         if chunk_len == 0 {
             chunk_len = page.len() * params.pages_per_chunk(page.len() as u32);
             batch.data.reserve(chunk_len * BATCH_CHUNKS);
@@ -307,7 +383,7 @@ fn read_pages(
     if !batch.ends.is_empty() {
         send(batch, size)?;
     }
-    Ok((info, size))
+    Ok((returned, size))
 }
 
 fn hostname() -> String {

@@ -92,7 +92,7 @@ fn hash_written(out: &mut fs::File) -> std::io::Result<blake3::Hash> {
     Ok(hasher.finalize())
 }
 
-fn write_chunks(
+pub(crate) fn write_chunks(
     repo: &Repository,
     ids: &[ChunkId],
     tiles: bool,
@@ -238,7 +238,8 @@ pub struct RestoredFile {
 }
 
 /// Chooses the snapshot named by `spec` (an id prefix or `latest`), or the
-/// newest at or before `at`, among those of `source` if given.
+/// newest at or before `at`, among those of `source` if given. A PostgreSQL
+/// base backup counts as of when it finished (it is consistent from then).
 pub fn select_snapshot<'a>(
     list: &'a SnapshotList,
     spec: Option<&str>,
@@ -247,6 +248,10 @@ pub fn select_snapshot<'a>(
 ) -> Result<&'a (SnapshotId, Snapshot)> {
     let matches_source = |s: &Snapshot| match source {
         None => true,
+        Some(src) if s.postgres.is_some() => s.sources().iter().any(|p| {
+            Path::new(p) == Path::new(src)
+                || std::path::absolute(src).is_ok_and(|a| a == Path::new(p))
+        }),
         Some(src) => s.files.iter().any(|f| {
             f.name == src
                 || f.source_path == Path::new(src)
@@ -272,7 +277,12 @@ pub fn select_snapshot<'a>(
         (None, Some(at)) => {
             let candidates: Vec<&(SnapshotId, Snapshot)> =
                 list.ok.iter().filter(|(_, s)| matches_source(s)).collect();
-            let times: Vec<Timestamp> = candidates.iter().map(|(_, s)| s.time).collect();
+            // A base backup is usable from when it finished; a SQLite
+            // snapshot holds its databases as of when it started.
+            let times: Vec<Timestamp> = candidates
+                .iter()
+                .map(|(_, s)| s.postgres.as_ref().map_or(s.time, |p| p.stop_time))
+                .collect();
             match newest_at_or_before(&times, at) {
                 Some(i) => Ok(candidates[i]),
                 None => Err(Error::Usage(match times.first() {

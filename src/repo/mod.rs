@@ -12,6 +12,7 @@ pub mod lock;
 pub mod pack;
 pub mod reader;
 pub mod snapshot;
+pub mod wal;
 pub mod writer;
 
 use std::fs;
@@ -135,7 +136,7 @@ impl Repository {
             .tempdir_in(parent)
             .ctx(|| io("a staging directory"))?;
         let dir = staging.path();
-        for sub in ["packs", "snapshots", "tmp"] {
+        for sub in ["packs", "snapshots", "tmp", "wal"] {
             fs::create_dir(dir.join(sub)).ctx(|| io(sub))?;
         }
         for byte in 0..=255u8 {

@@ -11,8 +11,11 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::id::{ChunkId, SnapshotId};
+use crate::source::postgres::Lsn;
 
-pub const SNAPSHOT_VERSION: u32 = 1;
+/// Version 2 added PostgreSQL base backups (`source: "postgres"`, the
+/// `postgres` section, file owners). Version 1 snapshots read unchanged.
+pub const SNAPSHOT_VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Snapshot {
@@ -26,12 +29,61 @@ pub struct Snapshot {
     pub hostname: String,
     pub files: Vec<FileEntry>,
     pub stats: BackupStats,
+    /// A PostgreSQL base backup's own facts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PgBackupInfo>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceKind {
     Sqlite,
+    Postgres,
+}
+
+/// What a PostgreSQL base backup needs besides its files to be restored.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct PgBackupInfo {
+    /// The cluster's system identifier (a string: it does not fit a JSON
+    /// number exactly).
+    #[serde(with = "u64_text")]
+    pub system_identifier: u64,
+    pub pgdata: PathBuf,
+    pub server_version_num: u32,
+    pub timeline: u32,
+    pub wal_segment_size: u64,
+    pub start_lsn: Lsn,
+    pub stop_lsn: Lsn,
+    pub start_time: Timestamp,
+    pub stop_time: Timestamp,
+    /// First and last WAL segments the backup needs to be consistent.
+    pub start_wal: String,
+    pub stop_wal: String,
+    /// Every directory of the data directory, parents first, with its mode
+    /// and owner (files carry their own in [`FileEntry`]).
+    pub directories: Vec<DirEntry>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    pub path: PathBuf,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+mod u64_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -52,6 +104,9 @@ pub struct FileEntry {
     pub chunk_count: u64,
     /// Meta blobs whose concatenation is the file's manifest.
     pub manifest: Vec<ChunkId>,
+    /// Owner of the source file (PostgreSQL files; restored when run as root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<(u32, u32)>,
 }
 
 fn default_mode() -> u32 {
@@ -103,8 +158,11 @@ impl Snapshot {
         self.files.iter().map(|f| f.size).sum()
     }
 
-    /// The sources as shown in listings.
+    /// The sources as shown in listings: the databases, or the data directory.
     pub fn sources(&self) -> Vec<String> {
+        if let Some(pg) = &self.postgres {
+            return vec![pg.pgdata.display().to_string()];
+        }
         self.files
             .iter()
             .map(|f| f.source_path.display().to_string())
@@ -157,9 +215,43 @@ mod tests {
                 mode: 0o640,
                 chunk_count: 2,
                 manifest: vec![ChunkId::of(b"m")],
+                owner: None,
             }],
             stats: BackupStats::default(),
+            postgres: None,
         }
+    }
+
+    #[test]
+    fn base_backup_round_trip_keeps_the_system_identifier_exact() {
+        let mut snap = sample();
+        snap.source = SourceKind::Postgres;
+        snap.files[0].owner = Some((105, 111));
+        snap.postgres = Some(PgBackupInfo {
+            system_identifier: 7_311_444_616_403_961_883,
+            pgdata: "/var/lib/postgresql/15/main".into(),
+            server_version_num: 150018,
+            timeline: 2,
+            wal_segment_size: 16 << 20,
+            start_lsn: Lsn(0x3000028),
+            stop_lsn: Lsn(0x3000100),
+            start_time: "2026-11-23T14:05:00Z".parse().unwrap(),
+            stop_time: "2026-11-23T14:05:02Z".parse().unwrap(),
+            start_wal: "000000020000000000000003".into(),
+            stop_wal: "000000020000000000000003".into(),
+            directories: vec![DirEntry {
+                path: "".into(),
+                mode: 0o700,
+                uid: 105,
+                gid: 111,
+            }],
+        });
+        let (id, bytes) = snap.encode();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.contains("\"7311444616403961883\""), "{text}");
+        assert!(text.contains("\"0/3000028\""), "{text}");
+        assert_eq!(Snapshot::decode(&id, &bytes).unwrap(), snap);
+        assert_eq!(snap.sources(), ["/var/lib/postgresql/15/main"]);
     }
 
     #[test]

@@ -1,3 +1,4 @@
 //! Backup sources: the databases rewindb reads.
 
+pub mod postgres;
 pub mod sqlite;

@@ -2,5 +2,7 @@
 
 mod bad_input;
 mod helpers;
+mod pg;
+mod postgres;
 mod robustness;
 mod sqlite;

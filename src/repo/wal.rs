@@ -1,0 +1,492 @@
+//! The WAL archive: PostgreSQL's WAL segments, `.partial`, `.backup` and
+//! `.history` files, one archive file each under `wal/<system id>/`.
+//!
+//! Why not the chunk store: `wal push` runs once per 16 MiB segment while a
+//! base backup or gc may hold the repository lock, and PostgreSQL waits for
+//! it. An archive file is written to a temporary name, fsynced, and
+//! hard-linked to its final name, which fails if the name exists, so two
+//! pushes never overwrite each other and no lock is needed. A WAL segment's
+//! bytes are written once and never repeat in other segments, so chunk-level
+//! dedup would find little (see `docs/ARCHITECTURE.md`).
+//!
+//! Archive file layout (`docs/format.md`, "WAL archive"): a 64-byte header
+//! (magic, compression, raw length, blake3 of the raw file, push time) then
+//! the file's bytes, zstd-compressed.
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+
+use crate::error::{IoContext, RepoError};
+use crate::repo::fsutil;
+
+const MAGIC: &[u8; 8] = b"RWDBWAL1";
+const HEADER_LEN: usize = 64;
+const COMPRESSION_NONE: u8 = 0;
+const COMPRESSION_ZSTD: u8 = 1;
+/// zstd level for WAL: `wal push` is paid per segment, and level 1 keeps it
+/// fast (see `docs/benchmarks.md`).
+const WAL_ZSTD_LEVEL: i32 = 1;
+/// Larger than any real WAL file (segments are at most 1 GiB).
+const MAX_WAL_FILE: u64 = 1 << 30;
+
+/// What kind of WAL file a name denotes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum WalKind {
+    /// `TTTTTTTTXXXXXXXXYYYYYYYY`: a complete segment.
+    Segment,
+    /// `...YYYYYYYY.partial`: the last, incomplete segment of a timeline.
+    Partial,
+    /// `...YYYYYYYY.OOOOOOOO.backup`: a base backup's history file.
+    Backup,
+    /// `TTTTTTTT.history`: a timeline's history.
+    History,
+}
+
+/// A validated WAL file name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WalName {
+    pub timeline: u32,
+    /// `(log, seg)` of the name's segment part; zero for history files.
+    pub log: u32,
+    pub seg: u32,
+    pub kind: WalKind,
+    name: String,
+}
+
+impl fmt::Display for WalName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+fn hex8(s: &str) -> Option<u32> {
+    (s.len() == 8
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase()))
+    .then(|| u32::from_str_radix(s, 16).ok())
+    .flatten()
+}
+
+impl WalName {
+    /// Parses a WAL file name as PostgreSQL writes it (upper-case hex).
+    pub fn parse(name: &str) -> Result<WalName, String> {
+        let bad = || {
+            format!(
+                "{name:?} is not a WAL file name (expected 24 hex digits like \
+                 000000010000000000000001, optionally .partial, or \
+                 ...00000028.backup, or 00000002.history)"
+            )
+        };
+        let (stem, kind) = if let Some(s) = name.strip_suffix(".partial") {
+            (s, WalKind::Partial)
+        } else if let Some(s) = name.strip_suffix(".history") {
+            let timeline = hex8(s).ok_or_else(bad)?;
+            return Ok(WalName {
+                timeline,
+                log: 0,
+                seg: 0,
+                kind: WalKind::History,
+                name: name.to_string(),
+            });
+        } else if let Some(s) = name.strip_suffix(".backup") {
+            let (stem, offset) = s.split_at_checked(24).ok_or_else(bad)?;
+            offset.strip_prefix('.').and_then(hex8).ok_or_else(bad)?;
+            (stem, WalKind::Backup)
+        } else {
+            (name, WalKind::Segment)
+        };
+        if stem.len() != 24 {
+            return Err(bad());
+        }
+        let (timeline, log, seg) = (
+            hex8(&stem[..8]).ok_or_else(bad)?,
+            hex8(&stem[8..16]).ok_or_else(bad)?,
+            hex8(&stem[16..]).ok_or_else(bad)?,
+        );
+        Ok(WalName {
+            timeline,
+            log,
+            seg,
+            kind,
+            name: name.to_string(),
+        })
+    }
+
+    /// The segment file name for segment number `segno` on `timeline`.
+    pub fn segment(timeline: u32, segno: u64, seg_size: u64) -> WalName {
+        let per_log = 0x1_0000_0000 / seg_size;
+        let (log, seg) = ((segno / per_log) as u32, (segno % per_log) as u32);
+        WalName {
+            timeline,
+            log,
+            seg,
+            kind: WalKind::Segment,
+            name: format!("{timeline:08X}{log:08X}{seg:08X}"),
+        }
+    }
+
+    /// The segment number of a segment (or partial or backup) name.
+    pub fn segno(&self, seg_size: u64) -> u64 {
+        u64::from(self.log) * (0x1_0000_0000 / seg_size) + u64::from(self.seg)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.name
+    }
+}
+
+/// What the first page of a WAL segment says about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub timeline: u32,
+    pub page_addr: u64,
+    pub system_identifier: u64,
+    pub seg_size: u32,
+}
+
+/// Reads the long page header at the start of a WAL segment (PostgreSQL's
+/// `XLogLongPageHeaderData`: magic, info, timeline, page address, remaining
+/// length, then system identifier, segment size and block size).
+pub fn segment_header(data: &[u8]) -> Result<SegmentHeader, String> {
+    const XLP_LONG_HEADER: u16 = 0x0002;
+    if data.len() < 40 {
+        return Err(format!("{} bytes, too short for a WAL segment", data.len()));
+    }
+    let u16_at = |o: usize| u16::from_le_bytes(data[o..o + 2].try_into().unwrap());
+    let u32_at = |o: usize| u32::from_le_bytes(data[o..o + 4].try_into().unwrap());
+    let u64_at = |o: usize| u64::from_le_bytes(data[o..o + 8].try_into().unwrap());
+    let magic = u16_at(0);
+    if !(0xD000..=0xD1FF).contains(&magic) || u16_at(2) & XLP_LONG_HEADER == 0 {
+        return Err(format!(
+            "no WAL page header at its start (magic {magic:#06x}): not a WAL segment"
+        ));
+    }
+    let header = SegmentHeader {
+        timeline: u32_at(4),
+        page_addr: u64_at(8),
+        system_identifier: u64_at(24),
+        seg_size: u32_at(32),
+    };
+    let seg_size = u64::from(header.seg_size);
+    if !seg_size.is_power_of_two() || !(1 << 20..=1 << 30).contains(&seg_size) {
+        return Err(format!(
+            "WAL segment size {seg_size} in its header is not valid"
+        ));
+    }
+    Ok(header)
+}
+
+/// The system identifier in a data directory's `global/pg_control` (its
+/// first eight bytes).
+pub fn control_system_identifier(pgdata: &Path) -> std::io::Result<u64> {
+    let mut id = [0u8; 8];
+    File::open(pgdata.join("global/pg_control"))?.read_exact_at(&mut id, 0)?;
+    Ok(u64::from_le_bytes(id))
+}
+
+/// The header of an archive file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArchivedHeader {
+    pub compression: u8,
+    pub raw_len: u64,
+    pub blake3: [u8; 32],
+    pub pushed_at: Timestamp,
+}
+
+impl ArchivedHeader {
+    fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[..8].copy_from_slice(MAGIC);
+        h[8] = self.compression;
+        h[16..24].copy_from_slice(&self.raw_len.to_le_bytes());
+        h[24..56].copy_from_slice(&self.blake3);
+        let nanos = self.pushed_at.as_nanosecond() as i64;
+        h[56..64].copy_from_slice(&nanos.to_le_bytes());
+        h
+    }
+
+    fn decode(h: &[u8]) -> Result<ArchivedHeader, String> {
+        if h.len() < HEADER_LEN || &h[..8] != MAGIC {
+            return Err("not a rewindb WAL archive file (bad magic)".into());
+        }
+        let compression = h[8];
+        if compression > COMPRESSION_ZSTD || h[9..16].iter().any(|&b| b != 0) {
+            return Err(format!("unknown compression {compression}"));
+        }
+        let raw_len = u64::from_le_bytes(h[16..24].try_into().unwrap());
+        if raw_len > MAX_WAL_FILE {
+            return Err(format!("raw length {raw_len} is too large"));
+        }
+        let nanos = i64::from_le_bytes(h[56..64].try_into().unwrap());
+        Ok(ArchivedHeader {
+            compression,
+            raw_len,
+            blake3: h[24..56].try_into().unwrap(),
+            pushed_at: Timestamp::from_nanosecond(i128::from(nanos))
+                .map_err(|e| format!("push time: {e}"))?,
+        })
+    }
+}
+
+/// The WAL archive of one repository.
+pub struct WalArchive {
+    root: PathBuf,
+}
+
+/// What `push` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pushed {
+    Stored,
+    /// The same file was already archived (PostgreSQL retries a push whose
+    /// success it did not see).
+    AlreadyArchived,
+}
+
+/// An archived file as listed.
+#[derive(Clone, Debug)]
+pub struct Archived {
+    pub name: WalName,
+    pub header: ArchivedHeader,
+}
+
+impl WalArchive {
+    /// The archive of the repository at `repo_root` (its directory is created
+    /// on the first push).
+    pub fn new(repo_root: &Path) -> WalArchive {
+        WalArchive {
+            root: repo_root.join("wal"),
+        }
+    }
+
+    pub fn cluster_dir(&self, system_identifier: u64) -> PathBuf {
+        self.root.join(system_identifier.to_string())
+    }
+
+    /// The clusters (system identifiers) that have WAL in the archive.
+    pub fn clusters(&self) -> Result<Vec<u64>, RepoError> {
+        let mut out = Vec::new();
+        let entries = match fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e).ctx(|| format!("listing {}", self.root.display())),
+        };
+        for e in entries {
+            let e = e.ctx(|| format!("listing {}", self.root.display()))?;
+            if let Some(id) = e.file_name().to_str().and_then(|s| s.parse().ok()) {
+                out.push(id);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Archives `data` as `name` for the cluster `system_identifier`: durable
+    /// before it returns. An identical file already archived is success; a
+    /// different one is an error, and nothing is overwritten.
+    pub fn push(
+        &self,
+        system_identifier: u64,
+        name: &WalName,
+        data: &[u8],
+    ) -> Result<Pushed, RepoError> {
+        let dir = self.cluster_dir(system_identifier);
+        let dest = dir.join(name.as_str());
+        let hash = blake3::hash(data);
+        if dest.exists() {
+            return self.compare_existing(&dest, name, data, &hash);
+        }
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+            fsutil::sync_dir(&self.root).ctx(|| format!("syncing {}", self.root.display()))?;
+            fsutil::sync_dir(self.root.parent().unwrap_or(Path::new(".")))
+                .ctx(|| format!("syncing {}", self.root.display()))?;
+        }
+        let (compression, payload) = compress(data).ctx(|| format!("compressing {name}"))?;
+        let header = ArchivedHeader {
+            compression,
+            raw_len: data.len() as u64,
+            blake3: *hash.as_bytes(),
+            pushed_at: Timestamp::now(),
+        };
+        // The temporary file sits beside its final name (same filesystem,
+        // and not in tmp/, which a backup empties when it starts).
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".tmp-{name}-"))
+            .tempfile_in(&dir)
+            .ctx(|| format!("creating a temporary file in {}", dir.display()))?;
+        let tmp_path = tmp.path().to_path_buf();
+        let io = || format!("writing {}", tmp_path.display());
+        tmp.write_all(&header.encode()).ctx(io)?;
+        tmp.write_all(&payload).ctx(io)?;
+        tmp.as_file().sync_all().ctx(io)?;
+        // link(2) fails when `dest` exists: of two pushes racing, one wins
+        // and the other compares against what the winner stored.
+        match fs::hard_link(tmp.path(), &dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return self.compare_existing(&dest, name, data, &hash);
+            }
+            Err(e) => return Err(e).ctx(|| format!("linking {}", dest.display())),
+        }
+        drop(tmp); // removes the temporary name
+        fsutil::sync_dir(&dir).ctx(|| format!("syncing {}", dir.display()))?;
+        Ok(Pushed::Stored)
+    }
+
+    /// A push found `dest` already there.
+    fn compare_existing(
+        &self,
+        dest: &Path,
+        name: &WalName,
+        data: &[u8],
+        hash: &blake3::Hash,
+    ) -> Result<Pushed, RepoError> {
+        let existing = self.read_file(dest, name);
+        match existing {
+            Ok(stored) if blake3::hash(&stored) == *hash => {
+                // Make sure the earlier push's directory entry is durable too.
+                let dir = dest.parent().unwrap_or(Path::new("."));
+                fsutil::sync_dir(dir).ctx(|| format!("syncing {}", dir.display()))?;
+                Ok(Pushed::AlreadyArchived)
+            }
+            Ok(stored) => Err(RepoError::WalConflict {
+                name: name.to_string(),
+                path: dest.to_path_buf(),
+                detail: format!(
+                    "the archived copy has {} bytes and blake3 {}, the one pushed now {} bytes \
+                     and blake3 {hash}",
+                    stored.len(),
+                    blake3::hash(&stored),
+                    data.len()
+                ),
+            }),
+            Err(e) => Err(RepoError::WalConflict {
+                name: name.to_string(),
+                path: dest.to_path_buf(),
+                detail: format!("the archived copy cannot be read ({e})"),
+            }),
+        }
+    }
+
+    /// Where `name` of cluster `system_identifier` is archived, if it is.
+    pub fn locate(&self, system_identifier: u64, name: &WalName) -> Option<PathBuf> {
+        let path = self.cluster_dir(system_identifier).join(name.as_str());
+        path.is_file().then_some(path)
+    }
+
+    /// Reads an archived file back, verified against its blake3.
+    pub fn read_file(&self, path: &Path, name: &WalName) -> Result<Vec<u8>, RepoError> {
+        let bytes = fs::read(path).ctx(|| format!("reading {}", path.display()))?;
+        let corrupt = |detail: String| {
+            RepoError::corrupt(format!("WAL file {name} ({})", path.display()), detail)
+        };
+        let header = ArchivedHeader::decode(&bytes).map_err(corrupt)?;
+        let payload = &bytes[HEADER_LEN..];
+        let raw = match header.compression {
+            COMPRESSION_NONE => payload.to_vec(),
+            _ => zstd::bulk::decompress(payload, header.raw_len as usize)
+                .map_err(|e| corrupt(format!("does not decompress: {e}")))?,
+        };
+        if raw.len() as u64 != header.raw_len || *blake3::hash(&raw).as_bytes() != header.blake3 {
+            return Err(corrupt("its content does not match its blake3".into()));
+        }
+        Ok(raw)
+    }
+
+    /// Reads only an archived file's header.
+    pub fn header(&self, path: &Path) -> Result<ArchivedHeader, RepoError> {
+        let mut h = [0u8; HEADER_LEN];
+        File::open(path)
+            .and_then(|f| f.read_exact_at(&mut h, 0))
+            .ctx(|| format!("reading {}", path.display()))?;
+        ArchivedHeader::decode(&h)
+            .map_err(|e| RepoError::corrupt(format!("WAL archive file {}", path.display()), e))
+    }
+
+    /// Every file archived for a cluster, by name.
+    pub fn list(&self, system_identifier: u64) -> Result<Vec<WalName>, RepoError> {
+        let dir = self.cluster_dir(system_identifier);
+        let mut out = Vec::new();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e).ctx(|| format!("listing {}", dir.display())),
+        };
+        for e in entries {
+            let e = e.ctx(|| format!("listing {}", dir.display()))?;
+            if let Some(name) = e.file_name().to_str().and_then(|s| WalName::parse(s).ok()) {
+                out.push(name);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// zstd when it pays, else the bytes as they are.
+fn compress(data: &[u8]) -> std::io::Result<(u8, Vec<u8>)> {
+    let packed = zstd::bulk::compress(data, WAL_ZSTD_LEVEL)?;
+    Ok(if packed.len() < data.len() {
+        (COMPRESSION_ZSTD, packed)
+    } else {
+        (COMPRESSION_NONE, data.to_vec())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        let s = WalName::parse("000000010000000A000000FF").unwrap();
+        assert_eq!(
+            (s.timeline, s.log, s.seg, s.kind),
+            (1, 10, 255, WalKind::Segment)
+        );
+        assert_eq!(s.segno(16 << 20), 10 * 256 + 255);
+        assert_eq!(WalName::segment(1, 10 * 256 + 255, 16 << 20), s);
+        let p = WalName::parse("000000020000000000000003.partial").unwrap();
+        assert_eq!((p.timeline, p.kind), (2, WalKind::Partial));
+        let b = WalName::parse("000000010000000000000002.00000028.backup").unwrap();
+        assert_eq!((b.seg, b.kind), (2, WalKind::Backup));
+        let h = WalName::parse("0000000A.history").unwrap();
+        assert_eq!((h.timeline, h.kind), (10, WalKind::History));
+        for bad in [
+            "",
+            "00000001000000000000000",
+            "0000000100000000000000001",
+            "00000001000000000000000g",
+            "000000010000000000000001.gz",
+            "00000001000000000000000a",
+            "0000001.history",
+            "000000010000000000000002.0000028.backup",
+            "../00000001.history",
+        ] {
+            assert!(WalName::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn header_round_trip_and_damage() {
+        let h = ArchivedHeader {
+            compression: COMPRESSION_ZSTD,
+            raw_len: 16 << 20,
+            blake3: [7; 32],
+            pushed_at: Timestamp::from_second(1_700_000_000).unwrap(),
+        };
+        assert_eq!(ArchivedHeader::decode(&h.encode()), Ok(h));
+        let mut bad = h.encode();
+        bad[0] ^= 1;
+        assert!(ArchivedHeader::decode(&bad).is_err());
+        let mut bad = h.encode();
+        bad[8] = 9;
+        assert!(ArchivedHeader::decode(&bad).is_err());
+        assert!(ArchivedHeader::decode(&h.encode()[..40]).is_err());
+    }
+}

@@ -1,0 +1,310 @@
+//! PostgreSQL: base backups, WAL archiving and point-in-time restore, on real
+//! PostgreSQL 15 clusters (see `pg.rs`).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::pg::{Cluster, PgFixture, wait_for_wal};
+
+/// A table of `rows` rows of about 100 bytes.
+fn make_table(c: &Cluster, rows: u64) {
+    c.sql(&format!(
+        "CREATE TABLE t (id bigserial PRIMARY KEY, v text); \
+         INSERT INTO t (v) SELECT repeat(md5(i::text), 3) FROM generate_series(1, {rows}) i"
+    ));
+}
+
+fn base_backup(f: &PgFixture, c: &Cluster) -> String {
+    f.ok(&[
+        "backup",
+        "postgres",
+        "--pgdata",
+        c.data.to_str().unwrap(),
+        "--conn",
+        &c.conninfo(),
+    ])
+}
+
+fn restore(f: &PgFixture, to: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["restore", "--to", to.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    f.run(&args)
+}
+
+#[test]
+fn pitr_restores_exactly_the_rows_committed_at_time_t() {
+    let f = PgFixture::new();
+    let mut c = f.cluster("primary");
+    c.start();
+    make_table(&c, 20_000);
+    let out = base_backup(&f, &c);
+    assert!(out.contains("base backup"), "{out}");
+    let at_backup = c.sql("SELECT count(*) FROM t");
+    // Transactions after the backup; T falls between two of them.
+    c.sql("INSERT INTO t (v) SELECT 'after backup' FROM generate_series(1, 1234)");
+    std::thread::sleep(Duration::from_millis(100));
+    let t = c.sql("SELECT clock_timestamp()");
+    let at_t = c.sql("SELECT count(*) FROM t");
+    std::thread::sleep(Duration::from_millis(100));
+    c.sql("INSERT INTO t (v) SELECT 'after T' FROM generate_series(1, 999)");
+    c.sql("DELETE FROM t WHERE id % 7 = 0");
+    c.switch_and_wait(&f.repo());
+
+    // The snapshot lists the base backup with its LSN range and the window.
+    let listing = f.ok(&["snapshots"]);
+    assert!(listing.contains("LSN 0/"), "{listing}");
+    assert!(listing.contains("PITR window"), "{listing}");
+
+    let to = c.root.join("at-t");
+    let out = restore(
+        &f,
+        &to,
+        &["--at", &t, "--rewindb-path", f.bin().to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let settings = std::fs::read_to_string(to.join("postgresql.auto.conf")).unwrap();
+    assert!(settings.contains("recovery_target_time"), "{settings}");
+    assert!(to.join("recovery.signal").exists());
+    let mut r = Cluster::restored(&c.root, &to);
+    c.stop(); // same socket directory and port: one server at a time
+    r.start();
+    wait_until_promoted(&r);
+    assert_eq!(r.sql("SELECT count(*) FROM t"), at_t, "rows at T");
+    r.stop();
+
+    // To the end of the base backup only.
+    let to = c.root.join("immediate");
+    let out = restore(
+        &f,
+        &to,
+        &["--immediate", "--rewindb-path", f.bin().to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut r = Cluster::restored(&c.root, &to);
+    r.start();
+    wait_until_promoted(&r);
+    assert_eq!(
+        r.sql("SELECT count(*) FROM t"),
+        at_backup,
+        "rows at the backup"
+    );
+}
+
+fn wait_until_promoted(c: &Cluster) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.sql("SELECT pg_is_in_recovery()") != "f" {
+        assert!(
+            Instant::now() < deadline,
+            "the restored cluster did not finish recovery"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn wal_push_is_idempotent_refuses_conflicts_and_fetch_reports_missing_files() {
+    let f = PgFixture::new();
+    let mut c = f.cluster("primary");
+    c.start();
+    make_table(&c, 1000);
+    let name = c.switch_and_wait(&f.repo());
+    let sysid = c.system_identifier();
+    let stored = f.repo().join("wal").join(&sysid).join(&name);
+    let stored_bytes = std::fs::read(&stored).unwrap();
+
+    // The segment as PostgreSQL pushed it, fetched back.
+    let original = f.path(&name);
+    f.ok(&[
+        "wal",
+        "fetch",
+        &name,
+        original.to_str().unwrap(),
+        "--system-id",
+        &sysid,
+    ]);
+    assert_eq!(std::fs::metadata(&original).unwrap().len(), 16 << 20);
+
+    // Pushed again with the same content (PostgreSQL retrying): success.
+    f.ok(&["wal", "push", original.to_str().unwrap()]);
+    // Different content under the same name: refused, nothing overwritten.
+    let mut changed = std::fs::read(&original).unwrap();
+    changed[5 << 20] ^= 0xff;
+    let dir = f.path("changed");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join(&name), &changed).unwrap();
+    let err = f.fails(&["wal", "push", dir.join(&name).to_str().unwrap()], 1);
+    assert!(
+        err.contains(&name) && err.contains("different content"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&stored).unwrap(), stored_bytes);
+
+    // A segment of another cluster, pushed from this cluster's data directory
+    // (as a misconfigured archive_command would): refused by system identifier.
+    let other = f.cluster("other");
+    let out = f.run_in(&other.data, &["wal", "push", original.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("system identifier"));
+
+    // A segment renamed to another segment's name: refused.
+    let renamed = f.path("000000010000000000000063");
+    std::fs::copy(&original, &renamed).unwrap();
+    let err = f.fails(&["wal", "push", renamed.to_str().unwrap()], 2);
+    assert!(err.contains("refusing to archive"), "{err}");
+
+    // Fetch of a file that is not archived exits non-zero (PostgreSQL relies
+    // on it), and writes nothing.
+    let dest = f.path("fetched");
+    let err = f.fails(
+        &[
+            "wal",
+            "fetch",
+            "0000000100000000000000FE",
+            dest.to_str().unwrap(),
+            "--system-id",
+            &sysid,
+        ],
+        1,
+    );
+    assert!(err.contains("not archived"), "{err}");
+    assert!(!dest.exists());
+    // Names that are not WAL names are usage errors.
+    f.fails(
+        &["wal", "fetch", "../etc/passwd", dest.to_str().unwrap()],
+        2,
+    );
+    f.fails(
+        &["wal", "push", f.path("nothing-here").to_str().unwrap()],
+        2,
+    );
+
+    // A damaged archive file is never fetched.
+    let mut bytes = std::fs::read(&stored).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&stored, &bytes).unwrap();
+    let err = f.fails(
+        &[
+            "wal",
+            "fetch",
+            &name,
+            dest.to_str().unwrap(),
+            "--system-id",
+            &sysid,
+        ],
+        4,
+    );
+    assert!(err.contains(&name), "{err}");
+    assert!(!dest.exists());
+}
+
+#[test]
+fn a_gap_in_the_wal_is_named_before_anything_is_written() {
+    let f = PgFixture::new();
+    let mut c = f.cluster("primary");
+    c.start();
+    make_table(&c, 1000);
+    base_backup(&f, &c);
+    let mut names = Vec::new();
+    for _ in 0..3 {
+        c.sql("INSERT INTO t (v) SELECT 'x' FROM generate_series(1, 100)");
+        names.push(c.switch_and_wait(&f.repo()));
+    }
+    let t = c.sql("SELECT clock_timestamp()");
+    c.sql("INSERT INTO t (v) VALUES ('after')");
+    names.push(c.switch_and_wait(&f.repo()));
+    let sysid = c.system_identifier();
+    let lost = &names[1];
+    std::fs::remove_file(f.repo().join("wal").join(&sysid).join(lost)).unwrap();
+
+    let to = c.root.join("restored");
+    let out = restore(&f, &to, &["--at", &t]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(lost.as_str()) && err.contains("not in the repository"),
+        "{err}"
+    );
+    assert!(!to.exists(), "nothing may be written");
+    let leftovers: Vec<_> = std::fs::read_dir(&c.root)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("rewindb-restore"))
+        .collect();
+    assert!(leftovers.is_empty());
+
+    // A target that is not empty is refused too.
+    std::fs::create_dir(&to).unwrap();
+    std::fs::write(to.join("something"), b"x").unwrap();
+    let out = restore(&f, &to, &["--immediate"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
+    // And the live data directory above all.
+    let out = restore(&f, &c.data, &["--immediate"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("postmaster.pid"));
+}
+
+#[test]
+fn wal_push_keeps_succeeding_while_a_base_backup_runs() {
+    let f = PgFixture::new();
+    let mut c = f.cluster("primary");
+    c.start();
+    // Large enough that the base backup takes a while.
+    make_table(&c, 300_000);
+    let before: u64 = c
+        .sql("SELECT archived_count FROM pg_stat_archiver")
+        .parse()
+        .unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (switches, backups) = std::thread::scope(|s| {
+        let switching = s.spawn(|| {
+            let mut n = 0u64;
+            // Capped: a push that failed would keep every segment in pg_wal.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 400 {
+                c.sql("INSERT INTO t (v) SELECT 'during' FROM generate_series(1, 200)");
+                c.sql("SELECT pg_switch_wal()");
+                n += 1;
+            }
+            n
+        });
+        let mut backups = 0;
+        let started = Instant::now();
+        while backups < 2 || started.elapsed() < Duration::from_secs(3) {
+            base_backup(&f, &c);
+            backups += 1;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (switching.join().unwrap(), backups)
+    });
+    let last = c.switch_and_wait(&f.repo());
+    wait_for_wal(&f.repo(), &last);
+    let failed = c.sql("SELECT failed_count FROM pg_stat_archiver");
+    let after: u64 = c
+        .sql("SELECT archived_count FROM pg_stat_archiver")
+        .parse()
+        .unwrap();
+    assert_eq!(failed, "0", "every push succeeded");
+    assert!(
+        after - before >= switches,
+        "{switches} switches during {backups} backups, {} segments archived",
+        after - before
+    );
+    assert!(
+        switches >= 5,
+        "only {switches} pushes happened during the backups"
+    );
+}
