@@ -120,7 +120,11 @@ pub enum Command {
         json: bool,
     },
     /// Verify the repository's structure; with --read-data, every chunk.
+    /// `check postgres` tests WAL archiving end to end.
+    #[command(args_conflicts_with_subcommands = true)]
     Check {
+        #[command(subcommand)]
+        target: Option<CheckTarget>,
         /// Read and re-hash every chunk of every pack.
         #[arg(long)]
         read_data: bool,
@@ -141,6 +145,23 @@ pub enum Command {
     Wal {
         #[command(subcommand)]
         action: WalAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CheckTarget {
+    /// Prove that the server's WAL reaches this repository: checks
+    /// archive_mode, archive_command and permissions, then switches WAL and
+    /// waits for the segment. Exits 1 naming what is wrong.
+    Postgres {
+        /// Connection string ("host=/var/run/postgresql port=5432 user=postgres").
+        #[arg(long, value_name = "CONNINFO", env = "REWINDB_PG_CONN")]
+        conn: Option<String>,
+        /// Seconds to wait for the switched segment.
+        #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+        wait: u64,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -607,7 +628,47 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 }
             }
         }
-        Command::Check { read_data, json } => {
+        Command::Check {
+            target: Some(CheckTarget::Postgres { conn, wait, json }),
+            ..
+        } => {
+            let repo = open(cli, None)?;
+            let conninfo = conn.clone().unwrap_or_else(default_conninfo);
+            let report = crate::commands::pg_check::check_postgres(
+                &repo,
+                &conninfo,
+                Duration::from_secs(*wait),
+            )?;
+            if *json {
+                out(writeln!(w, "{}", serde_json::to_string(&report).unwrap()))?;
+            } else {
+                for item in &report.items {
+                    if !cli.quiet || !item.ok {
+                        let mark = if item.ok { "ok     " } else { "PROBLEM" };
+                        out(writeln!(w, "{mark}  {:<16} {}", item.what, item.detail))?;
+                    }
+                }
+            }
+            if !report.ok() {
+                eprintln!(
+                    "rewindb: error: WAL archiving into {} does not work ({}); see above",
+                    repo.root().display(),
+                    report
+                        .items
+                        .iter()
+                        .filter(|i| !i.ok)
+                        .map(|i| i.what.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                return Err(CliError::Quiet(exit::FAILURE));
+            }
+        }
+        Command::Check {
+            target: None,
+            read_data,
+            json,
+        } => {
             let repo = open(cli, Some(LockMode::Shared))?;
             let report = check(
                 &repo,

@@ -4,6 +4,7 @@ pub mod backup;
 pub mod check;
 pub mod maintenance;
 pub mod pg_backup;
+pub mod pg_check;
 pub mod pg_restore;
 pub mod restore;
 pub mod wal;

@@ -308,3 +308,59 @@ fn wal_push_keeps_succeeding_while_a_base_backup_runs() {
         "only {switches} pushes happened during the backups"
     );
 }
+
+#[test]
+fn check_postgres_proves_archiving_or_names_the_problem() {
+    let f = PgFixture::new();
+    let mut c = f.cluster("primary");
+    c.start();
+    let conn = c.conninfo();
+    let out = f.ok(&["check", "postgres", "--conn", &conn]);
+    assert!(out.contains("arrived in the repository"), "{out}");
+
+    // archive_command not calling rewindb.
+    c.sql("ALTER SYSTEM SET archive_command = '/bin/true'");
+    c.sql("SELECT pg_reload_conf()");
+    std::thread::sleep(Duration::from_millis(300));
+    let out = f.run(&["check", "postgres", "--conn", &conn]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("PROBLEM  archive_command") && text.contains("does not call"),
+        "{text}"
+    );
+
+    // Archiving into another repository.
+    let elsewhere = f.path("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    c.sql(&format!(
+        "ALTER SYSTEM SET archive_command = '{} --repo {} wal push %p'",
+        f.bin().display(),
+        elsewhere.display()
+    ));
+    c.sql("SELECT pg_reload_conf()");
+    std::thread::sleep(Duration::from_millis(300));
+    let out = f.run(&["check", "postgres", "--conn", &conn]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("not into this repository"), "{text}");
+
+    // The right command, but the server's user cannot write the archive.
+    c.sql("ALTER SYSTEM RESET archive_command");
+    c.sql("SELECT pg_reload_conf()");
+    std::thread::sleep(Duration::from_millis(300));
+    let wal = f.repo().join("wal");
+    std::process::Command::new("chown")
+        .args(["-R", "root:root"])
+        .arg(&wal)
+        .status()
+        .unwrap();
+    std::fs::set_permissions(&wal, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = f.run(&["check", "postgres", "--conn", &conn]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("PROBLEM  permissions") && text.contains("cannot write"),
+        "{text}"
+    );
+}
