@@ -31,6 +31,15 @@ pub struct Piece {
 /// least 1 KiB, and `offset` a multiple of it; [`combine`] checks this.
 pub fn piece(offset: u64, data: &[u8]) -> Piece {
     let len = data.len() as u64;
+    if data.is_empty() {
+        // No subtree is empty; an empty file is a root of its own.
+        return Piece {
+            cv: [0; 32],
+            alone: (offset == 0).then(|| blake3::hash(data)),
+            len,
+            fits: offset == 0,
+        };
+    }
     // blake3 panics on a piece that cannot be a subtree; such a piece is
     // marked instead, and `combine` refuses it.
     let fits = offset.is_multiple_of(blake3::CHUNK_LEN as u64)
@@ -51,6 +60,25 @@ pub fn piece(offset: u64, data: &[u8]) -> Piece {
     Piece {
         cv,
         alone,
+        len,
+        fits,
+    }
+}
+
+/// A piece hashed incrementally: `hasher` was made with
+/// `set_input_offset(offset)` and fed the piece's `len` bytes. Never the
+/// whole file: use [`piece`] or plain blake3 for a file of one piece.
+pub fn piece_from_hasher(hasher: &blake3::Hasher, offset: u64, len: u64) -> Piece {
+    let fits = len > 0
+        && offset.is_multiple_of(blake3::CHUNK_LEN as u64)
+        && blake3::hazmat::max_subtree_len(offset).is_none_or(|max| len <= max);
+    Piece {
+        cv: if fits {
+            hasher.finalize_non_root()
+        } else {
+            [0; 32]
+        },
+        alone: None,
         len,
         fits,
     }

@@ -32,16 +32,20 @@ fn cluster_here(dir: &Path) -> Option<u64> {
 /// and backup files pushed from outside a data directory.
 pub fn push(repo_root: &Path, path: &Path, system_id: Option<u64>) -> Result<(WalName, Pushed)> {
     let name = wal_name_of(path)?;
-    let data = std::fs::read(path).map_err(|e| match e.kind() {
+    let not_found = |e: std::io::Error| match e.kind() {
         std::io::ErrorKind::NotFound => Error::Usage(format!("{}: no such file", path.display())),
         _ => io_err(format!("reading {}", path.display()))(e),
-    })?;
+    };
+    let file = std::fs::File::open(path).map_err(not_found)?;
+    let len = file.metadata().map_err(not_found)?.len();
     let here = cluster_here(Path::new("."));
     let sysid = match name.kind {
         WalKind::Segment | WalKind::Partial => {
-            let header = segment_header(&data)
+            let mut first = vec![0u8; len.min(64) as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut first, 0).map_err(not_found)?;
+            let header = segment_header(&first)
                 .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
-            check_segment(&name, &header, data.len(), path)?;
+            check_segment(&name, &header, len, path)?;
             for (what, id) in [("this data directory", here), ("--system-id", system_id)] {
                 if let Some(id) = id.filter(|&id| id != header.system_identifier) {
                     return Err(Error::Usage(format!(
@@ -64,7 +68,7 @@ pub fn push(repo_root: &Path, path: &Path, system_id: Option<u64>) -> Result<(Wa
         })?,
     };
     let archive = archive_for(repo_root)?;
-    let pushed = archive.push(sysid, &name, &data)?;
+    let pushed = archive.push(sysid, &name, &file, len)?;
     Ok((name, pushed))
 }
 
@@ -72,7 +76,7 @@ pub fn push(repo_root: &Path, path: &Path, system_id: Option<u64>) -> Result<(Wa
 fn check_segment(
     name: &WalName,
     header: &crate::repo::wal::SegmentHeader,
-    len: usize,
+    len: u64,
     path: &Path,
 ) -> Result<()> {
     let seg_size = u64::from(header.seg_size);
@@ -81,7 +85,7 @@ fn check_segment(
         || expected.log != name.log
         || expected.seg != name.seg
         || !header.page_addr.is_multiple_of(seg_size)
-        || len as u64 != seg_size;
+        || len != seg_size;
     if mismatch {
         return Err(Error::Usage(format!(
             "{}: its content is segment {expected} ({len} bytes, segment size {seg_size}), \
