@@ -28,7 +28,9 @@ use crate::repo::{OpenOptions, Repository};
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
-  1  failure (I/O error, a source that could not be read)
+  1  failure (I/O error, a source that could not be read; `wal fetch`: the file is not
+     archived; `wal push`: a different file is archived under that name; `check postgres`:
+     archiving does not work)
   2  usage error: bad arguments, a missing or non-database file, an unknown snapshot,
      a malformed time, a path that is not a repository
   3  the repository is locked by another rewindb process (see --lock-wait)
@@ -41,7 +43,7 @@ Repository: --repo, else $REWINDB_REPOSITORY, else $XDG_DATA_HOME/rewindb/reposi
 #[command(
     name = "rewindb",
     version,
-    about = "Backups of SQLite databases into a deduplicated, verified repository",
+    about = "Backups of SQLite databases and PostgreSQL clusters into a deduplicated, verified repository",
     after_help = EXIT_CODES
 )]
 pub struct Cli {
