@@ -81,7 +81,9 @@ fn check_segment(
 ) -> Result<()> {
     let seg_size = u64::from(header.seg_size);
     let expected = WalName::segment(name.timeline, header.page_addr / seg_size, seg_size);
-    let mismatch = header.timeline != name.timeline
+    // The first segment of a new timeline begins with pages written on its
+    // parent timeline: its header may name an older timeline, never a newer one.
+    let mismatch = header.timeline > name.timeline
         || expected.log != name.log
         || expected.seg != name.seg
         || !header.page_addr.is_multiple_of(seg_size)

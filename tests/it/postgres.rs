@@ -74,7 +74,43 @@ fn pitr_restores_exactly_the_rows_committed_at_time_t() {
     r.start();
     wait_until_promoted(&r);
     assert_eq!(r.sql("SELECT count(*) FROM t"), at_t, "rows at T");
+
+    // The restored server promoted to timeline 2 and archives into the same
+    // repository. A restore to a time on timeline 2 follows the history file
+    // from the base backup (timeline 1) across the switch.
+    assert_eq!(
+        r.sql("SELECT timeline_id FROM pg_control_checkpoint()"),
+        "2"
+    );
+    r.sql("INSERT INTO t (v) SELECT 'timeline 2' FROM generate_series(1, 321)");
+    std::thread::sleep(Duration::from_millis(100));
+    let t2 = r.sql("SELECT clock_timestamp()");
+    let at_t2 = r.sql("SELECT count(*) FROM t");
+    std::thread::sleep(Duration::from_millis(100));
+    r.sql("INSERT INTO t (v) SELECT 'after T2' FROM generate_series(1, 55)");
+    let switched = r.switch_and_wait(&f.repo());
+    assert!(switched.starts_with("00000002"), "{switched}");
     r.stop();
+    let to = c.root.join("at-t2");
+    let out = restore(
+        &f,
+        &to,
+        &["--at", &t2, "--rewindb-path", f.bin().to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut r2 = Cluster::restored(&c.root, &to);
+    r2.start();
+    wait_until_promoted(&r2);
+    assert_eq!(
+        r2.sql("SELECT count(*) FROM t"),
+        at_t2,
+        "rows at T2 on timeline 2"
+    );
+    r2.stop();
 
     // To the end of the base backup only.
     let to = c.root.join("immediate");
@@ -362,5 +398,92 @@ fn check_postgres_proves_archiving_or_names_the_problem() {
     assert!(
         text.contains("PROBLEM  permissions") && text.contains("cannot write"),
         "{text}"
+    );
+}
+
+#[test]
+fn a_killed_wal_push_never_leaves_a_wrong_segment_and_the_retry_succeeds() {
+    use std::process::{Command, Stdio};
+    let f = PgFixture::new();
+    let mut c = f.cluster("primary");
+    c.start();
+    make_table(&c, 5000);
+    let name = c.switch_and_wait(&f.repo());
+    let sysid = c.system_identifier();
+    c.stop();
+    // The segment, and a scratch repository to push it into again and again.
+    let segment = f.path(&name);
+    f.ok(&[
+        "wal",
+        "fetch",
+        &name,
+        segment.to_str().unwrap(),
+        "--system-id",
+        &sysid,
+    ]);
+    let original = std::fs::read(&segment).unwrap();
+    let scratch = f.path("scratch");
+    let in_scratch = |args: &[&str]| {
+        let out = Command::new(f.bin())
+            .arg("--repo")
+            .arg(&scratch)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    in_scratch(&["init"]);
+    let archived = scratch.join("wal").join(&sysid).join(&name);
+    let fetched = f.path("fetched");
+    let mut killed_midway = 0;
+    for round in 0..20u64 {
+        let _ = std::fs::remove_file(&archived);
+        let mut child = Command::new(f.bin())
+            .args(["--repo", scratch.to_str().unwrap(), "wal", "push"])
+            .arg(&segment)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Spread the kills over the push (about 30-60 ms in a debug build).
+        std::thread::sleep(Duration::from_micros(round * 2500));
+        let _ = child.kill(); // SIGKILL
+        let status = child.wait().unwrap();
+        if !status.success() {
+            killed_midway += 1;
+        }
+        // Whatever the instant: the name is absent or holds the whole segment.
+        if archived.exists() {
+            let _ = std::fs::remove_file(&fetched);
+            in_scratch(&[
+                "wal",
+                "fetch",
+                &name,
+                fetched.to_str().unwrap(),
+                "--system-id",
+                &sysid,
+            ]);
+            assert_eq!(std::fs::read(&fetched).unwrap(), original, "round {round}");
+        }
+        // PostgreSQL retries the push: it succeeds, and the archive is right.
+        in_scratch(&["wal", "push", segment.to_str().unwrap()]);
+        let _ = std::fs::remove_file(&fetched);
+        in_scratch(&[
+            "wal",
+            "fetch",
+            &name,
+            fetched.to_str().unwrap(),
+            "--system-id",
+            &sysid,
+        ]);
+        assert_eq!(std::fs::read(&fetched).unwrap(), original, "round {round}");
+    }
+    assert!(
+        killed_midway >= 5,
+        "only {killed_midway} of 20 pushes were killed before exiting"
     );
 }
