@@ -20,9 +20,11 @@ use crate::commands::pg_restore::{
     PgRestoreOptions, PitrWindow, RecoveryTarget, pitr_windows, restore_postgres, select_by_lsn,
 };
 use crate::commands::restore::{RestoreOptions, Verify, plan_restore, restore, select_snapshot};
+use crate::commands::stream::{StreamOptions, backup_stream, default_dump_name, pg_dump_command};
 use crate::error::{Error, RepoError, exit};
 use crate::repo::lock::LockMode;
 use crate::repo::snapshot::Snapshot;
+use crate::repo::snapshot::SourceKind;
 use crate::repo::{OpenOptions, Repository};
 
 const EXIT_CODES: &str = "\
@@ -102,6 +104,10 @@ pub enum Command {
         /// quick (blake3 + PRAGMA quick_check) or hash (blake3 only).
         #[arg(long, value_enum, default_value_t = Verify::Full)]
         verify: Verify,
+        /// Write the restored file to standard output (a command's output
+        /// snapshot: `rewindb restore latest --source NAME --stdout | psql`).
+        #[arg(long, conflicts_with_all = ["to", "in_place"])]
+        stdout: bool,
         /// PostgreSQL: recover only to the end of the base backup.
         #[arg(long, conflicts_with_all = ["at", "lsn", "target_name"])]
         immediate: bool,
@@ -223,6 +229,41 @@ pub enum BackupSource {
         #[arg(long)]
         json: bool,
     },
+    /// A logical backup: pg_dump's plain SQL output, streamed into a snapshot.
+    /// No snapshot is saved unless pg_dump exits 0 with a complete dump.
+    PgDump {
+        /// Connection string of the database to dump.
+        #[arg(long, value_name = "CONNINFO", env = "REWINDB_PG_CONN")]
+        conn: Option<String>,
+        /// Source name (default: pg_dump-DBNAME); later dumps with the same
+        /// name are stored as changes to this one.
+        #[arg(long)]
+        name: Option<String>,
+        /// The pg_dump program.
+        #[arg(long, default_value = "pg_dump", value_name = "PATH")]
+        pg_dump: String,
+        #[arg(long)]
+        label: Option<String>,
+        #[arg(long)]
+        json: bool,
+        /// More pg_dump arguments, after --.
+        #[arg(last = true, value_name = "PG_DUMP_ARGS")]
+        extra: Vec<String>,
+    },
+    /// Any command's standard output as a snapshot (`-- CMD ARGS...`). No
+    /// snapshot is saved unless the command exits 0.
+    Command {
+        /// Source name; later runs with the same name are stored as changes.
+        #[arg(long, required = true)]
+        name: String,
+        #[arg(long)]
+        label: Option<String>,
+        #[arg(long)]
+        json: bool,
+        /// The command and its arguments, after --.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -293,6 +334,40 @@ impl<E: Into<Error>> From<E> for CliError {
 
 fn out(r: io::Result<()>) -> Result<(), CliError> {
     r.map_err(CliError::Output)
+}
+
+/// `backup pg-dump` and `backup command`: run, store, print.
+fn stream_backup(
+    cli: &Cli,
+    w: &mut impl Write,
+    opts: &StreamOptions,
+    json: bool,
+) -> Result<(), CliError> {
+    let (path, is_default) = repo_path(cli);
+    if is_default && !path.join("config.json").exists() {
+        Repository::init(&path)?;
+    }
+    let repo = open(cli, Some(LockMode::Exclusive))?;
+    let (id, snap) = backup_stream(&repo, opts)?;
+    if json {
+        out(writeln!(w, "{}", snapshot_json(&id.to_hex(), &snap)))?;
+    } else if !cli.quiet {
+        let s = snap.stats;
+        out(writeln!(
+            w,
+            "snapshot {} saved: {} ({}), {} of {} chunks new ({} as deltas), {} added to the \
+             repository, {:.2}s",
+            id.short(),
+            opts.name,
+            human_bytes(s.bytes_read),
+            s.chunks_new,
+            s.chunks,
+            s.chunks_delta,
+            human_bytes(s.bytes_added),
+            s.duration_secs
+        ))?;
+    }
+    Ok(())
 }
 
 /// The connection string used when `--conn` is not given: libpq's
@@ -429,6 +504,43 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 ))?;
             }
         }
+        Command::Backup {
+            source:
+                BackupSource::PgDump {
+                    conn,
+                    name,
+                    pg_dump,
+                    label,
+                    json,
+                    extra,
+                },
+        } => {
+            let conninfo = conn.clone().unwrap_or_else(default_conninfo);
+            let opts = StreamOptions {
+                name: name.clone().unwrap_or_else(|| default_dump_name(&conninfo)),
+                command: pg_dump_command(pg_dump, &conninfo, extra),
+                kind: SourceKind::PgDump,
+                label: label.clone(),
+            };
+            stream_backup(cli, &mut w, &opts, *json)?;
+        }
+        Command::Backup {
+            source:
+                BackupSource::Command {
+                    name,
+                    label,
+                    json,
+                    command,
+                },
+        } => {
+            let opts = StreamOptions {
+                name: name.clone(),
+                command: command.clone(),
+                kind: SourceKind::Command,
+                label: label.clone(),
+            };
+            stream_backup(cli, &mut w, &opts, *json)?;
+        }
         Command::Wal {
             action: WalAction::Push { path, system_id },
         } => {
@@ -504,6 +616,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             target_name,
             target_action,
             rewindb_path,
+            stdout,
             json,
         } => {
             let at = match at {
@@ -587,6 +700,31 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 }
                 return Ok(());
             }
+            if *stdout {
+                let file = match (snap.files.as_slice(), file) {
+                    ([only], None) => only,
+                    (files, Some(name)) => {
+                        files.iter().find(|f| &f.name == name).ok_or_else(|| {
+                            Error::Usage(format!("snapshot {} has no file {name:?}", id.short()))
+                        })?
+                    }
+                    _ => {
+                        return Err(Error::Usage(format!(
+                            "snapshot {} holds several files: name one with --file",
+                            id.short()
+                        ))
+                        .into());
+                    }
+                };
+                let mut lock = io::stdout().lock();
+                crate::commands::stream::restore_to_writer(&repo, file, &mut lock)?;
+                return Ok(());
+            }
+            // A command's output is not a SQLite database: only its hash applies.
+            let verify = match snap.stream {
+                Some(_) => Verify::Hash,
+                None => *verify,
+            };
             if pg_flags {
                 return Err(Error::Usage(format!(
                     "--immediate, --lsn and --target-name are for PostgreSQL base backups; \
@@ -602,7 +740,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                     to: to.clone(),
                     in_place: *in_place,
                     file: file.clone(),
-                    verify: *verify,
+                    verify,
                 },
             )?;
             let done = restore(&repo, &plan)?;

@@ -166,6 +166,10 @@ pub enum Error {
     /// Restored or checked data did not verify.
     #[error("{0}")]
     Verification(String),
+    /// Something rewindb ran or relied on failed (a backup command that
+    /// exited non-zero, say); the message says what.
+    #[error("{0}")]
+    Failed(String),
     /// A restore of several files failed after restoring some of them.
     #[error("{source}; before that failure these were already restored: {restored}")]
     Partial {
@@ -189,6 +193,7 @@ impl Error {
             Error::Source(e) => e.exit_code(),
             Error::Usage(_) => exit::USAGE,
             Error::Verification(_) => exit::VERIFY,
+            Error::Failed(_) => exit::FAILURE,
             Error::Io { .. } => exit::FAILURE,
             Error::Partial { source, .. } => source.exit_code(),
         }

@@ -17,7 +17,7 @@ use crate::id::{ChunkId, SnapshotId};
 use crate::repo::Repository;
 use crate::repo::delta::DeltaEncoder;
 use crate::repo::snapshot::{
-    BackupStats, FileEntry, PgBackupInfo, SNAPSHOT_VERSION, Snapshot, SourceKind,
+    BackupStats, FileEntry, PgBackupInfo, SNAPSHOT_VERSION, Snapshot, SourceKind, StreamInfo,
 };
 use crate::repo::writer::BlobWriter;
 use crate::source::sqlite;
@@ -96,7 +96,7 @@ pub fn backup_sqlite(
         source: SourceKind::Sqlite,
         label: opts.label.clone(),
     };
-    run.commit(repo, writer, files, None)
+    run.commit(repo, writer, files, None, None)
 }
 
 /// One backup run, from its start to its snapshot.
@@ -115,6 +115,7 @@ impl Run {
         writer: BlobWriter<'_>,
         files: Vec<FileEntry>,
         postgres: Option<PgBackupInfo>,
+        stream: Option<StreamInfo>,
     ) -> Result<(SnapshotId, Snapshot)> {
         let written = writer.commit()?;
         tracing::debug!(elapsed = ?self.started.elapsed(), "packs sealed, index committed");
@@ -135,6 +136,7 @@ impl Run {
             },
             files,
             postgres,
+            stream,
         };
         let id = repo.commit_snapshot(&snapshot)?;
         Ok((id, snapshot))

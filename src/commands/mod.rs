@@ -7,4 +7,5 @@ pub mod pg_backup;
 pub mod pg_check;
 pub mod pg_restore;
 pub mod restore;
+pub mod stream;
 pub mod wal;

@@ -178,7 +178,7 @@ pub fn backup_postgres(
         source: SourceKind::Postgres,
         label: opts.label.clone(),
     };
-    run.commit(repo, writer, files, Some(info))
+    run.commit(repo, writer, files, Some(info), None)
 }
 
 /// What must hold before a backup starts, each with what to do about it.

@@ -35,6 +35,12 @@ impl<'r> DeltaEncoder<'r> {
         })
     }
 
+    /// The bytes of a blob that could serve as a base (verified), or `None`
+    /// when it cannot be read.
+    pub fn base_bytes(&mut self, base: &ChunkId) -> Option<Vec<u8>> {
+        self.reader.read(base).ok()
+    }
+
     /// The stored bytes of `data` (whose id is `id`) as a delta from `base`,
     /// or `None` when a delta does not pay or the base cannot be read.
     pub fn encode(

@@ -14,7 +14,8 @@ use crate::id::{ChunkId, SnapshotId};
 use crate::source::postgres::Lsn;
 
 /// Version 2 added PostgreSQL base backups (`source: "postgres"`, the
-/// `postgres` section, file owners). Version 1 snapshots read unchanged.
+/// `postgres` section, file owners) and command streams (`source: "pg_dump"`
+/// or `"command"`, the `stream` section). Version 1 snapshots read unchanged.
 pub const SNAPSHOT_VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -32,6 +33,19 @@ pub struct Snapshot {
     /// A PostgreSQL base backup's own facts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postgres: Option<PgBackupInfo>,
+    /// A command's output (`backup command`, `backup pg-dump`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamInfo>,
+}
+
+/// Where a stream snapshot's single file came from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// The name given with `--name`: later runs with the same name are the
+    /// same source (for deltas, listings and `--source`).
+    pub name: String,
+    /// The command line that produced the output.
+    pub command: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +53,11 @@ pub struct Snapshot {
 pub enum SourceKind {
     Sqlite,
     Postgres,
+    /// `backup pg-dump`: a pg_dump stream.
+    #[serde(rename = "pg_dump")]
+    PgDump,
+    /// `backup command`: any command's standard output.
+    Command,
 }
 
 /// What a PostgreSQL base backup needs besides its files to be restored.
@@ -163,6 +182,9 @@ impl Snapshot {
         if let Some(pg) = &self.postgres {
             return vec![pg.pgdata.display().to_string()];
         }
+        if let Some(stream) = &self.stream {
+            return vec![stream.name.clone()];
+        }
         self.files
             .iter()
             .map(|f| f.source_path.display().to_string())
@@ -219,6 +241,7 @@ mod tests {
             }],
             stats: BackupStats::default(),
             postgres: None,
+            stream: None,
         }
     }
 

@@ -487,3 +487,166 @@ fn a_killed_wal_push_never_leaves_a_wrong_segment_and_the_retry_succeeds() {
         "only {killed_midway} of 20 pushes were killed before exiting"
     );
 }
+
+#[test]
+fn pg_dump_snapshots_dedup_restore_into_a_fresh_database_and_failures_save_nothing() {
+    let f = PgFixture::new();
+    let mut c = f.cluster("primary");
+    c.start();
+    // Rows of text that compresses about 2x, like most real data.
+    c.sql(
+        "CREATE TABLE accounts (aid int PRIMARY KEY, abalance int, filler text); \
+         INSERT INTO accounts SELECT i, 0, md5(i::text) || ' ' || md5((i * 7)::text) \
+         FROM generate_series(1, 200000) i",
+    );
+    let pg_dump = format!("{}/pg_dump", crate::pg::PG_BIN);
+    let conn = c.conninfo();
+    let dump = |f: &PgFixture| -> serde_json::Value {
+        let out = f.ok(&[
+            "backup",
+            "pg-dump",
+            "--conn",
+            &conn,
+            "--pg-dump",
+            &pg_dump,
+            "--json",
+        ]);
+        serde_json::from_str(&out).unwrap()
+    };
+    let first = dump(&f);
+    // 1 % of the rows change, spread over the table.
+    c.sql("UPDATE accounts SET abalance = abalance + aid, filler = 'changed' WHERE aid % 100 = 0");
+    let second = dump(&f);
+    let added = |v: &serde_json::Value| v["stats"]["bytes_added"].as_f64().unwrap();
+    let ratio = added(&second) / added(&first);
+    eprintln!(
+        "pg_dump of {} bytes: first snapshot added {}, second {} ({ratio:.3} of the first)",
+        second["logical_size"],
+        added(&first),
+        added(&second)
+    );
+    assert!(ratio < 0.2, "the second dump added {ratio:.3} of the first");
+
+    // Restored through --stdout into a new database: the same data.
+    c.sql("CREATE DATABASE restored");
+    let mut restore = std::process::Command::new(f.bin())
+        .args([
+            "--repo",
+            f.repo().to_str().unwrap(),
+            "restore",
+            "latest",
+            "--source",
+        ])
+        .arg("pg_dump-postgres")
+        .arg("--stdout")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let psql = std::process::Command::new("psql")
+        .args([
+            "-h",
+            c.root.to_str().unwrap(),
+            "-U",
+            "postgres",
+            "-d",
+            "restored",
+            "-qX",
+        ])
+        .args(["-v", "ON_ERROR_STOP=1"])
+        .stdin(restore.stdout.take().unwrap())
+        .output()
+        .unwrap();
+    assert!(restore.wait().unwrap().success());
+    assert!(
+        psql.status.success(),
+        "{}",
+        String::from_utf8_lossy(&psql.stderr)
+    );
+    let digest = "SELECT count(*), sum(abalance), md5(string_agg(aid || ':' || abalance || filler, ',' ORDER BY aid)) FROM accounts";
+    let original = c.sql(digest);
+    let restored = std::process::Command::new("psql")
+        .args([
+            "-h",
+            c.root.to_str().unwrap(),
+            "-U",
+            "postgres",
+            "-d",
+            "restored",
+            "-qtAX",
+            "-c",
+            digest,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&restored.stdout).trim(), original);
+
+    // Failures leave no snapshot and say why.
+    let before = f.ok(&["snapshots", "--json"]);
+    let err = f.fails(
+        &[
+            "backup",
+            "pg-dump",
+            "--conn",
+            "host=/nonexistent dbname=nope",
+            "--pg-dump",
+            &pg_dump,
+        ],
+        1,
+    );
+    assert!(
+        err.contains("no snapshot was saved") && err.contains("nonexistent"),
+        "{err}"
+    );
+    let err = f.fails(
+        &[
+            "backup",
+            "command",
+            "--name",
+            "fails",
+            "--",
+            "sh",
+            "-c",
+            "echo partial; echo oops >&2; false",
+        ],
+        1,
+    );
+    assert!(
+        err.contains("exited with status 1") && err.contains("oops"),
+        "{err}"
+    );
+    let err = f.fails(
+        &[
+            "backup",
+            "command",
+            "--name",
+            "killed",
+            "--",
+            "sh",
+            "-c",
+            "echo partial; kill -9 $$",
+        ],
+        1,
+    );
+    assert!(err.contains("killed by signal 9"), "{err}");
+    // A dump cut short (a pg_dump stand-in that exits 0 halfway) is refused too.
+    let fake = f.path("fake_pg_dump");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho '-- PostgreSQL database dump'\necho 'CREATE TABLE x ();'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let err = f.fails(
+        &[
+            "backup",
+            "pg-dump",
+            "--conn",
+            &conn,
+            "--pg-dump",
+            fake.to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(err.contains("cut short"), "{err}");
+    assert_eq!(f.ok(&["snapshots", "--json"]), before);
+}
