@@ -821,10 +821,11 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             } else if !cli.quiet || !report.problems.is_empty() {
                 out(writeln!(
                     w,
-                    "checked {} snapshots, {} packs, {} chunks referenced{}",
+                    "checked {} snapshots, {} packs, {} chunks referenced, {} WAL files{}",
                     report.snapshots,
                     report.packs,
                     report.chunks_referenced,
+                    report.wal_files,
                     if *read_data {
                         format!(
                             ", {} chunks read ({})",

@@ -37,6 +37,8 @@ pub struct CheckReport {
     pub chunks_referenced: u64,
     pub chunks_read: u64,
     pub bytes_read: u64,
+    /// WAL archive files looked at (their headers; with --read-data, all of them).
+    pub wal_files: u64,
     pub problems: Vec<Problem>,
 }
 
@@ -162,6 +164,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport, Repo
             }
         }
     }
+    check_wal(repo, &list.ok, opts, &mut report, &mut affected)?;
     // Damage that no snapshot references is still reported.
     for why in bad_packs.values().chain(bad_chunks.values()) {
         affected.entry(why.clone()).or_default();
@@ -176,6 +179,55 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport, Repo
     problems.sort_by(|a, b| a.what.cmp(&b.what));
     report.problems.extend(problems);
     Ok(report)
+}
+
+/// The WAL archive: every file's header (with --read-data its content too),
+/// and, for each base backup, the WAL it needs to become consistent. A
+/// damaged segment affects the base backups of its cluster that start at or
+/// before it (their recovery would have to read it).
+fn check_wal(
+    repo: &Repository,
+    snapshots: &[(crate::id::SnapshotId, crate::repo::snapshot::Snapshot)],
+    opts: &CheckOptions,
+    report: &mut CheckReport,
+    affected: &mut HashMap<String, Vec<String>>,
+) -> Result<(), RepoError> {
+    use crate::repo::wal::{WalArchive, WalKind};
+    let archive = WalArchive::new(repo.root());
+    for sysid in archive.clusters()? {
+        for name in archive.list(sysid)? {
+            report.wal_files += 1;
+            let path = archive.locate(sysid, &name).expect("listed");
+            let result = match opts.read_data {
+                true => archive.read_file(&path, &name).map(|_| ()),
+                false => archive.header(&path).map(|_| ()),
+            };
+            let Err(e) = result else { continue };
+            let users: Vec<String> = snapshots
+                .iter()
+                .filter(|(_, s)| {
+                    s.postgres.as_ref().is_some_and(|pg| {
+                        pg.system_identifier == sysid
+                            && (name.kind == WalKind::History
+                                || name.segno(pg.wal_segment_size)
+                                    >= pg.start_lsn.0 / pg.wal_segment_size)
+                    })
+                })
+                .map(|(id, _)| id.to_hex())
+                .collect();
+            affected.entry(e.to_string()).or_default().extend(users);
+        }
+    }
+    for (id, snap) in snapshots {
+        let Some(pg) = &snap.postgres else { continue };
+        if let Err(e) = crate::commands::pg_restore::wal_for_consistency(&archive, pg) {
+            affected
+                .entry(format!("base backup {}: {e}", id.short()))
+                .or_default()
+                .push(id.to_hex());
+        }
+    }
+    Ok(())
 }
 
 /// What the pack pass found wrong.

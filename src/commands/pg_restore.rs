@@ -470,6 +470,12 @@ fn check_wal(
     Ok((WalName::segment(timeline_of(first), first, seg), last))
 }
 
+/// Checks the archive holds the WAL a base backup needs to become consistent
+/// (its start to its stop); the error names the first missing segment.
+pub fn wal_for_consistency(archive: &WalArchive, pg: &PgBackupInfo) -> Result<()> {
+    check_wal(archive, pg, &RecoveryTarget::Immediate).map(|_| ())
+}
+
 /// A span of time any moment of which a restore can reach: from when a base
 /// backup finished to the newest WAL archived without a gap after it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]

@@ -650,3 +650,55 @@ fn pg_dump_snapshots_dedup_restore_into_a_fresh_database_and_failures_save_nothi
     assert!(err.contains("cut short"), "{err}");
     assert_eq!(f.ok(&["snapshots", "--json"]), before);
 }
+
+#[test]
+fn check_reads_the_wal_archive_and_names_the_base_backups_a_damaged_segment_affects() {
+    let f = PgFixture::new();
+    let mut c = f.cluster("primary");
+    c.start();
+    make_table(&c, 2000);
+    base_backup(&f, &c);
+    let sysid = c.system_identifier();
+    let names: Vec<String> = (0..2).map(|_| c.switch_and_wait(&f.repo())).collect();
+    c.stop();
+    let out = f.ok(&["check", "--read-data"]);
+    assert!(out.contains("WAL files"), "{out}");
+    let backup_id = f.ok(&["snapshots", "--json"]);
+    let backup_id: serde_json::Value = serde_json::from_str(&backup_id).unwrap();
+    let backup_id = backup_id[0]["id"].as_str().unwrap().to_string();
+
+    // A flipped byte inside a segment archived after the backup: found by
+    // --read-data, and the base backup is named (its PITR would read it).
+    let path = f.repo().join("wal").join(&sysid).join(&names[0]);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() - 10;
+    bytes[at] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    f.ok(&["check"]); // headers only: still fine
+    let out = f.run(&["check", "--read-data", "--json"]);
+    assert_eq!(out.status.code(), Some(4));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problem = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["what"].as_str().unwrap().contains(&names[0]))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(problem["affected_snapshots"][0], backup_id.as_str());
+
+    // The segment the backup needs to be consistent, deleted: named too.
+    let start_wal: serde_json::Value =
+        serde_json::from_str(&f.ok(&["snapshots", "--json"])).unwrap();
+    let start_wal = start_wal[0]["postgres"]["start_wal"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::remove_file(f.repo().join("wal").join(&sysid).join(&start_wal)).unwrap();
+    let out = f.run(&["check"]);
+    assert_eq!(out.status.code(), Some(4));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&start_wal) && text.contains("not in the repository"),
+        "{text}"
+    );
+}
