@@ -270,6 +270,8 @@ pub enum BackupSource {
 pub enum RepairTarget {
     /// Rebuild the chunk index from the packs' own entry tables.
     Index,
+    /// Give back the index file's free space (left by copy-on-write commits).
+    CompactIndex,
 }
 
 /// Parses the command line, runs it, and returns the process exit code.
@@ -887,6 +889,22 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                     human_bytes(s.logical_bytes),
                     s.dedup_ratio
                 ))?;
+            }
+        }
+        Command::Repair {
+            what: RepairTarget::CompactIndex,
+        } => {
+            let mut repo = open(cli, Some(LockMode::Exclusive))?;
+            let started = std::time::Instant::now();
+            match repo.compact_index(0.0)? {
+                Some((before, after)) if !cli.quiet => out(writeln!(
+                    w,
+                    "index compacted: {} -> {} in {:.2}s",
+                    human_bytes(before),
+                    human_bytes(after),
+                    started.elapsed().as_secs_f64()
+                ))?,
+                _ => {}
             }
         }
         Command::Repair {

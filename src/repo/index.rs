@@ -127,6 +127,31 @@ impl Index {
         Ok(())
     }
 
+    /// Bytes of the file that redb holds free (left by copy-on-write) and the
+    /// file's length.
+    pub fn fragmentation(&self) -> Result<(u64, u64), RepoError> {
+        let e = |x: &dyn std::fmt::Display| index_err(&self.path, x);
+        let Db::ReadWrite(db) = &self.db else {
+            return Err(e(&"opened read-only"));
+        };
+        let txn = db.begin_write().map_err(|x| e(&x))?;
+        let stats = txn.stats().map_err(|x| e(&x))?;
+        txn.abort().map_err(|x| e(&x))?;
+        let len = std::fs::metadata(&self.path).map_err(|x| e(&x))?.len();
+        Ok((stats.fragmented_bytes(), len))
+    }
+
+    /// Rewrites the file without its free pages (redb's own compaction,
+    /// crash-safe). Needs no other transaction open.
+    pub fn compact(&mut self) -> Result<(), RepoError> {
+        let path = self.path.clone();
+        let Db::ReadWrite(db) = &mut self.db else {
+            return Err(index_err(&path, "opened read-only"));
+        };
+        while db.compact().map_err(|x| index_err(&path, x))? {}
+        Ok(())
+    }
+
     /// Every pack the index knows, with its recorded length.
     pub fn packs(&self) -> Result<Vec<(PackId, u64)>, RepoError> {
         let e = |x: &dyn std::fmt::Display| index_err(&self.path, x);

@@ -287,6 +287,31 @@ impl Repository {
         Ok(self.index.get().expect("opened above"))
     }
 
+    /// Compacts the index when at least `min_fraction` of its file is free
+    /// space (redb is copy-on-write: each backup's commit leaves the pages it
+    /// replaced free, and the file grows by them). Returns (before, after)
+    /// file lengths when it compacted.
+    pub fn compact_index(&mut self, min_fraction: f64) -> Result<Option<(u64, u64)>, RepoError> {
+        assert!(self.is_exclusive(), "compaction needs the exclusive lock");
+        let path = self.index_path();
+        let index = match self.index.get_mut() {
+            Some(index) => index,
+            None => {
+                let _ = self.index.set(Index::open(&path, true)?);
+                self.index.get_mut().expect("set above")
+            }
+        };
+        let (free, len) = index.fragmentation()?;
+        if (free as f64) < min_fraction * len as f64 {
+            return Ok(None);
+        }
+        index.compact()?;
+        let after = fs::metadata(&path)
+            .ctx(|| format!("reading {}", path.display()))?
+            .len();
+        Ok(Some((len, after)))
+    }
+
     /// Closes the index (so that `repair` can replace the file).
     pub fn close_index(&mut self) {
         self.index.take();
