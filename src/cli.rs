@@ -117,6 +117,10 @@ pub enum Command {
         /// PostgreSQL: recover up to this restore point (pg_create_restore_point).
         #[arg(long, value_name = "NAME", conflicts_with = "at")]
         target_name: Option<String>,
+        /// PostgreSQL: the timeline recovery follows: latest (the newest in the
+        /// repository descending from the backup's), current (the backup's), or N.
+        #[arg(long, default_value = "latest", value_name = "TIMELINE")]
+        timeline: String,
         /// PostgreSQL: what the server does at the target.
         #[arg(long, value_parser = ["promote", "pause", "shutdown"], default_value = "promote")]
         target_action: String,
@@ -618,6 +622,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             target_name,
             target_action,
             rewindb_path,
+            timeline,
             stdout,
             json,
         } => {
@@ -672,6 +677,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                     &PgRestoreOptions {
                         to,
                         target,
+                        timeline: timeline.parse().map_err(Error::Usage)?,
                         target_action: target_action.clone(),
                         rewindb_path,
                         repo_root: repo.root().to_path_buf(),

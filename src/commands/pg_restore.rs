@@ -36,10 +36,45 @@ pub enum RecoveryTarget {
     Name(String),
 }
 
+/// Which timeline recovery follows (`recovery_target_timeline`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TimelineChoice {
+    /// The newest timeline in the archive that descends from the backup's.
+    #[default]
+    Latest,
+    /// The backup's own timeline.
+    Current,
+    Id(u32),
+}
+
+impl std::str::FromStr for TimelineChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "latest" => Ok(TimelineChoice::Latest),
+            "current" => Ok(TimelineChoice::Current),
+            n => n.parse().map(TimelineChoice::Id).map_err(|_| {
+                format!("--timeline {s:?}: expected latest, current or a timeline number")
+            }),
+        }
+    }
+}
+
+impl TimelineChoice {
+    fn setting(self) -> String {
+        match self {
+            TimelineChoice::Latest => "'latest'".into(),
+            TimelineChoice::Current => "'current'".into(),
+            TimelineChoice::Id(n) => format!("'{n}'"),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct PgRestoreOptions {
     pub to: PathBuf,
     pub target: RecoveryTarget,
+    pub timeline: TimelineChoice,
     /// `recovery_target_action`: promote, pause or shutdown.
     pub target_action: String,
     /// The rewindb binary restore_command runs (the server's OS user must be
@@ -96,7 +131,7 @@ pub fn restore_postgres(
     }
     // The WAL first: nothing is written when recovery could not succeed.
     let archive = WalArchive::new(repo.root());
-    let (wal_from, wal_to) = check_wal(&archive, pg, &opts.target)?;
+    let (wal_from, wal_to) = check_wal(&archive, pg, &opts.target, opts.timeline)?;
     let parent = target_dir
         .parent()
         .ok_or_else(|| Error::Usage(format!("{}: no parent directory", target_dir.display())))?;
@@ -296,7 +331,7 @@ fn recovery_settings(pg: &PgBackupInfo, opts: &PgRestoreOptions) -> Vec<String> 
     );
     let mut out = vec![
         format!("restore_command = {}", quote(&command)),
-        "recovery_target_timeline = 'latest'".to_string(),
+        format!("recovery_target_timeline = {}", opts.timeline.setting()),
     ];
     let target = match &opts.target {
         RecoveryTarget::EndOfWal => None,
@@ -354,13 +389,27 @@ fn append_settings(root: &Path, id: SnapshotId, settings: &[String]) -> Result<(
 /// A timeline's history: (timeline, first segment number on it), oldest first.
 type Lineage = Vec<(u32, u64)>;
 
-/// The timeline recovery will follow (`recovery_target_timeline = 'latest'`:
-/// the newest one in the archive that descends from the backup's), with
-/// where each of its ancestors hands over.
-fn target_lineage(archive: &WalArchive, pg: &PgBackupInfo, names: &[WalName]) -> Result<Lineage> {
+/// The timeline recovery will follow, with where each of its ancestors hands
+/// over: the backup's own (`current`), a given one, or (`latest`) the newest
+/// in the archive that descends from the backup's.
+fn target_lineage(
+    archive: &WalArchive,
+    pg: &PgBackupInfo,
+    names: &[WalName],
+    choice: TimelineChoice,
+) -> Result<Lineage> {
     let seg = pg.wal_segment_size;
     let mut best: Lineage = vec![(pg.timeline, 0)];
-    for name in names.iter().filter(|n| n.kind == WalKind::History) {
+    let wanted = match choice {
+        TimelineChoice::Current => return Ok(best),
+        TimelineChoice::Id(n) if n == pg.timeline => return Ok(best),
+        TimelineChoice::Id(n) => Some(n),
+        TimelineChoice::Latest => None,
+    };
+    for name in names
+        .iter()
+        .filter(|n| n.kind == WalKind::History && wanted.is_none_or(|w| n.timeline == w))
+    {
         if name.timeline <= best.last().map_or(0, |l| l.0) {
             continue;
         }
@@ -393,6 +442,16 @@ fn target_lineage(archive: &WalArchive, pg: &PgBackupInfo, names: &[WalName]) ->
             best = lineage;
         }
     }
+    if let Some(n) = wanted
+        && best.last().map(|l| l.0) != Some(n)
+    {
+        return Err(Error::Usage(format!(
+            "timeline {n} cannot be followed from this base backup (timeline {}): its history \
+             file is not in the repository or it does not descend from the backup's timeline \
+             after the backup started",
+            pg.timeline
+        )));
+    }
     Ok(best)
 }
 
@@ -402,10 +461,11 @@ fn check_wal(
     archive: &WalArchive,
     pg: &PgBackupInfo,
     target: &RecoveryTarget,
+    choice: TimelineChoice,
 ) -> Result<(WalName, WalName)> {
     let seg = pg.wal_segment_size;
     let names = archive.list(pg.system_identifier)?;
-    let lineage = target_lineage(archive, pg, &names)?;
+    let lineage = target_lineage(archive, pg, &names, choice)?;
     let timeline_of = |segno: u64| {
         lineage
             .iter()
@@ -426,10 +486,19 @@ fn check_wal(
         let name = WalName::segment(timeline_of(segno), segno, seg);
         if !have(&name) {
             if segno <= must_reach {
+                let other_timeline = match name.timeline != pg.timeline {
+                    true => format!(
+                        " (recovery follows timeline {}, the newest in the repository that \
+                         descends from the backup's; give --timeline current to stay on \
+                         timeline {})",
+                        name.timeline, pg.timeline
+                    ),
+                    false => String::new(),
+                };
                 return Err(Error::Usage(format!(
                     "WAL segment {name} is not in the repository, and recovery of base backup \
-                     (start {}, timeline {}) needs it{}; nothing was written. Restore an older \
-                     base backup or an earlier target",
+                     (start {}, timeline {}) needs it{}{other_timeline}; nothing was written. \
+                     Restore an older base backup or an earlier target",
                     pg.start_lsn,
                     pg.timeline,
                     match target {
@@ -446,7 +515,11 @@ fn check_wal(
             let path = archive.locate(pg.system_identifier, &name).expect("listed");
             let header = archive.header(&path)?;
             if header.pushed_at > *t {
-                // Archived after TIME: it holds WAL written up to TIME.
+                // Archived after TIME. Push time stands in for the moment the
+                // server finished the segment (a little earlier): the stop
+                // segment is never taken as this proof, since the backup
+                // itself finished it, so a TIME just after the backup needs
+                // one more segment rather than risk recovery ending short.
                 return Ok((WalName::segment(timeline_of(first), first, seg), name));
             }
             last_header = Some((name.clone(), header));
@@ -473,7 +546,13 @@ fn check_wal(
 /// Checks the archive holds the WAL a base backup needs to become consistent
 /// (its start to its stop); the error names the first missing segment.
 pub fn wal_for_consistency(archive: &WalArchive, pg: &PgBackupInfo) -> Result<()> {
-    check_wal(archive, pg, &RecoveryTarget::Immediate).map(|_| ())
+    check_wal(
+        archive,
+        pg,
+        &RecoveryTarget::Immediate,
+        TimelineChoice::Current,
+    )
+    .map(|_| ())
 }
 
 /// A span of time any moment of which a restore can reach: from when a base
@@ -505,7 +584,12 @@ pub fn pitr_windows(
     let mut notes = Vec::new();
     for (id, snap) in list {
         let Some(pg) = &snap.postgres else { continue };
-        match check_wal(&archive, pg, &RecoveryTarget::EndOfWal) {
+        match check_wal(
+            &archive,
+            pg,
+            &RecoveryTarget::EndOfWal,
+            TimelineChoice::Latest,
+        ) {
             Ok((_, last)) => {
                 let path = archive.locate(pg.system_identifier, &last).expect("listed");
                 let to = archive.header(&path)?.pushed_at.max(pg.stop_time);

@@ -702,3 +702,64 @@ fn check_reads_the_wal_archive_and_names_the_base_backups_a_damaged_segment_affe
         "{text}"
     );
 }
+
+#[test]
+fn restore_to_a_named_restore_point_and_to_an_lsn() {
+    let f = PgFixture::new();
+    let mut c = f.cluster("primary");
+    c.start();
+    make_table(&c, 3000);
+    base_backup(&f, &c);
+    c.sql("INSERT INTO t (v) SELECT 'a' FROM generate_series(1, 111)");
+    c.sql("SELECT pg_create_restore_point('before-b')");
+    let at_point = c.sql("SELECT count(*) FROM t");
+    c.sql("INSERT INTO t (v) SELECT 'b' FROM generate_series(1, 222)");
+    let lsn = c.sql("SELECT pg_current_wal_insert_lsn()");
+    let at_lsn = c.sql("SELECT count(*) FROM t");
+    c.sql("INSERT INTO t (v) SELECT 'c' FROM generate_series(1, 333)");
+    c.switch_and_wait(&f.repo());
+    c.stop();
+    let bin = f.bin();
+    for (dir, args, want) in [
+        ("point", vec!["--target-name", "before-b"], &at_point),
+        // The first restore promoted to timeline 2, branching before the LSN:
+        // only timeline 1 reaches it.
+        (
+            "lsn",
+            vec!["--lsn", lsn.as_str(), "--timeline", "current"],
+            &at_lsn,
+        ),
+    ] {
+        let to = c.root.join(dir);
+        let mut all = vec!["--rewindb-path", bin.to_str().unwrap()];
+        all.extend(args);
+        let out = restore(&f, &to, &all);
+        assert!(
+            out.status.success(),
+            "{dir}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut r = Cluster::restored(&c.root, &to);
+        r.start();
+        wait_until_promoted(&r);
+        assert_eq!(&r.sql("SELECT count(*) FROM t"), want, "{dir}");
+        r.stop();
+    }
+    // Following the newest timeline, that LSN is not reachable: said before
+    // anything is written, with the way out.
+    let out = restore(&f, &c.root.join("y"), &["--lsn", lsn.as_str()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--timeline current"));
+    // An LSN before the base backup ended cannot be reached from it.
+    let err = f.fails(
+        &[
+            "restore",
+            "--lsn",
+            "0/10",
+            "--to",
+            c.root.join("x").to_str().unwrap(),
+        ],
+        2,
+    );
+    assert!(err.contains("no base backup ended at or before"), "{err}");
+}
