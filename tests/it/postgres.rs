@@ -402,7 +402,7 @@ fn check_postgres_proves_archiving_or_names_the_problem() {
 }
 
 #[test]
-fn a_killed_wal_push_never_leaves_a_wrong_segment_and_the_retry_succeeds() {
+fn killed_or_racing_wal_pushes_never_leave_a_wrong_segment() {
     use std::process::{Command, Stdio};
     let f = PgFixture::new();
     let mut c = f.cluster("primary");
@@ -486,6 +486,44 @@ fn a_killed_wal_push_never_leaves_a_wrong_segment_and_the_retry_succeeds() {
         killed_midway >= 5,
         "only {killed_midway} of 20 pushes were killed before exiting"
     );
+
+    // Pushes of the same segment racing each other (PostgreSQL retrying while
+    // an earlier attempt still runs): all succeed, one copy is stored.
+    for round in 0..5 {
+        let _ = std::fs::remove_file(&archived);
+        let racers: Vec<_> = (0..4)
+            .map(|_| {
+                Command::new(f.bin())
+                    .args(["--repo", scratch.to_str().unwrap(), "wal", "push"])
+                    .arg(&segment)
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for racer in racers {
+            let out = racer.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let _ = std::fs::remove_file(&fetched);
+        in_scratch(&[
+            "wal",
+            "fetch",
+            &name,
+            fetched.to_str().unwrap(),
+            "--system-id",
+            &sysid,
+        ]);
+        assert_eq!(
+            std::fs::read(&fetched).unwrap(),
+            original,
+            "race round {round}"
+        );
+    }
 }
 
 #[test]
