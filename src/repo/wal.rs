@@ -101,7 +101,9 @@ impl WalName {
         } else {
             (name, WalKind::Segment)
         };
-        if stem.len() != 24 {
+        // ASCII first: slicing a multi-byte character would panic (found by
+        // the wal_decode fuzz target).
+        if stem.len() != 24 || !stem.is_ascii() {
             return Err(bad());
         }
         let (timeline, log, seg) = (
@@ -398,20 +400,11 @@ impl WalArchive {
     /// Reads an archived file back, verified against its blake3.
     pub fn read_file(&self, path: &Path, name: &WalName) -> Result<Vec<u8>, RepoError> {
         let bytes = fs::read(path).ctx(|| format!("reading {}", path.display()))?;
-        let corrupt = |detail: String| {
-            RepoError::corrupt(format!("WAL file {name} ({})", path.display()), detail)
-        };
-        let header = ArchivedHeader::decode(&bytes).map_err(corrupt)?;
-        let payload = &bytes[HEADER_LEN..];
-        let raw = match header.compression {
-            COMPRESSION_NONE => payload.to_vec(),
-            _ => zstd::bulk::decompress(payload, header.raw_len as usize)
-                .map_err(|e| corrupt(format!("does not decompress: {e}")))?,
-        };
-        if raw.len() as u64 != header.raw_len || *blake3::hash(&raw).as_bytes() != header.blake3 {
-            return Err(corrupt("its content does not match its blake3".into()));
-        }
-        Ok(raw)
+        decode_archived(&bytes)
+            .map(|(_, raw)| raw)
+            .map_err(|detail| {
+                RepoError::corrupt(format!("WAL file {name} ({})", path.display()), detail)
+            })
     }
 
     /// Reads only an archived file's header.
@@ -442,6 +435,39 @@ impl WalArchive {
         out.sort();
         Ok(out)
     }
+}
+
+/// Largest archive file decoded in one call (its output allocated at once).
+const BULK_DECODE_MAX: u64 = 64 << 20;
+
+/// Decodes a whole archive file: header, payload, and the blake3 check.
+/// Output is allocated at once up to [`BULK_DECODE_MAX`]; beyond, it grows
+/// as it is decoded and stops one byte past the length the header promises,
+/// so a damaged header cannot make it allocate much more than that.
+pub fn decode_archived(bytes: &[u8]) -> Result<(ArchivedHeader, Vec<u8>), String> {
+    use std::io::Read;
+    let header = ArchivedHeader::decode(bytes)?;
+    let payload = &bytes[HEADER_LEN..];
+    let raw = match header.compression {
+        COMPRESSION_NONE => payload.to_vec(),
+        // Up to 64 MiB (any usual segment size) in one call, which fetch
+        // measured 13 % faster; beyond, as a stream.
+        _ if header.raw_len <= BULK_DECODE_MAX => {
+            zstd::bulk::decompress(payload, header.raw_len as usize)
+                .map_err(|e| format!("does not decompress: {e}"))?
+        }
+        _ => {
+            let mut raw = Vec::new();
+            zstd::stream::read::Decoder::new(payload)
+                .and_then(|d| d.take(header.raw_len + 1).read_to_end(&mut raw))
+                .map_err(|e| format!("does not decompress: {e}"))?;
+            raw
+        }
+    };
+    if raw.len() as u64 != header.raw_len || *blake3::hash(&raw).as_bytes() != header.blake3 {
+        return Err("its content does not match its blake3".into());
+    }
+    Ok((header, raw))
 }
 
 /// Positional reads: a file, or bytes in memory.
@@ -560,6 +586,7 @@ mod tests {
             "0000001.history",
             "000000010000000000000002.0000028.backup",
             "../00000001.history",
+            "0000000\u{c430}000'\0\0\0\0\0\0\0001",
         ] {
             assert!(WalName::parse(bad).is_err(), "{bad:?} accepted");
         }
@@ -593,6 +620,14 @@ mod tests {
         let path = archive.locate(1, &name).unwrap();
         assert_eq!(archive.read_file(&path, &name).unwrap(), noise);
         assert_eq!(archive.header(&path).unwrap().compression, COMPRESSION_NONE);
+        // Past BULK_DECODE_MAX, decoding streams; the result is the same.
+        let big = vec![7u8; (BULK_DECODE_MAX + 4096) as usize];
+        let name = WalName::parse("0000000B.history").unwrap();
+        archive
+            .push(1, &name, big.as_slice(), big.len() as u64)
+            .unwrap();
+        let path = archive.locate(1, &name).unwrap();
+        assert!(archive.read_file(&path, &name).unwrap() == big);
     }
 
     #[test]
