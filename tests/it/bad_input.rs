@@ -13,6 +13,8 @@ fn bad_inputs_are_refused_and_leave_the_repository_untouched() {
     let mut truncated = std::fs::read(&db).unwrap();
     truncated.truncate(50);
     std::fs::write(f.path("truncated.db"), truncated).unwrap();
+    // Named like a WAL segment, but not one.
+    std::fs::write(f.path("000000010000000000000001"), vec![7u8; 4096]).unwrap();
 
     let before = f.repo_state();
     let cases: &[(&[&str], i32, &str)] = &[
@@ -76,6 +78,33 @@ fn bad_inputs_are_refused_and_leave_the_repository_untouched() {
             "no file named",
         ),
         (&["init"], 2, "already exists"),
+        (&["wal", "push", "notes.txt"], 2, "is not a WAL file name"),
+        (
+            &["wal", "push", "000000010000000000000001"],
+            2,
+            "not a WAL segment",
+        ),
+        (
+            &["wal", "fetch", "00000001000000000000000g", "x.db"],
+            2,
+            "is not a WAL file name",
+        ),
+        (
+            &["restore", "--lsn", "16B3748", "--to", "x.db"],
+            2,
+            "is not an LSN",
+        ),
+        (
+            &["backup", "postgres", "--pgdata", "."],
+            2,
+            "not a PostgreSQL data directory",
+        ),
+        (
+            &["backup", "postgres", "--pgdata", "nowhere"],
+            2,
+            "no such directory",
+        ),
+        (&["backup", "command", "--name", "x"], 2, "required"),
     ];
     for (args, code, needle) in cases {
         let err = f.fails(args, *code);
