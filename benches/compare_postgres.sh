@@ -65,21 +65,24 @@ chown -R postgres:postgres "$WORK"
 RW="$WORK/rewindb"
 RWREPO="$WORK/rw-repo"
 BRCONF="$WORK/pgbackrest.conf"
-cat >"$BRCONF" <<EOF
+# pgBackRest's configuration: file, repository path, extra [global] lines.
+br_conf() {
+    cat >"$1" <<EOF
 [global]
-repo1-path=$WORK/br-repo
-repo1-retention-full=10
-start-fast=y
+repo1-path=$2
 log-level-console=warn
 log-path=$WORK/br-log
 lock-path=$WORK/br-lock
+${3:-}
 
 [bench]
 pg1-path=$WORK/data
 pg1-socket-path=$WORK
 pg1-port=$PORT
 EOF
-chown postgres:postgres "$BRCONF"
+    chown postgres:postgres "$1"
+}
+br_conf "$BRCONF" "$WORK/br-repo" $'repo1-retention-full=10\nstart-fast=y'
 BR=(pgbackrest --config="$BRCONF" --stanza=bench)
 
 log "initdb, pgbench -i -s $SCALE"
@@ -142,19 +145,7 @@ for f in $(ls "$RWREPO/wal/$SYSID" | grep -E '^[0-9A-F]{24}$' | sort); do
 done
 chown -R postgres:postgres "$WORK/segs"
 as_pg "$RW" --repo "$WORK/rw-scratch" init >/dev/null
-cat >"$WORK/pgbackrest-scratch.conf" <<EOF
-[global]
-repo1-path=$WORK/br-scratch
-log-level-console=warn
-log-path=$WORK/br-log
-lock-path=$WORK/br-lock
-
-[bench]
-pg1-path=$WORK/data
-pg1-socket-path=$WORK
-pg1-port=$PORT
-EOF
-chown postgres:postgres "$WORK/pgbackrest-scratch.conf"
+br_conf "$WORK/pgbackrest-scratch.conf" "$WORK/br-scratch"
 BRS=(pgbackrest --config="$WORK/pgbackrest-scratch.conf" --stanza=bench)
 as_pg "${BRS[@]}" stanza-create >/dev/null
 sync

@@ -194,12 +194,14 @@ fn check_wal(
 ) -> Result<(), RepoError> {
     use crate::repo::wal::{WalArchive, WalKind};
     let archive = WalArchive::new(repo.root());
+    let mut listings: HashMap<u64, Vec<crate::repo::wal::WalName>> = HashMap::new();
     for sysid in archive.clusters()? {
-        for name in archive.list(sysid)? {
+        let names = listings.entry(sysid).or_insert(archive.list(sysid)?);
+        for name in names.iter() {
             report.wal_files += 1;
-            let path = archive.locate(sysid, &name).expect("listed");
+            let path = archive.locate(sysid, name).expect("listed");
             let result = match opts.read_data {
-                true => archive.read_file(&path, &name).map(|_| ()),
+                true => archive.read_file(&path, name).map(|_| ()),
                 false => archive.header(&path).map(|_| ()),
             };
             let Err(e) = result else { continue };
@@ -220,7 +222,10 @@ fn check_wal(
     }
     for (id, snap) in snapshots {
         let Some(pg) = &snap.postgres else { continue };
-        if let Err(e) = crate::commands::pg_restore::wal_for_consistency(&archive, pg) {
+        let names = listings
+            .get(&pg.system_identifier)
+            .map_or(&[][..], Vec::as_slice);
+        if let Err(e) = crate::commands::pg_restore::wal_for_consistency(&archive, names, pg) {
             affected
                 .entry(format!("base backup {}: {e}", id.short()))
                 .or_default()

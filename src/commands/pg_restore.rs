@@ -7,6 +7,8 @@
 //! staging directory is renamed to the target. `pg_ctl start` on the target
 //! replays WAL through `rewindb wal fetch` up to the target.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -131,7 +133,8 @@ pub fn restore_postgres(
     }
     // The WAL first: nothing is written when recovery could not succeed.
     let archive = WalArchive::new(repo.root());
-    let (wal_from, wal_to) = check_wal(&archive, pg, &opts.target, opts.timeline)?;
+    let names = archive.list(pg.system_identifier)?;
+    let (wal_from, wal_to) = check_wal(&archive, &names, pg, &opts.target, opts.timeline)?;
     let parent = target_dir
         .parent()
         .ok_or_else(|| Error::Usage(format!("{}: no parent directory", target_dir.display())))?;
@@ -457,15 +460,16 @@ fn target_lineage(
 
 /// Checks the archive holds every WAL segment recovery will read, from the
 /// backup's start to the target. Returns the first and last segment.
+/// `names` is the cluster's archive listing ([`WalArchive::list`]), sorted.
 fn check_wal(
     archive: &WalArchive,
+    names: &[WalName],
     pg: &PgBackupInfo,
     target: &RecoveryTarget,
     choice: TimelineChoice,
 ) -> Result<(WalName, WalName)> {
     let seg = pg.wal_segment_size;
-    let names = archive.list(pg.system_identifier)?;
-    let lineage = target_lineage(archive, pg, &names, choice)?;
+    let lineage = target_lineage(archive, pg, names, choice)?;
     let timeline_of = |segno: u64| {
         lineage
             .iter()
@@ -545,9 +549,15 @@ fn check_wal(
 
 /// Checks the archive holds the WAL a base backup needs to become consistent
 /// (its start to its stop); the error names the first missing segment.
-pub fn wal_for_consistency(archive: &WalArchive, pg: &PgBackupInfo) -> Result<()> {
+/// `names` is the cluster's archive listing.
+pub fn wal_for_consistency(
+    archive: &WalArchive,
+    names: &[WalName],
+    pg: &PgBackupInfo,
+) -> Result<()> {
     check_wal(
         archive,
+        names,
         pg,
         &RecoveryTarget::Immediate,
         TimelineChoice::Current,
@@ -582,10 +592,17 @@ pub fn pitr_windows(
     let archive = WalArchive::new(repo.root());
     let mut windows: Vec<PitrWindow> = Vec::new();
     let mut notes = Vec::new();
+    // Each cluster's archive is listed once, however many backups it has.
+    let mut listings: HashMap<u64, Vec<WalName>> = HashMap::new();
     for (id, snap) in list {
         let Some(pg) = &snap.postgres else { continue };
+        let names = match listings.entry(pg.system_identifier) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(archive.list(pg.system_identifier)?),
+        };
         match check_wal(
             &archive,
+            names,
             pg,
             &RecoveryTarget::EndOfWal,
             TimelineChoice::Latest,

@@ -15,7 +15,7 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use crate::commands::backup::Run;
+use crate::commands::backup::{Run, StoredFile};
 use crate::error::{Error, Result, io_err};
 use crate::id::{ChunkId, SnapshotId};
 use crate::repo::Repository;
@@ -152,8 +152,8 @@ pub fn backup_stream(repo: &Repository, opts: &StreamOptions) -> Result<(Snapsho
             _ => format!("failed ({status})"),
         }));
     }
-    let stored = stored?;
-    if opts.kind == SourceKind::PgDump && !stored.ends_with(PG_DUMP_COMPLETE) {
+    let (stored, tail) = stored?;
+    if opts.kind == SourceKind::PgDump && !has_line(&tail, PG_DUMP_COMPLETE) {
         // Exit status 0 and no completion line: the dump was cut short.
         return Err(failed(format!(
             "exited 0 but its output does not end with {PG_DUMP_COMPLETE:?} (cut short?)"
@@ -186,31 +186,22 @@ pub fn backup_stream(repo: &Repository, opts: &StreamOptions) -> Result<(Snapsho
     run.commit(repo, writer, vec![file], None, Some(info))
 }
 
-/// What was stored of a stream.
-struct StoredStream {
-    ids: Vec<ChunkId>,
-    blake3: blake3::Hash,
-    size: u64,
-    /// The stream's last 512 bytes (for the completeness check).
-    tail: Vec<u8>,
+/// Whether `line` is among the last lines of `tail` (pg_dump 15.14 and later
+/// follow the completion line with an `\unrestrict` line).
+fn has_line(tail: &[u8], line: &str) -> bool {
+    String::from_utf8_lossy(tail)
+        .lines()
+        .any(|l| l.trim_end() == line)
 }
 
-impl StoredStream {
-    /// Whether `line` is among the stream's last lines (pg_dump 15.14 and
-    /// later follow the completion line with an `\unrestrict` line).
-    fn ends_with(&self, line: &str) -> bool {
-        String::from_utf8_lossy(&self.tail)
-            .lines()
-            .any(|l| l.trim_end() == line)
-    }
-}
-
+/// Stores the stream; returns it as stored and its last 512 bytes (for the
+/// completeness check).
 fn store_stream(
     writer: &mut BlobWriter<'_>,
     encoder: &mut DeltaEncoder<'_>,
     source: impl Read,
     bases: &[ChunkId],
-) -> Result<StoredStream> {
+) -> Result<(StoredFile, Vec<u8>)> {
     let params = writer.chunker();
     let position: HashMap<ChunkId, usize> =
         bases.iter().enumerate().map(|(i, id)| (*id, i)).collect();
@@ -250,12 +241,12 @@ fn store_stream(
         tail.extend_from_slice(&data[data.len().saturating_sub(512)..]);
         tail.drain(..tail.len().saturating_sub(512));
     }
-    Ok(StoredStream {
+    let stored = StoredFile {
         ids,
         blake3: hasher.finalize(),
         size,
-        tail,
-    })
+    };
+    Ok((stored, tail))
 }
 
 /// Bytes compared at the start of a changed chunk and its candidate base.

@@ -250,13 +250,6 @@ pub enum Pushed {
     AlreadyArchived,
 }
 
-/// An archived file as listed.
-#[derive(Clone, Debug)]
-pub struct Archived {
-    pub name: WalName,
-    pub header: ArchivedHeader,
-}
-
 impl WalArchive {
     /// The archive of the repository at `repo_root` (its directory is created
     /// on the first push).

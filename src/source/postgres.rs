@@ -110,7 +110,10 @@ impl PgSession {
             let (client, connection) = config
                 .connect(tokio_postgres::NoTls)
                 .await
-                .map_err(pg_err(conninfo, "cannot connect"))?;
+                .map_err(pg_err(
+                    conninfo,
+                    "cannot connect (check --conn: host or socket directory, port, user, dbname; and that the server runs)",
+                ))?;
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::warn!("PostgreSQL connection ended: {e}");

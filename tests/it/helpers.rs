@@ -9,6 +9,29 @@ use rusqlite::Connection;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_rewindb");
 
+/// Asserts that rewindb `args` succeeded; returns its stdout.
+pub fn succeeded(args: &[&str], out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "rewindb {args:?} failed ({:?}):\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Asserts that rewindb `args` exited with `code`; returns its stderr.
+pub fn exited_with(args: &[&str], out: Output, code: i32) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "rewindb {args:?}: stdout {}\nstderr {stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    stderr
+}
+
 /// A temporary directory with a repository path inside it (not yet created).
 pub struct Fixture {
     pub dir: tempfile::TempDir,
@@ -50,27 +73,12 @@ impl Fixture {
 
     /// Runs rewindb and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "rewindb {args:?} failed ({:?}):\n{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        succeeded(args, self.run(args))
     }
 
     /// Runs rewindb, asserts it exits with `code`; returns stderr.
     pub fn fails(&self, args: &[&str], code: i32) -> String {
-        let out = self.run(args);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "rewindb {args:?}: stdout {}\nstderr {stderr}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        stderr
+        exited_with(args, self.run(args), code)
     }
 
     /// `snapshots --json`, parsed.

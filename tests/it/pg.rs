@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::helpers::BIN;
+use crate::helpers::{BIN, exited_with, succeeded};
 
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 const PORT: &str = "5432";
@@ -85,27 +85,12 @@ impl PgFixture {
     }
 
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "rewindb {args:?} failed ({:?}):\n{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        succeeded(args, self.run(args))
     }
 
     /// Runs rewindb, asserts it exits with `code`; returns stderr.
     pub fn fails(&self, args: &[&str], code: i32) -> String {
-        let out = self.run(args);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "rewindb {args:?}: stdout {}\nstderr {stderr}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        stderr
+        exited_with(args, self.run(args), code)
     }
 
     /// Creates a cluster in `name` (not started) archiving into the repository.

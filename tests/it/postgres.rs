@@ -430,11 +430,7 @@ fn killed_or_racing_wal_pushes_never_leave_a_wrong_segment() {
             .args(args)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::helpers::succeeded(args, out);
     };
     in_scratch(&["init"]);
     let archived = scratch.join("wal").join(&sysid).join(&name);
