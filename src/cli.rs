@@ -14,6 +14,8 @@ use serde_json::json;
 
 use crate::commands::backup::{BackupOptions, backup_sqlite, validate_sqlite_sources};
 use crate::commands::check::{CheckOptions, check, short_ids};
+use crate::commands::forget::{ForgetOptions, SourcePlan, forget};
+use crate::commands::gc::{GcOptions, GcReport, gc};
 use crate::commands::maintenance::{repair_index, stats};
 use crate::commands::pg_backup::{PgBackupOptions, backup_postgres, describe, parse_lsn};
 use crate::commands::pg_restore::{
@@ -26,6 +28,7 @@ use crate::repo::lock::LockMode;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::snapshot::SourceKind;
 use crate::repo::{OpenOptions, Repository};
+use crate::retention::Policy;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -145,6 +148,74 @@ pub enum Command {
     },
     /// Stored size, logical size and dedup ratio.
     Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove snapshots by a retention policy, applied to each source (a set
+    /// of databases, a cluster, a stream) on its own, or by id. The newest
+    /// snapshot of a source and protected snapshots are always kept. Data goes
+    /// only with `gc`.
+    Forget {
+        /// Snapshots to remove (ids or unique prefixes) instead of a policy.
+        #[arg(value_name = "ID")]
+        ids: Vec<String>,
+        /// Keep the N newest snapshots.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_last: u32,
+        /// Keep the newest snapshot of each of the N most recent hours that have one (UTC).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_hourly: u32,
+        /// ... of each of the N most recent days (UTC).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_daily: u32,
+        /// ... of each of the N most recent ISO weeks (UTC).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_weekly: u32,
+        /// ... of each of the N most recent months (UTC).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_monthly: u32,
+        /// ... of each of the N most recent years (UTC).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_yearly: u32,
+        /// Keep every snapshot taken within DURATION of the source's newest
+        /// ("7d", "36h", "2w", "1y 6mo").
+        #[arg(long, value_name = "DURATION")]
+        keep_within: Option<String>,
+        /// Keep snapshots whose label (`backup --label`) is LABEL (repeatable).
+        #[arg(long, value_name = "LABEL")]
+        keep_label: Vec<String>,
+        /// Apply the policy only to this source (database path or name, data
+        /// directory, stream name).
+        #[arg(long, value_name = "SOURCE")]
+        source: Option<String>,
+        /// Print what would be removed, and why each survivor is kept; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Protect snapshots from every retention policy.
+    Protect {
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Lift the protection of snapshots.
+    Unprotect {
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Reclaim space: delete packs no snapshot needs, rewrite packs that are
+    /// mostly garbage, and delete PostgreSQL WAL older than every retained base
+    /// backup. Waits for running backups (it takes the repository lock).
+    Gc {
+        /// Report what would be reclaimed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Rewrite packs whose live share is below this fraction (0: never
+        /// rewrite; 1: rewrite every pack with any garbage). Packs with nothing
+        /// live are always deleted.
+        #[arg(long, value_name = "FRACTION", default_value_t = crate::commands::gc::DEFAULT_REPACK_THRESHOLD)]
+        repack_threshold: f64,
         #[arg(long)]
         json: bool,
     },
@@ -585,12 +656,14 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 );
             }
             let (windows, notes) = pitr_windows(&repo, &list.ok)?;
+            let protected = repo.protected()?;
             if *json {
                 let arr: Vec<_> = list
                     .ok
                     .iter()
                     .map(|(id, s)| {
                         let mut v = snapshot_json(&id.to_hex(), s);
+                        v["protected"] = json!(protected.contains(id));
                         if let Some(pg) = &s.postgres {
                             // The window this base backup opens or belongs to.
                             let window = windows.iter().find(|w| {
@@ -605,7 +678,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                     .collect();
                 out(writeln!(w, "{}", serde_json::Value::Array(arr)))?;
             } else if !cli.quiet {
-                out(print_snapshots(&mut w, &list.ok))?;
+                out(print_snapshots(&mut w, &list.ok, &protected))?;
                 out(print_windows(&mut w, &windows, &notes))?;
             }
         }
@@ -897,6 +970,92 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 ))?;
             }
         }
+        Command::Forget {
+            ids,
+            keep_last,
+            keep_hourly,
+            keep_daily,
+            keep_weekly,
+            keep_monthly,
+            keep_yearly,
+            keep_within,
+            keep_label,
+            source,
+            dry_run,
+            json,
+        } => {
+            let within = keep_within
+                .as_deref()
+                .map(crate::retention::parse_span)
+                .transpose()
+                .map_err(Error::Usage)?;
+            let opts = ForgetOptions {
+                policy: Policy {
+                    last: *keep_last,
+                    hourly: *keep_hourly,
+                    daily: *keep_daily,
+                    weekly: *keep_weekly,
+                    monthly: *keep_monthly,
+                    yearly: *keep_yearly,
+                    within,
+                    keep_labels: keep_label.clone(),
+                },
+                ids: ids.clone(),
+                source: source.clone(),
+                dry_run: *dry_run,
+            };
+            let lock = if *dry_run {
+                LockMode::Shared
+            } else {
+                LockMode::Exclusive
+            };
+            let repo = open(cli, Some(lock))?;
+            let plans = forget(&repo, &opts)?;
+            if *json {
+                out(writeln!(w, "{}", serde_json::to_string(&plans).unwrap()))?;
+            } else if !cli.quiet {
+                out(print_forget(&mut w, &plans, *dry_run))?;
+            }
+        }
+        Command::Protect { ids } | Command::Unprotect { ids } => {
+            let on = matches!(cli.command, Command::Protect { .. });
+            let repo = open(cli, Some(LockMode::Exclusive))?;
+            let list = repo.snapshots()?;
+            let found: Vec<crate::id::SnapshotId> = ids
+                .iter()
+                .map(|spec| list.find(spec).map(|(id, _)| *id))
+                .collect::<Result<_, _>>()?;
+            for id in &found {
+                repo.set_protected(id, on)?;
+                if !cli.quiet {
+                    let verb = if on {
+                        "protected"
+                    } else {
+                        "no longer protected"
+                    };
+                    out(writeln!(w, "snapshot {} {verb}", id.short()))?;
+                }
+            }
+        }
+        Command::Gc {
+            dry_run,
+            repack_threshold,
+            json,
+        } => {
+            let mut repo = open(cli, Some(LockMode::Exclusive))?;
+            let report = gc(
+                &mut repo,
+                &GcOptions {
+                    dry_run: *dry_run,
+                    repack_threshold: *repack_threshold,
+                },
+            )?;
+            if *json {
+                out(writeln!(w, "{}", serde_json::to_string(&report).unwrap()))?;
+            } else if !cli.quiet {
+                out(print_gc(&mut w, &report))?;
+            }
+        }
         Command::Repair {
             what: RepairTarget::CompactIndex,
         } => {
@@ -983,6 +1142,7 @@ fn snapshot_json(id: &str, s: &Snapshot) -> serde_json::Value {
 fn print_snapshots(
     w: &mut impl Write,
     list: &[(crate::id::SnapshotId, Snapshot)],
+    protected: &std::collections::HashSet<crate::id::SnapshotId>,
 ) -> io::Result<()> {
     if list.is_empty() {
         return writeln!(w, "no snapshots");
@@ -1004,10 +1164,94 @@ fn print_snapshots(
             match &s.postgres {
                 Some(pg) => format!("postgres {} ({})", pg.pgdata.display(), describe(pg)),
                 None => s.sources().join(", "),
+            } + if protected.contains(id) {
+                " [protected]"
+            } else {
+                ""
             }
         )?;
     }
     writeln!(w, "{} snapshot(s)", list.len())
+}
+
+fn print_forget(w: &mut impl Write, plans: &[SourcePlan], dry_run: bool) -> io::Result<()> {
+    let verb = if dry_run { "would forget" } else { "forgot" };
+    for plan in plans {
+        writeln!(
+            w,
+            "{}: keep {}, {verb} {}",
+            plan.source,
+            plan.keep.len(),
+            plan.forget.len()
+        )?;
+        for k in &plan.keep {
+            let reasons: Vec<String> = k.reasons.iter().map(|r| r.to_string()).collect();
+            writeln!(
+                w,
+                "  keep    {}  {}  ({})",
+                k.id.short(),
+                k.time.strftime("%Y-%m-%d %H:%M:%S"),
+                reasons.join(", ")
+            )?;
+        }
+        for f in &plan.forget {
+            writeln!(
+                w,
+                "  forget  {}  {}",
+                f.id.short(),
+                f.time.strftime("%Y-%m-%d %H:%M:%S")
+            )?;
+        }
+    }
+    if plans.iter().any(|p| !p.forget.is_empty()) && !dry_run {
+        writeln!(w, "run `rewindb gc` to reclaim the space they used")?;
+    }
+    Ok(())
+}
+
+fn print_gc(w: &mut impl Write, r: &GcReport) -> io::Result<()> {
+    let (delete, rewrite, reclaimed) = if r.dry_run {
+        ("would delete", "would rewrite", "would reclaim")
+    } else {
+        ("deleted", "rewrote", "reclaimed")
+    };
+    writeln!(
+        w,
+        "{} snapshot(s), {} live chunks; {} packs: {delete} {}, {rewrite} {}",
+        r.snapshots, r.live_chunks, r.packs_before, r.packs_deleted, r.packs_rewritten
+    )?;
+    writeln!(
+        w,
+        "pack data: {} -> {}{}",
+        human_bytes(r.pack_bytes_before),
+        human_bytes(r.pack_bytes_after),
+        if r.dry_run { " (estimated)" } else { "" }
+    )?;
+    if r.wal_files_removed > 0 {
+        writeln!(
+            w,
+            "WAL: {} file(s) no retained base backup needs, {}",
+            r.wal_files_removed,
+            human_bytes(r.wal_bytes_removed)
+        )?;
+    }
+    if let Some((before, after)) = r.index_compacted {
+        writeln!(
+            w,
+            "index compacted: {} -> {}",
+            human_bytes(before),
+            human_bytes(after)
+        )?;
+    }
+    for note in &r.notes {
+        writeln!(w, "note: {note}")?;
+    }
+    writeln!(
+        w,
+        "{reclaimed} {} in {:.2}s",
+        human_bytes(r.reclaimed_bytes),
+        r.duration_secs
+    )
 }
 
 fn print_windows(w: &mut impl Write, windows: &[PitrWindow], notes: &[String]) -> io::Result<()> {

@@ -1,7 +1,7 @@
 //! rewindb: backups of databases into a content-addressed, deduplicated repository.
 //!
 //! Layers, from the bottom (see `docs/ARCHITECTURE.md` for the code map):
-//! - [`id`], [`chunker`], [`time`]: pure values and logic, no I/O;
+//! - [`id`], [`chunker`], [`time`], [`retention`]: pure values and logic, no I/O;
 //! - [`repo`]: the repository on disk (packs, index, snapshots, lock);
 //! - [`source`]: reading databases consistently;
 //! - [`commands`]: what each subcommand does, as library functions;
@@ -14,5 +14,6 @@ pub mod error;
 pub mod filehash;
 pub mod id;
 pub mod repo;
+pub mod retention;
 pub mod source;
 pub mod time;

@@ -2,6 +2,8 @@
 
 pub mod backup;
 pub mod check;
+pub mod forget;
+pub mod gc;
 pub mod maintenance;
 pub mod pg_backup;
 pub mod pg_check;

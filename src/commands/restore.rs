@@ -237,6 +237,23 @@ pub struct RestoredFile {
     pub safety_copy: Option<PathBuf>,
 }
 
+/// Whether a snapshot is of the source a user named (`--source`): a database
+/// path or file name, a data directory, or a stream's name.
+pub fn is_of_source(s: &Snapshot, src: &str) -> bool {
+    if s.postgres.is_some() || s.stream.is_some() {
+        return s.sources().iter().any(|p| {
+            p == src
+                || Path::new(p) == Path::new(src)
+                || std::path::absolute(src).is_ok_and(|a| a == Path::new(p))
+        });
+    }
+    s.files.iter().any(|f| {
+        f.name == src
+            || f.source_path == Path::new(src)
+            || std::path::absolute(src).is_ok_and(|a| a == f.source_path)
+    })
+}
+
 /// Chooses the snapshot named by `spec` (an id prefix or `latest`), or the
 /// newest at or before `at`, among those of `source` if given. A PostgreSQL
 /// base backup counts as of when it finished (it is consistent from then).
@@ -246,18 +263,7 @@ pub fn select_snapshot<'a>(
     at: Option<Timestamp>,
     source: Option<&str>,
 ) -> Result<&'a (SnapshotId, Snapshot)> {
-    let matches_source = |s: &Snapshot| match source {
-        None => true,
-        Some(src) if s.postgres.is_some() => s.sources().iter().any(|p| {
-            Path::new(p) == Path::new(src)
-                || std::path::absolute(src).is_ok_and(|a| a == Path::new(p))
-        }),
-        Some(src) => s.files.iter().any(|f| {
-            f.name == src
-                || f.source_path == Path::new(src)
-                || std::path::absolute(src).is_ok_and(|a| a == f.source_path)
-        }),
-    };
+    let matches_source = |s: &Snapshot| source.is_none_or(|src| is_of_source(s, src));
     match (spec, at) {
         (Some(_), Some(_)) => Err(Error::Usage(
             "give either a snapshot or --at TIME, not both".into(),

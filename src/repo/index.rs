@@ -127,6 +127,64 @@ impl Index {
         Ok(())
     }
 
+    /// gc's one durable transaction: drops the `removed` packs and every
+    /// chunk entry that still points into one of them, drops the entries of
+    /// `dead` blobs (id, the pack it is in) that still point there, then
+    /// records the `added` packs (which hold the live blobs moved out of the
+    /// removed ones, so their entries replace the old locations).
+    pub fn replace_packs(
+        &self,
+        removed: &[SealedPack],
+        dead: &[(ChunkId, PackId)],
+        added: &[SealedPack],
+    ) -> Result<(), RepoError> {
+        let e = |x: &dyn std::fmt::Display| index_err(&self.path, x);
+        let Db::ReadWrite(db) = &self.db else {
+            return Err(e(&"opened read-only"));
+        };
+        let txn = db.begin_write().map_err(|x| e(&x))?;
+        {
+            let mut chunks = txn.open_table(CHUNKS).map_err(|x| e(&x))?;
+            let mut pack_table = txn.open_table(PACKS).map_err(|x| e(&x))?;
+            for pack in removed {
+                pack_table.remove(pack.id.as_bytes()).map_err(|x| e(&x))?;
+                for entry in &pack.entries {
+                    let here = chunks
+                        .get(entry.id.as_bytes())
+                        .map_err(|x| e(&x))?
+                        .is_some_and(|v| v.value()[..32] == *pack.id.as_bytes());
+                    if here {
+                        chunks.remove(entry.id.as_bytes()).map_err(|x| e(&x))?;
+                    }
+                }
+            }
+            for (id, pack) in dead {
+                let here = chunks
+                    .get(id.as_bytes())
+                    .map_err(|x| e(&x))?
+                    .is_some_and(|v| v.value()[..32] == *pack.as_bytes());
+                if here {
+                    chunks.remove(id.as_bytes()).map_err(|x| e(&x))?;
+                }
+            }
+            let mut value = [0u8; 50];
+            for pack in added {
+                pack_table
+                    .insert(pack.id.as_bytes(), pack.len)
+                    .map_err(|x| e(&x))?;
+                value[..32].copy_from_slice(pack.id.as_bytes());
+                for entry in &pack.entries {
+                    entry.encode_location((&mut value[32..]).try_into().unwrap());
+                    chunks
+                        .insert(entry.id.as_bytes(), &value)
+                        .map_err(|x| e(&x))?;
+                }
+            }
+        }
+        txn.commit().map_err(|x| e(&x))?;
+        Ok(())
+    }
+
     /// Bytes of the file that redb holds free (left by copy-on-write) and the
     /// file's length.
     pub fn fragmentation(&self) -> Result<(u64, u64), RepoError> {

@@ -15,6 +15,7 @@ pub mod snapshot;
 pub mod wal;
 pub mod writer;
 
+use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -383,6 +384,56 @@ impl Repository {
         fsutil::write_atomic(&self.tmp_dir(), &path, &bytes)
             .ctx(|| format!("writing snapshot {}", path.display()))?;
         Ok(id)
+    }
+
+    fn protected_dir(&self) -> PathBuf {
+        self.root.join("protected")
+    }
+
+    /// Snapshots that no retention policy removes (`rewindb protect`): one
+    /// empty file `protected/<snapshot id>` each.
+    pub fn protected(&self) -> Result<HashSet<SnapshotId>, RepoError> {
+        let dir = self.protected_dir();
+        let mut out = HashSet::new();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e).ctx(|| format!("listing {}", dir.display())),
+        };
+        for f in entries {
+            let path = f.ctx(|| format!("listing {}", dir.display()))?.path();
+            if let Some(id) = id_from_file_name::<SnapshotId>(&path, "") {
+                out.insert(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Protects a snapshot from retention policies, or lifts the protection.
+    pub fn set_protected(&self, id: &SnapshotId, on: bool) -> Result<(), RepoError> {
+        let dir = self.protected_dir();
+        let path = dir.join(id.to_hex());
+        if on {
+            fsutil::create_dir_durable(&dir).ctx(|| format!("creating {}", dir.display()))?;
+            fsutil::write_atomic(&self.tmp_dir(), &path, b"")
+                .ctx(|| format!("writing {}", path.display()))
+        } else {
+            match fs::remove_file(&path) {
+                Ok(()) => fsutil::sync_dir(&dir).ctx(|| format!("syncing {}", dir.display())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e).ctx(|| format!("removing {}", path.display())),
+            }
+        }
+    }
+
+    /// Removes a snapshot's file (`forget`); the data only it referenced
+    /// stays in the packs until `gc`. Needs the exclusive lock.
+    pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<(), RepoError> {
+        assert!(self.is_exclusive(), "forgetting needs the exclusive lock");
+        let path = self.snapshot_path(id);
+        fs::remove_file(&path).ctx(|| format!("removing snapshot {}", path.display()))?;
+        let dir = self.root.join("snapshots");
+        fsutil::sync_dir(&dir).ctx(|| format!("syncing {}", dir.display()))
     }
 
     /// All snapshots, oldest first, and the snapshot files that could not be read.

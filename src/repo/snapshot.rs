@@ -177,6 +177,20 @@ impl Snapshot {
         self.files.iter().map(|f| f.size).sum()
     }
 
+    /// The source this snapshot belongs to for retention (`forget`): a
+    /// PostgreSQL cluster (by system identifier), a named stream, or the set
+    /// of databases one `backup sqlite` read, on one host.
+    pub fn source_key(&self) -> String {
+        if let Some(pg) = &self.postgres {
+            return format!("postgres cluster {}", pg.system_identifier);
+        }
+        let kind = serde_json::to_value(self.source)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        format!("{kind} {}:{}", self.hostname, self.sources().join(","))
+    }
+
     /// The sources as shown in listings: the databases, or the data directory.
     pub fn sources(&self) -> Vec<String> {
         if let Some(pg) = &self.postgres {

@@ -151,6 +151,53 @@ impl<'r> BlobWriter<'r> {
         Ok(true)
     }
 
+    /// gc: stores a blob that is already in the repository (in a pack about
+    /// to be removed) again, without the dedup lookup.
+    pub fn copy_blob(&mut self, id: ChunkId, kind: BlobKind, data: &[u8]) -> Result<(), RepoError> {
+        debug_assert_eq!(id, ChunkId::of(data));
+        if !self.added.insert(id) {
+            return Ok(());
+        }
+        self.frame_blobs
+            .push((id, kind, self.frame.len() as u32, data.len() as u32));
+        self.frame.extend_from_slice(data);
+        self.stats.chunks += 1;
+        self.stats.bytes_in += data.len() as u64;
+        if self.frame.len() as u64 >= self.repo.config().frame_target_bytes {
+            self.flush_frame()?;
+        }
+        Ok(())
+    }
+
+    /// gc: copies a frame as it is stored (its blobs all live, or a delta),
+    /// without decompressing it.
+    pub fn copy_frame(
+        &mut self,
+        compression: Compression,
+        stored: &[u8],
+        blobs: &[(ChunkId, BlobKind, u32, u32)],
+    ) -> Result<(), RepoError> {
+        if blobs.iter().all(|b| self.added.contains(&b.0)) {
+            return Ok(());
+        }
+        self.added.extend(blobs.iter().map(|b| b.0));
+        self.stats.chunks += blobs.len() as u64;
+        self.stats.bytes_added += stored.len() as u64;
+        self.pack.add_frame(compression, stored, blobs);
+        if self.pack.len() as u64 >= self.repo.config().pack_target_bytes {
+            self.seal()?;
+        }
+        Ok(())
+    }
+
+    /// Seals the last pack and returns every pack written, durable on disk
+    /// but not yet in the index (gc records them with what they replace).
+    pub fn finish_packs(mut self) -> Result<Vec<SealedPack>, RepoError> {
+        self.flush_frame()?;
+        self.seal()?;
+        Ok(self.sealed)
+    }
+
     /// Stores a manifest (the ordered chunk ids of one file) as content-defined
     /// meta blobs, so that consecutive snapshots of a file share most of them.
     pub fn add_manifest(&mut self, ids: &[ChunkId]) -> Result<Vec<ChunkId>, RepoError> {

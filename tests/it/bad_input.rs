@@ -105,6 +105,26 @@ fn bad_inputs_are_refused_and_leave_the_repository_untouched() {
             "no such directory",
         ),
         (&["backup", "command", "--name", "x"], 2, "required"),
+        (&["forget"], 2, "give a policy"),
+        (
+            &["forget", "--keep-within", "3 fortnights"],
+            2,
+            "malformed duration",
+        ),
+        (&["forget", "--keep-within=-2d"], 2, "must be positive"),
+        (&["forget", "--keep-last=-1"], 2, "invalid value"),
+        (&["forget", "deadbeef"], 2, "no snapshot matches"),
+        (
+            &["forget", "--keep-last", "2", "--source", "other.db"],
+            2,
+            "no snapshot of \"other.db\"",
+        ),
+        (&["protect", "deadbeef"], 2, "no snapshot matches"),
+        (
+            &["gc", "--repack-threshold", "1.5"],
+            2,
+            "--repack-threshold must be between 0 and 1",
+        ),
     ];
     for (args, code, needle) in cases {
         let err = f.fails(args, *code);

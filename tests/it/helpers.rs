@@ -13,9 +13,10 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_rewindb");
 pub fn succeeded(args: &[&str], out: Output) -> String {
     assert!(
         out.status.success(),
-        "rewindb {args:?} failed ({:?}):\n{}",
+        "rewindb {args:?} failed ({:?}):\n{}\nstdout:\n{}",
         out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
     );
     String::from_utf8(out.stdout).unwrap()
 }
@@ -242,6 +243,16 @@ impl Writer {
         std::fs::write(&self.stop, b"").unwrap();
         let status = self.child.wait().unwrap();
         assert!(status.success(), "writer failed");
+    }
+}
+
+impl Drop for Writer {
+    /// A test that panicked before `stop` must not leave the writer running.
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

@@ -134,7 +134,7 @@ fn pitr_restores_exactly_the_rows_committed_at_time_t() {
     );
 }
 
-fn wait_until_promoted(c: &Cluster) {
+pub fn wait_until_promoted(c: &Cluster) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while c.sql("SELECT pg_is_in_recovery()") != "f" {
         assert!(

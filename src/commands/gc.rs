@@ -1,0 +1,517 @@
+//! `gc`: reclaim what no snapshot needs: chunks (mark and sweep over packs)
+//! and PostgreSQL WAL older than every retained base backup.
+//!
+//! **Mark.** Every snapshot's manifests are read; each chunk they list is
+//! live, and so is the base of every live delta, recursively (a delta cannot
+//! be decoded without its base). A chunk's *live instance* is the copy the
+//! index points to; other copies (left by a killed gc, or by a backup killed
+//! before its index commit) are garbage.
+//!
+//! **Sweep.** A pack without a live instance is deleted. A pack whose live
+//! share is below `repack_threshold` is rewritten: frames whose blobs are all
+//! live, and deltas, are copied as stored (verified first); the live blobs of
+//! partly dead frames are re-compressed into new frames. Then one redb
+//! transaction points the index at the new packs and drops the old ones;
+//! only after that are the old pack files deleted. A kill at any instant
+//! leaves either the old packs (and some unindexed new ones) or the new ones
+//! (and some unindexed old ones) serving every snapshot; the next gc removes
+//! the leftovers.
+//!
+//! **Concurrency.** gc holds the repository's exclusive lock, as every
+//! `backup` does for its whole run, so no backup can be between writing a
+//! pack and committing its snapshot while gc decides what is garbage. `wal
+//! push` takes no lock; gc deletes only WAL files that sort before every
+//! retained base backup's start, which a running server no longer pushes.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::error::{Error, IoContext, RepoError, Result};
+use crate::id::{ChunkId, PackId};
+use crate::repo::index::SealedPack;
+use crate::repo::pack::{self, BlobEntry, BlobKind, Compression};
+use crate::repo::reader::BlobReader;
+use crate::repo::wal::{WalArchive, WalKind};
+use crate::repo::writer::BlobWriter;
+use crate::repo::{Repository, SnapshotList, fsutil};
+
+/// Packs whose live share is below this are rewritten unless `--repack-threshold` says otherwise.
+pub const DEFAULT_REPACK_THRESHOLD: f64 = 0.8;
+
+/// A `.tmp-*` file in the WAL archive older than this is a killed push.
+const STALE_WAL_TEMP: Duration = Duration::from_secs(3600);
+
+/// The index is compacted when at least this share of its file is free.
+const COMPACT_INDEX_AT: f64 = 0.2;
+
+#[derive(Clone, Debug)]
+pub struct GcOptions {
+    pub dry_run: bool,
+    /// A pack whose live share (by stored bytes) is below this is rewritten;
+    /// 0 never rewrites, 1 rewrites every pack holding any garbage. Packs with
+    /// nothing live are deleted whatever this is.
+    pub repack_threshold: f64,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions {
+            dry_run: false,
+            repack_threshold: DEFAULT_REPACK_THRESHOLD,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GcReport {
+    pub dry_run: bool,
+    pub snapshots: usize,
+    pub live_chunks: u64,
+    pub packs_before: usize,
+    pub packs_deleted: usize,
+    pub packs_rewritten: usize,
+    pub packs_written: usize,
+    pub pack_bytes_before: u64,
+    /// With `dry_run`, an estimate (rewritten packs keep their live share).
+    pub pack_bytes_after: u64,
+    pub wal_files_removed: u64,
+    pub wal_bytes_removed: u64,
+    /// Pack and WAL bytes given back (estimated with `dry_run`).
+    pub reclaimed_bytes: u64,
+    /// The index file's length before and after, when it was compacted.
+    pub index_compacted: Option<(u64, u64)>,
+    /// Things left alone, and why.
+    pub notes: Vec<String>,
+    pub duration_secs: f64,
+}
+
+/// One pack file on disk and what gc does with it.
+struct PackPlan {
+    id: PackId,
+    len: u64,
+    entries: Vec<BlobEntry>,
+    action: Action,
+    /// Stored bytes attributed to live blobs (a partly live frame counts by
+    /// the live share of its uncompressed bytes).
+    live_bytes: u64,
+    /// Blobs here that the index points to but no snapshot needs.
+    dead: Vec<ChunkId>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Action {
+    Keep,
+    Delete,
+    Rewrite,
+}
+
+pub fn gc(repo: &mut Repository, opts: &GcOptions) -> Result<GcReport> {
+    assert!(repo.is_exclusive(), "gc needs the exclusive lock");
+    if !(0.0..=1.0).contains(&opts.repack_threshold) {
+        return Err(Error::Usage(format!(
+            "--repack-threshold must be between 0 and 1, not {}",
+            opts.repack_threshold
+        )));
+    }
+    let started = Instant::now();
+    let list = repo.snapshots()?;
+    if let Some((id, why)) = list.damaged.first() {
+        return Err(Error::Failed(format!(
+            "snapshot file {id} is unreadable ({why}), so gc cannot tell which chunks it \
+             needs; nothing was removed. Run `rewindb check`; if the snapshot is lost, \
+             remove snapshots/{id}.json by hand, then run gc again"
+        )));
+    }
+    let mut report = GcReport {
+        dry_run: opts.dry_run,
+        snapshots: list.ok.len(),
+        ..GcReport::default()
+    };
+    let live = mark(repo, &list)?;
+    report.live_chunks = live.len() as u64;
+    let mut plans = plan_packs(repo, &live, opts.repack_threshold, &mut report.notes)?;
+    report.packs_before = plans.len();
+    report.pack_bytes_before = plans.iter().map(|p| p.len).sum();
+    report.packs_deleted = plans.iter().filter(|p| p.action == Action::Delete).count();
+    report.packs_rewritten = plans.iter().filter(|p| p.action == Action::Rewrite).count();
+    let wal = wal_garbage(repo, &list, &mut report.notes)?;
+    report.wal_files_removed = wal.len() as u64;
+    report.wal_bytes_removed = wal.iter().map(|(_, len)| len).sum();
+
+    if opts.dry_run {
+        report.pack_bytes_after = plans
+            .iter()
+            .map(|p| match p.action {
+                Action::Keep => p.len,
+                Action::Delete => 0,
+                Action::Rewrite => p.live_bytes,
+            })
+            .sum();
+    } else {
+        let written = rewrite(repo, &plans, &live)?;
+        report.packs_written = written.len();
+        // A pack written now may be byte-identical to one a killed gc left:
+        // it is then the new home of its blobs, not garbage.
+        let new_ids: HashSet<PackId> = written.iter().map(|p| p.id).collect();
+        plans.retain(|p| !new_ids.contains(&p.id) || p.action == Action::Keep);
+        let removed: Vec<SealedPack> = plans
+            .iter_mut()
+            .filter(|p| p.action != Action::Keep)
+            .map(|p| SealedPack {
+                id: p.id,
+                len: p.len,
+                entries: std::mem::take(&mut p.entries),
+            })
+            .collect();
+        // Dead blobs in kept packs leave the index too: a later backup must
+        // store such a chunk again rather than dedup against a copy whose
+        // delta base may be gone.
+        let dead: Vec<(ChunkId, PackId)> = plans
+            .iter()
+            .filter(|p| p.action == Action::Keep)
+            .flat_map(|p| p.dead.iter().map(move |id| (*id, p.id)))
+            .collect();
+        repo.index()?.replace_packs(&removed, &dead, &written)?;
+        delete_packs(repo, &removed)?;
+        for (path, _) in &wal {
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => Err(e).ctx(|| format!("removing {}", path.display()))?,
+            }
+        }
+        let wal_dirs: HashSet<PathBuf> = wal
+            .iter()
+            .filter_map(|(p, _)| p.parent().map(PathBuf::from))
+            .collect();
+        for dir in wal_dirs {
+            fsutil::sync_dir(&dir).ctx(|| format!("syncing {}", dir.display()))?;
+        }
+        report.pack_bytes_after = repo.pack_files()?.iter().map(|(_, _, len)| len).sum();
+        report.index_compacted = repo.compact_index(COMPACT_INDEX_AT)?;
+    }
+    report.reclaimed_bytes = report
+        .pack_bytes_before
+        .saturating_sub(report.pack_bytes_after)
+        + report.wal_bytes_removed;
+    report.duration_secs = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Every chunk some snapshot needs: the meta blobs of its manifests, the
+/// chunks they list, and the bases of live deltas, recursively. Refuses (and
+/// so removes nothing) when a snapshot's chunks cannot all be found: what
+/// they reference would be unknown.
+fn mark(repo: &Repository, list: &SnapshotList) -> Result<HashSet<ChunkId>> {
+    let view = repo.index()?.view()?;
+    let mut reader = BlobReader::new(repo)?;
+    let mut live: HashSet<ChunkId> = HashSet::new();
+    let mut work: Vec<ChunkId> = Vec::new();
+    let cannot = |what: String| {
+        Error::Failed(format!(
+            "{what}; gc cannot tell what the repository still needs, so nothing was removed. \
+             Run `rewindb check` to see which snapshots are damaged, then `rewindb repair \
+             index` or forget those snapshots"
+        ))
+    };
+    for (sid, snap) in &list.ok {
+        for file in &snap.files {
+            for m in &file.manifest {
+                if live.insert(*m) {
+                    work.push(*m);
+                }
+            }
+            let ids = reader.manifest(file).map_err(|e| {
+                cannot(format!(
+                    "snapshot {}: the manifest of {} cannot be read ({e})",
+                    sid.short(),
+                    file.name
+                ))
+            })?;
+            for id in ids {
+                if live.insert(id) {
+                    work.push(id);
+                }
+            }
+        }
+    }
+    while let Some(id) = work.pop() {
+        let Some((pack, entry)) = view.get(&id)? else {
+            return Err(cannot(format!(
+                "chunk {id} is referenced but not in the index"
+            )));
+        };
+        if entry.compression == Compression::ZstdDelta {
+            let base = reader
+                .delta_base(&pack, &entry)
+                .map_err(|e| cannot(e.to_string()))?;
+            if live.insert(base) {
+                work.push(base);
+            }
+        }
+    }
+    Ok(live)
+}
+
+/// Decides, for every pack on disk, whether it is kept, deleted or rewritten.
+fn plan_packs(
+    repo: &Repository,
+    live: &HashSet<ChunkId>,
+    threshold: f64,
+    notes: &mut Vec<String>,
+) -> Result<Vec<PackPlan>> {
+    let view = repo.index()?.view()?;
+    let mut plans = Vec::new();
+    for (id, path, len) in repo.pack_files()? {
+        let entries = match repo.read_pack_table(&id, len) {
+            Ok(e) => e,
+            Err(why) => {
+                // Marking found every live chunk, so none is here unless the
+                // index points into it, in which case marking read it.
+                notes.push(format!(
+                    "pack {} left alone: its entry table is unreadable ({why})",
+                    path.display()
+                ));
+                continue;
+            }
+        };
+        let mut is_live = Vec::with_capacity(entries.len());
+        let mut dead = Vec::new();
+        for e in &entries {
+            let indexed_here = view.get(&e.id)?.is_some_and(|(p, _)| p == id);
+            is_live.push(indexed_here && live.contains(&e.id));
+            if indexed_here && !live.contains(&e.id) {
+                dead.push(e.id);
+            }
+        }
+        // Per frame: stored length, uncompressed bytes, live uncompressed bytes.
+        let mut frames: BTreeMap<u32, (u64, u64, u64)> = BTreeMap::new();
+        for (e, &l) in entries.iter().zip(&is_live) {
+            let f = frames
+                .entry(e.frame_offset)
+                .or_insert((u64::from(e.frame_len), 0, 0));
+            f.1 += u64::from(e.raw_len);
+            if l {
+                f.2 += u64::from(e.raw_len);
+            }
+        }
+        let total: u64 = frames.values().map(|f| f.0).sum();
+        let live_bytes: u64 = frames
+            .values()
+            .map(|&(stored, raw, live_raw)| {
+                if raw == 0 {
+                    0
+                } else {
+                    (stored as u128 * live_raw as u128 / raw as u128) as u64
+                }
+            })
+            .sum();
+        let action = if !is_live.contains(&true) {
+            Action::Delete
+        } else if (live_bytes as f64) < threshold * total as f64 {
+            Action::Rewrite
+        } else {
+            Action::Keep
+        };
+        plans.push(PackPlan {
+            id,
+            len,
+            entries,
+            action,
+            live_bytes,
+            dead,
+        });
+    }
+    Ok(plans)
+}
+
+/// Copies the live blobs of the packs to rewrite into new packs (durable,
+/// not yet indexed). Every blob is verified before it is copied.
+fn rewrite(
+    repo: &Repository,
+    plans: &[PackPlan],
+    live: &HashSet<ChunkId>,
+) -> Result<Vec<SealedPack>> {
+    let mut writer = BlobWriter::new(repo)?;
+    let view = repo.index()?.view()?;
+    let mut dctx = zstd::bulk::Decompressor::new().ctx(|| "starting zstd".into())?;
+    for plan in plans.iter().filter(|p| p.action == Action::Rewrite) {
+        let path = repo.pack_path(&plan.id);
+        let bytes = std::fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
+        let corrupt = |detail: String| {
+            Error::Repo(RepoError::corrupt(
+                format!("pack {}", path.display()),
+                format!("{detail}; gc stopped before changing anything"),
+            ))
+        };
+        let mut frames: BTreeMap<u32, Vec<&BlobEntry>> = BTreeMap::new();
+        for e in &plan.entries {
+            frames.entry(e.frame_offset).or_default().push(e);
+        }
+        for entries in frames.values() {
+            let mut live_here = Vec::new();
+            for e in entries {
+                if live.contains(&e.id) && view.get(&e.id)?.is_some_and(|(p, _)| p == plan.id) {
+                    live_here.push(*e);
+                }
+            }
+            if live_here.is_empty() {
+                continue;
+            }
+            let first = entries[0];
+            let stored = bytes
+                .get(first.frame_range().start as usize..first.frame_range().end as usize)
+                .ok_or_else(|| corrupt(format!("chunk {} lies past its end", first.id)))?;
+            let layout: Vec<(ChunkId, BlobKind, u32, u32)> = entries
+                .iter()
+                .map(|e| (e.id, e.kind, e.offset_in_frame, e.raw_len))
+                .collect();
+            if first.compression == Compression::ZstdDelta {
+                // Its base is live too (marking followed it); the blob is
+                // verified whenever it is read against that base.
+                pack::decode_delta_header(stored)
+                    .map_err(|e| corrupt(format!("chunk {}: {}", first.id, e.0)))?;
+                writer.copy_frame(Compression::ZstdDelta, stored, &layout)?;
+                continue;
+            }
+            let raw = pack::decode_frame(&mut dctx, first.compression, stored)
+                .map_err(|e| corrupt(format!("chunk {}: {}", first.id, e.0)))?;
+            for e in &live_here {
+                pack::blob_in_frame(e, &raw).map_err(|x| corrupt(x.0))?;
+            }
+            if live_here.len() == entries.len() {
+                writer.copy_frame(first.compression, stored, &layout)?;
+            } else {
+                for e in &live_here {
+                    let blob = pack::blob_in_frame(e, &raw).map_err(|x| corrupt(x.0))?;
+                    writer.copy_blob(e.id, e.kind, blob)?;
+                }
+            }
+        }
+    }
+    Ok(writer.finish_packs()?)
+}
+
+/// Deletes pack files the index no longer references, then syncs their directories.
+fn delete_packs(repo: &Repository, removed: &[SealedPack]) -> Result<()> {
+    let mut dirs = HashSet::new();
+    for pack in removed {
+        let path = repo.pack_path(&pack.id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => Err(e).ctx(|| format!("removing {}", path.display()))?,
+        }
+        if let Some(dir) = path.parent() {
+            dirs.insert(dir.to_path_buf());
+        }
+    }
+    for dir in dirs {
+        fsutil::sync_dir(&dir).ctx(|| format!("syncing {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// WAL archive files no retained base backup needs, with their sizes. A
+/// file on timeline T at segment S is needed when some base backup on
+/// timeline T or an earlier one (timelines only branch to higher numbers)
+/// started at or before S; history files are always kept. A cluster with no
+/// base backup keeps all its WAL (a first backup may be under way).
+fn wal_garbage(
+    repo: &Repository,
+    list: &SnapshotList,
+    notes: &mut Vec<String>,
+) -> Result<Vec<(PathBuf, u64)>> {
+    let archive = WalArchive::new(repo.root());
+    let mut out = Vec::new();
+    for cluster in archive.clusters()? {
+        let dir = archive.cluster_dir(cluster);
+        // Killed pushes' temporary files.
+        for e in std::fs::read_dir(&dir).ctx(|| format!("listing {}", dir.display()))? {
+            let e = e.ctx(|| format!("listing {}", dir.display()))?;
+            let meta = e
+                .metadata()
+                .ctx(|| format!("stat {}", e.path().display()))?;
+            let old = meta
+                .modified()
+                .ok()
+                .and_then(|m| SystemTime::now().duration_since(m).ok())
+                .is_some_and(|age| age > STALE_WAL_TEMP);
+            if e.file_name().to_string_lossy().starts_with(".tmp-") && old {
+                out.push((e.path(), meta.len()));
+            }
+        }
+        let backups: Vec<(u32, u64, u64)> = list
+            .ok
+            .iter()
+            .filter_map(|(_, s)| s.postgres.as_ref())
+            .filter(|pg| pg.system_identifier == cluster)
+            .map(|pg| {
+                (
+                    pg.timeline,
+                    pg.start_lsn.0 / pg.wal_segment_size,
+                    pg.wal_segment_size,
+                )
+            })
+            .collect();
+        let Some(&(_, _, seg_size)) = backups.first() else {
+            let n = archive.list(cluster)?.len();
+            if n > 0 {
+                notes.push(format!(
+                    "cluster {cluster} has no base backup in the repository: its {n} WAL \
+                     file(s) are kept; if the cluster is gone, remove {} by hand",
+                    dir.display()
+                ));
+            }
+            continue;
+        };
+        for name in archive.list(cluster)? {
+            if name.kind == WalKind::History {
+                continue;
+            }
+            let segno = name.segno(seg_size);
+            let needed = backups
+                .iter()
+                .any(|&(tl, start, _)| tl <= name.timeline && segno >= start);
+            if !needed {
+                let path = dir.join(name.as_str());
+                let len = std::fs::metadata(&path)
+                    .ctx(|| format!("stat {}", path.display()))?
+                    .len();
+                out.push((path, len));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threshold_is_validated_before_anything_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        Repository::init(&root).unwrap();
+        let mut repo = Repository::open(
+            &root,
+            crate::repo::OpenOptions {
+                lock: Some(crate::repo::lock::LockMode::Exclusive),
+                lock_wait: Duration::from_secs(1),
+            },
+        )
+        .unwrap();
+        let opts = GcOptions {
+            dry_run: true,
+            repack_threshold: 1.5,
+        };
+        assert!(matches!(gc(&mut repo, &opts), Err(Error::Usage(_))));
+        let report = gc(&mut repo, &GcOptions::default()).unwrap();
+        assert_eq!(report.packs_before, 0);
+        assert_eq!(report.reclaimed_bytes, 0);
+    }
+}
