@@ -1004,6 +1004,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 source: source.clone(),
                 dry_run: *dry_run,
             };
+            opts.validate()?;
             let lock = if *dry_run {
                 LockMode::Shared
             } else {
@@ -1042,14 +1043,13 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             repack_threshold,
             json,
         } => {
+            let opts = GcOptions {
+                dry_run: *dry_run,
+                repack_threshold: *repack_threshold,
+            };
+            opts.validate()?;
             let mut repo = open(cli, Some(LockMode::Exclusive))?;
-            let report = gc(
-                &mut repo,
-                &GcOptions {
-                    dry_run: *dry_run,
-                    repack_threshold: *repack_threshold,
-                },
-            )?;
+            let report = gc(&mut repo, &opts)?;
             if *json {
                 out(writeln!(w, "{}", serde_json::to_string(&report).unwrap()))?;
             } else if !cli.quiet {

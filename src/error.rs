@@ -87,12 +87,30 @@ pub enum RepoError {
     UnknownSnapshot(String),
     #[error("snapshot prefix {0:?} matches several snapshots; give more digits")]
     AmbiguousSnapshot(String),
-    #[error("{context}: {source}")]
+    #[error("{context}: {source}{}", disk_full_hint(source))]
     Io {
         context: String,
         #[source]
         source: io::Error,
     },
+}
+
+/// What to do when the repository's filesystem is full (or the file size or
+/// quota limit is reached): the one I/O failure an operator can fix at once.
+fn disk_full_hint(e: &io::Error) -> &'static str {
+    const ENOSPC: i32 = 28;
+    const EFBIG: i32 = 27;
+    const EDQUOT: i32 = 122;
+    let full = matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::FileTooLarge | io::ErrorKind::QuotaExceeded
+    ) || matches!(e.raw_os_error(), Some(ENOSPC | EFBIG | EDQUOT));
+    if full {
+        " (the repository's filesystem is full: snapshots saved earlier are intact; free \
+         space and run again, and `rewindb gc` removes what this run left behind)"
+    } else {
+        ""
+    }
 }
 
 impl RepoError {

@@ -302,8 +302,13 @@ fn read_whole_pack(
             // A delta the index does not point to here is garbage (gc removes
             // such blobs' bases and index entries, but rewrites only packs
             // that are mostly garbage): nothing can read it, so it is not damage.
-            if reader.locate(&e.id).ok().is_none_or(|(p, _)| p != *pack) {
-                continue;
+            match reader.locate(&e.id) {
+                Ok((p, _)) if p == *pack => {}
+                Ok(_) | Err(RepoError::ChunkMissing { .. }) => continue,
+                Err(why) => {
+                    damaged.push((e.id, why.to_string()));
+                    continue;
+                }
             }
             // A delta decodes only against its base: the reader follows the chain.
             if let Err(why) = reader.read_entry(pack, e) {

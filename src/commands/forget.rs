@@ -49,26 +49,34 @@ pub struct SourcePlan {
     pub forget: Vec<Forgotten>,
 }
 
-/// Plans and (unless `dry_run`) removes snapshots. Needs the exclusive lock
-/// unless `dry_run`. Sources come out in a stable order (by name).
-pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<Vec<SourcePlan>> {
-    let list = repo.snapshots()?;
-    let protected = repo.protected()?;
-    let plans = if opts.ids.is_empty() {
-        if opts.policy.is_empty() {
+impl ForgetOptions {
+    /// Checked before the repository is opened (and so before any lock wait).
+    pub fn validate(&self) -> Result<()> {
+        if self.ids.is_empty() && self.policy.is_empty() {
             return Err(Error::Usage(
                 "give a policy (--keep-last, --keep-hourly, --keep-daily, --keep-weekly, \
                  --keep-monthly, --keep-yearly, --keep-within, --keep-label) or snapshot ids"
                     .into(),
             ));
         }
-        by_policy(&list.ok, &protected, opts)?
-    } else {
-        if !opts.policy.is_empty() || opts.source.is_some() {
+        if !self.ids.is_empty() && (!self.policy.is_empty() || self.source.is_some()) {
             return Err(Error::Usage(
                 "give either snapshot ids or a policy (--keep-*, --source), not both".into(),
             ));
         }
+        Ok(())
+    }
+}
+
+/// Plans and (unless `dry_run`) removes snapshots. Needs the exclusive lock
+/// unless `dry_run`. Sources come out in a stable order (by name).
+pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<Vec<SourcePlan>> {
+    opts.validate()?;
+    let list = repo.snapshots()?;
+    let protected = repo.protected()?;
+    let plans = if opts.ids.is_empty() {
+        by_policy(&list.ok, &protected, opts)?
+    } else {
         by_id(&list, &protected, &opts.ids)?
     };
     if !opts.dry_run {

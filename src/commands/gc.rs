@@ -9,7 +9,7 @@
 //!
 //! **Sweep.** A pack without a live instance is deleted. A pack whose live
 //! share is below `repack_threshold` is rewritten: frames whose blobs are all
-//! live, and deltas, are copied as stored (verified first); the live blobs of
+//! live, and deltas, are copied as stored (whole blobs verified first); the live blobs of
 //! partly dead frames are re-compressed into new frames. Then one redb
 //! transaction points the index at the new packs and drops the old ones;
 //! only after that are the old pack files deleted. A kill at any instant
@@ -97,8 +97,6 @@ struct PackPlan {
     /// Stored bytes attributed to live blobs (a partly live frame counts by
     /// the live share of its uncompressed bytes).
     live_bytes: u64,
-    /// Blobs here that the index points to but no snapshot needs.
-    dead: Vec<ChunkId>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -108,14 +106,22 @@ enum Action {
     Rewrite,
 }
 
+impl GcOptions {
+    /// Checked before the repository is opened (and so before any lock wait).
+    pub fn validate(&self) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.repack_threshold) {
+            return Err(Error::Usage(format!(
+                "--repack-threshold must be between 0 and 1, not {}",
+                self.repack_threshold
+            )));
+        }
+        Ok(())
+    }
+}
+
 pub fn gc(repo: &mut Repository, opts: &GcOptions) -> Result<GcReport> {
     assert!(repo.is_exclusive(), "gc needs the exclusive lock");
-    if !(0.0..=1.0).contains(&opts.repack_threshold) {
-        return Err(Error::Usage(format!(
-            "--repack-threshold must be between 0 and 1, not {}",
-            opts.repack_threshold
-        )));
-    }
+    opts.validate()?;
     let started = Instant::now();
     let list = repo.snapshots()?;
     if let Some((id, why)) = list.damaged.first() {
@@ -166,13 +172,16 @@ pub fn gc(repo: &mut Repository, opts: &GcOptions) -> Result<GcReport> {
                 entries: std::mem::take(&mut p.entries),
             })
             .collect();
-        // Dead blobs in kept packs leave the index too: a later backup must
-        // store such a chunk again rather than dedup against a copy whose
-        // delta base may be gone.
-        let dead: Vec<(ChunkId, PackId)> = plans
-            .iter()
-            .filter(|p| p.action == Action::Keep)
-            .flat_map(|p| p.dead.iter().map(move |id| (*id, p.id)))
+        // Every dead blob leaves the index, wherever it is (a kept pack, one
+        // whose table is unreadable): a later backup must store such a chunk
+        // again rather than dedup against a copy whose delta base may be gone.
+        let dead: Vec<(ChunkId, PackId)> = repo
+            .index()?
+            .view()?
+            .all()?
+            .into_iter()
+            .filter(|(_, e)| !live.contains(&e.id))
+            .map(|(pack, e)| (e.id, pack))
             .collect();
         repo.index()?.replace_packs(&removed, &dead, &written)?;
         delete_packs(repo, &removed)?;
@@ -269,8 +278,8 @@ fn plan_packs(
         let entries = match repo.read_pack_table(&id, len) {
             Ok(e) => e,
             Err(why) => {
-                // Marking found every live chunk, so none is here unless the
-                // index points into it, in which case marking read it.
+                // Left as it is: its live blobs (if the index points into it)
+                // stay served from it, and its dead ones leave the index.
                 notes.push(format!(
                     "pack {} left alone: its entry table is unreadable ({why})",
                     path.display()
@@ -279,13 +288,9 @@ fn plan_packs(
             }
         };
         let mut is_live = Vec::with_capacity(entries.len());
-        let mut dead = Vec::new();
         for e in &entries {
-            let indexed_here = view.get(&e.id)?.is_some_and(|(p, _)| p == id);
-            is_live.push(indexed_here && live.contains(&e.id));
-            if indexed_here && !live.contains(&e.id) {
-                dead.push(e.id);
-            }
+            let here = live.contains(&e.id) && view.get(&e.id)?.is_some_and(|(p, _)| p == id);
+            is_live.push(here);
         }
         // Per frame: stored length, uncompressed bytes, live uncompressed bytes.
         let mut frames: BTreeMap<u32, (u64, u64, u64)> = BTreeMap::new();
@@ -322,14 +327,15 @@ fn plan_packs(
             entries,
             action,
             live_bytes,
-            dead,
         });
     }
     Ok(plans)
 }
 
 /// Copies the live blobs of the packs to rewrite into new packs (durable,
-/// not yet indexed). Every blob is verified before it is copied.
+/// not yet indexed). Whole blobs are verified against their ids before they
+/// are copied; deltas only have their header checked (decoding needs the
+/// base; `check --read-data` verifies them).
 fn rewrite(
     repo: &Repository,
     plans: &[PackPlan],
@@ -429,18 +435,20 @@ fn wal_garbage(
     let mut out = Vec::new();
     for cluster in archive.clusters()? {
         let dir = archive.cluster_dir(cluster);
-        // Killed pushes' temporary files.
+        // Killed pushes' temporary files. A running push removes its own
+        // once it is linked: a file gone since the listing is not an error.
         for e in std::fs::read_dir(&dir).ctx(|| format!("listing {}", dir.display()))? {
             let e = e.ctx(|| format!("listing {}", dir.display()))?;
-            let meta = e
-                .metadata()
-                .ctx(|| format!("stat {}", e.path().display()))?;
+            if !e.file_name().to_string_lossy().starts_with(".tmp-") {
+                continue;
+            }
+            let Ok(meta) = e.metadata() else { continue };
             let old = meta
                 .modified()
                 .ok()
                 .and_then(|m| SystemTime::now().duration_since(m).ok())
                 .is_some_and(|age| age > STALE_WAL_TEMP);
-            if e.file_name().to_string_lossy().starts_with(".tmp-") && old {
+            if old {
                 out.push((e.path(), meta.len()));
             }
         }
@@ -452,11 +460,18 @@ fn wal_garbage(
             .map(|pg| {
                 (
                     pg.timeline,
-                    pg.start_lsn.0 / pg.wal_segment_size,
+                    pg.start_lsn.0.checked_div(pg.wal_segment_size).unwrap_or(0),
                     pg.wal_segment_size,
                 )
             })
             .collect();
+        if backups.iter().any(|b| b.2 == 0) {
+            notes.push(format!(
+                "a base backup of cluster {cluster} records a WAL segment size of 0 (a damaged \
+                 snapshot file?): its WAL is kept; run `rewindb check`"
+            ));
+            continue;
+        }
         let Some(&(_, _, seg_size)) = backups.first() else {
             let n = archive.list(cluster)?.len();
             if n > 0 {

@@ -178,8 +178,8 @@ impl Snapshot {
     }
 
     /// The source this snapshot belongs to for retention (`forget`): a
-    /// PostgreSQL cluster (by system identifier), a named stream, or the set
-    /// of databases one `backup sqlite` read, on one host.
+    /// PostgreSQL cluster (by system identifier), a stream (by `--name`), or
+    /// the set of databases one `backup sqlite` read, on one host.
     pub fn source_key(&self) -> String {
         if let Some(pg) = &self.postgres {
             return format!("postgres cluster {}", pg.system_identifier);
@@ -188,6 +188,10 @@ impl Snapshot {
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
+        if let Some(stream) = &self.stream {
+            // As for deltas: the same name is the same source, from any host.
+            return format!("{kind} {}", stream.name);
+        }
         format!("{kind} {}:{}", self.hostname, self.sources().join(","))
     }
 

@@ -78,6 +78,7 @@ fn killed_backups_leave_earlier_snapshots_restorable() {
     let first_out = f.path("first.db");
     f.ok(&["restore", &first, "--to", first_out.to_str().unwrap()]);
     let first_bytes = std::fs::read(&first_out).unwrap();
+    let mut seen = std::collections::HashMap::from([(first.clone(), first_bytes)]);
     let mut kills = 0;
     for round in 0..12u64 {
         update_rows(&db, 3_000, round);
@@ -96,12 +97,26 @@ fn killed_backups_leave_earlier_snapshots_restorable() {
         }
         let _ = child.kill(); // SIGKILL
         child.wait().unwrap();
-        // Every snapshot listed is complete and verifies.
+        // Every snapshot listed is complete, verifies, and restores to the
+        // bytes it restored to when it was first seen (a backup the kill
+        // came too late for is listed from then on).
         f.ok(&["check", "--read-data"]);
-        let out = f.path(&format!("after-kill-{round}.db"));
-        f.ok(&["restore", &first, "--to", out.to_str().unwrap()]);
-        assert!(std::fs::read(&out).unwrap() == first_bytes, "round {round}");
-        std::fs::remove_file(&out).unwrap();
+        for s in f.snapshots() {
+            let id = s["id"].as_str().unwrap().to_string();
+            let out = f.path(&format!("after-kill-{round}.db"));
+            f.ok(&[
+                "restore",
+                &id,
+                "--verify",
+                "hash",
+                "--to",
+                out.to_str().unwrap(),
+            ]);
+            let bytes = std::fs::read(&out).unwrap();
+            let expected = seen.entry(id).or_insert_with(|| bytes.clone());
+            assert!(*expected == bytes, "round {round}");
+            std::fs::remove_file(&out).unwrap();
+        }
     }
     assert!(
         kills >= 3,
@@ -453,4 +468,185 @@ fn killed_index_repairs_leave_a_usable_index() {
         ]);
         std::fs::remove_file(&out).unwrap();
     }
+}
+
+/// A size-limited filesystem for a repository: a tmpfs mounted for the test
+/// (root, where the machine allows it), unmounted on drop.
+struct SmallFs {
+    dir: std::path::PathBuf,
+}
+
+impl SmallFs {
+    /// None when the machine does not allow it (or `REWINDB_TEST_NO_MOUNT`
+    /// is set, to exercise the fallback).
+    fn mount(dir: &std::path::Path, mib: u64) -> Option<SmallFs> {
+        std::fs::create_dir_all(dir).unwrap();
+        if std::env::var_os("REWINDB_TEST_NO_MOUNT").is_some() {
+            return None;
+        }
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallFs {
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+/// A database of `mib` MiB of random (incompressible) bytes.
+fn random_db(path: &std::path::Path, mib: u64) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch("CREATE TABLE b(x BLOB); BEGIN;")
+        .unwrap();
+    for _ in 0..mib * 256 {
+        conn.execute("INSERT INTO b VALUES (randomblob(4000))", [])
+            .unwrap();
+    }
+    conn.execute_batch("COMMIT").unwrap();
+}
+
+/// A backup that runs out of space fails with a message saying so, leaves
+/// the earlier snapshot restorable, and the next backup after space is freed
+/// succeeds. On a tmpfs of 24 MiB when the machine lets the test mount one;
+/// otherwise the same with the file size limit (`ulimit -f`), which makes
+/// writes fail with EFBIG as a full disk makes them fail with ENOSPC.
+#[test]
+fn a_full_disk_fails_the_backup_cleanly_and_the_next_one_succeeds() {
+    let f = Fixture::new();
+    let small = SmallFs::mount(&f.path("small"), 24);
+    let repo = f.path("small").join("repo");
+    let run = |args: &[&str], limit_kib: Option<u64>| {
+        let mut cmd = match limit_kib {
+            // SIGXFSZ ignored (inherited through exec): the write fails instead.
+            Some(kib) => {
+                let mut c = Command::new("bash");
+                c.args([
+                    "-c",
+                    &format!("trap '' XFSZ; ulimit -f {kib}; exec \"$0\" \"$@\""),
+                    BIN,
+                ]);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        cmd.arg("--repo")
+            .arg(&repo)
+            .args(args)
+            .current_dir(f.dir.path())
+            .output()
+            .unwrap()
+    };
+    let ok = |args: &[&str]| succeeded(args, run(args, None));
+    ok(&["init"]);
+    let first = f.path("first.db");
+    make_db(&first, 20_000, "wal");
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["backup", "sqlite", "--json", "first.db"])).unwrap();
+    let first_id = v["id"].as_str().unwrap().to_string();
+    let big = f.path("big.db");
+    random_db(&big, 16);
+    // Fill the filesystem (or limit file sizes) so the big backup cannot fit.
+    let filler = f.path("small").join("filler");
+    let limit = if small.is_some() {
+        std::fs::write(&filler, vec![0u8; 12 << 20]).unwrap();
+        None
+    } else {
+        Some(4096) // KiB: packs are sealed at 16 MiB
+    };
+    let out = run(&["backup", "sqlite", "big.db"], limit);
+    let err = exited_with(&["backup", "sqlite", "big.db"], out, 1);
+    assert!(
+        err.contains("the repository's filesystem is full") && err.contains("free space"),
+        "{err}"
+    );
+    // Nothing half-made is visible; the earlier snapshot restores.
+    let snaps: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(&["snapshots", "--json"])).unwrap();
+    assert_eq!(snaps.len(), 1);
+    ok(&["check", "--read-data"]);
+    let out_db = f.path("first-restored.db");
+    ok(&["restore", &first_id, "--to", out_db.to_str().unwrap()]);
+    assert!(integrity_ok(&out_db));
+    // Space freed: the same backup succeeds, and gc clears what the failed one left.
+    if small.is_some() {
+        std::fs::remove_file(&filler).unwrap();
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["backup", "sqlite", "--json", "big.db"])).unwrap();
+    ok(&["gc"]);
+    ok(&["check", "--read-data"]);
+    let out_big = f.path("big-restored.db");
+    ok(&[
+        "restore",
+        v["id"].as_str().unwrap(),
+        "--to",
+        out_big.to_str().unwrap(),
+    ]);
+    assert!(std::fs::read(&out_big).unwrap() == std::fs::read(&big).unwrap());
+    eprintln!(
+        "full disk simulated with {}",
+        if small.is_some() {
+            "a 24 MiB tmpfs"
+        } else {
+            "ulimit -f"
+        }
+    );
+    drop(small);
+}
+
+/// One byte flipped at 48 places spread over a pack (frames, entry table,
+/// trailer): `check --read-data` detects every one and names the snapshot,
+/// and restoring it fails with exit 4 and writes nothing.
+#[test]
+fn every_flipped_byte_of_a_pack_is_detected() {
+    let f = Fixture::with_repo();
+    let db = f.path("a.db");
+    make_db(&db, 3_000, "wal");
+    let snap = f.backup(&[&db]);
+    let pack = packs(&f).remove(0);
+    let clean = std::fs::read(&pack).unwrap();
+    let reference = f.path("reference.db");
+    f.ok(&["restore", &snap, "--to", reference.to_str().unwrap()]);
+    let expected = std::fs::read(&reference).unwrap();
+    let flips = 48;
+    let mut detected = 0;
+    for i in 0..flips {
+        // Evenly spread, and the last byte too.
+        let at = (clean.len() - 1) * i / (flips - 1);
+        let mut bytes = clean.clone();
+        bytes[at] ^= 0x01;
+        std::fs::write(&pack, &bytes).unwrap();
+        let out = f.run(&["check", "--read-data"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() == Some(4) && stderr.contains(&snap[..8]) {
+            detected += 1;
+        } else {
+            eprintln!("flip at {at} of {}: {:?} {stderr}", clean.len(), out.status);
+        }
+        // A restore reads blobs, not the entry table: it either fails (exit
+        // 4, nothing written) or, when the flip missed every blob it reads,
+        // writes exactly the original.
+        let dest = f.path("restored.db");
+        let out = f.run(&["restore", &snap, "--to", dest.to_str().unwrap()]);
+        if out.status.success() {
+            assert!(std::fs::read(&dest).unwrap() == expected, "flip at {at}");
+            std::fs::remove_file(&dest).unwrap();
+        } else {
+            assert_eq!(out.status.code(), Some(4), "flip at {at}");
+            assert!(!dest.exists(), "flip at {at}: restore left a file");
+        }
+    }
+    std::fs::write(&pack, &clean).unwrap();
+    f.ok(&["check", "--read-data"]);
+    eprintln!("{detected} of {flips} flipped bytes detected");
+    assert_eq!(detected, flips);
 }
