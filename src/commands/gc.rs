@@ -23,7 +23,7 @@
 //! push` takes no lock; gc deletes only WAL files that sort before every
 //! retained base backup's start, which a running server no longer pushes.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -180,7 +180,7 @@ pub fn gc(repo: &mut Repository, opts: &GcOptions) -> Result<GcReport> {
             .view()?
             .all()?
             .into_iter()
-            .filter(|(_, e)| !live.contains(&e.id))
+            .filter(|(_, e)| !live.contains_key(&e.id))
             .map(|(pack, e)| (e.id, pack))
             .collect();
         repo.index()?.replace_packs(&removed, &dead, &written)?;
@@ -200,7 +200,11 @@ pub fn gc(repo: &mut Repository, opts: &GcOptions) -> Result<GcReport> {
             fsutil::sync_dir(&dir).ctx(|| format!("syncing {}", dir.display()))?;
         }
         report.pack_bytes_after = repo.pack_files()?.iter().map(|(_, _, len)| len).sum();
-        report.index_compacted = repo.compact_index(COMPACT_INDEX_AT)?;
+        // Only after entries went (a compaction of an unchanged index gains
+        // nothing measurable and costs about a second per 60 MiB).
+        if !removed.is_empty() || !dead.is_empty() {
+            report.index_compacted = repo.compact_index(COMPACT_INDEX_AT)?;
+        }
     }
     report.reclaimed_bytes = report
         .pack_bytes_before
@@ -210,11 +214,14 @@ pub fn gc(repo: &mut Repository, opts: &GcOptions) -> Result<GcReport> {
     Ok(report)
 }
 
+/// Live chunks, each with the pack the index points to (its live instance).
+type Live = HashMap<ChunkId, PackId>;
+
 /// Every chunk some snapshot needs: the meta blobs of its manifests, the
 /// chunks they list, and the bases of live deltas, recursively. Refuses (and
 /// so removes nothing) when a snapshot's chunks cannot all be found: what
 /// they reference would be unknown.
-fn mark(repo: &Repository, list: &SnapshotList) -> Result<HashSet<ChunkId>> {
+fn mark(repo: &Repository, list: &SnapshotList) -> Result<Live> {
     let view = repo.index()?.view()?;
     let mut reader = BlobReader::new(repo)?;
     let mut live: HashSet<ChunkId> = HashSet::new();
@@ -247,12 +254,14 @@ fn mark(repo: &Repository, list: &SnapshotList) -> Result<HashSet<ChunkId>> {
             }
         }
     }
+    let mut home: Live = HashMap::with_capacity(live.len());
     while let Some(id) = work.pop() {
         let Some((pack, entry)) = view.get(&id)? else {
             return Err(cannot(format!(
                 "chunk {id} is referenced but not in the index"
             )));
         };
+        home.insert(id, pack);
         if entry.compression == Compression::ZstdDelta {
             let base = reader
                 .delta_base(&pack, &entry)
@@ -262,17 +271,16 @@ fn mark(repo: &Repository, list: &SnapshotList) -> Result<HashSet<ChunkId>> {
             }
         }
     }
-    Ok(live)
+    Ok(home)
 }
 
 /// Decides, for every pack on disk, whether it is kept, deleted or rewritten.
 fn plan_packs(
     repo: &Repository,
-    live: &HashSet<ChunkId>,
+    live: &Live,
     threshold: f64,
     notes: &mut Vec<String>,
 ) -> Result<Vec<PackPlan>> {
-    let view = repo.index()?.view()?;
     let mut plans = Vec::new();
     for (id, path, len) in repo.pack_files()? {
         let entries = match repo.read_pack_table(&id, len) {
@@ -289,8 +297,7 @@ fn plan_packs(
         };
         let mut is_live = Vec::with_capacity(entries.len());
         for e in &entries {
-            let here = live.contains(&e.id) && view.get(&e.id)?.is_some_and(|(p, _)| p == id);
-            is_live.push(here);
+            is_live.push(live.get(&e.id) == Some(&id));
         }
         // Per frame: stored length, uncompressed bytes, live uncompressed bytes.
         let mut frames: BTreeMap<u32, (u64, u64, u64)> = BTreeMap::new();
@@ -336,13 +343,8 @@ fn plan_packs(
 /// not yet indexed). Whole blobs are verified against their ids before they
 /// are copied; deltas only have their header checked (decoding needs the
 /// base; `check --read-data` verifies them).
-fn rewrite(
-    repo: &Repository,
-    plans: &[PackPlan],
-    live: &HashSet<ChunkId>,
-) -> Result<Vec<SealedPack>> {
+fn rewrite(repo: &Repository, plans: &[PackPlan], live: &Live) -> Result<Vec<SealedPack>> {
     let mut writer = BlobWriter::new(repo)?;
-    let view = repo.index()?.view()?;
     let mut dctx = zstd::bulk::Decompressor::new().ctx(|| "starting zstd".into())?;
     for plan in plans.iter().filter(|p| p.action == Action::Rewrite) {
         let path = repo.pack_path(&plan.id);
@@ -360,7 +362,7 @@ fn rewrite(
         for entries in frames.values() {
             let mut live_here = Vec::new();
             for e in entries {
-                if live.contains(&e.id) && view.get(&e.id)?.is_some_and(|(p, _)| p == plan.id) {
+                if live.get(&e.id) == Some(&plan.id) {
                     live_here.push(*e);
                 }
             }

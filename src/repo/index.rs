@@ -252,10 +252,12 @@ impl IndexView {
     pub fn all(&self) -> Result<Vec<(PackId, BlobEntry)>, RepoError> {
         let mut out = Vec::new();
         for row in self.chunks.iter().map_err(|e| index_err(&self.path, e))? {
-            let (k, _) = row.map_err(|e| index_err(&self.path, e))?;
-            if let Some(found) = self.get(&ChunkId(*k.value()))? {
-                out.push(found);
-            }
+            let (k, v) = row.map_err(|e| index_err(&self.path, e))?;
+            let (id, v) = (ChunkId(*k.value()), v.value());
+            let pack = PackId(v[..32].try_into().unwrap());
+            let entry = BlobEntry::decode_location(id, v[32..].try_into().unwrap())
+                .map_err(|e| index_err(&self.path, format!("entry for chunk {id}: {e}")))?;
+            out.push((pack, entry));
         }
         Ok(out)
     }

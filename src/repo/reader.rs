@@ -159,16 +159,17 @@ impl<'r> BlobReader<'r> {
 
     /// The base a delta blob was encoded against (reads only its header).
     pub fn delta_base(&mut self, pack: &PackId, entry: &BlobEntry) -> Result<ChunkId, RepoError> {
-        let path = self.repo.pack_path(pack);
+        // gc calls this for every live delta: the path is formatted only for errors.
+        let repo = self.repo;
         let mut header = [0u8; pack::DELTA_HEADER_LEN];
         self.pack_file(pack)?
             .read_exact_at(&mut header, u64::from(entry.frame_offset))
-            .ctx(|| format!("reading pack {}", path.display()))?;
+            .ctx(|| format!("reading pack {}", repo.pack_path(pack).display()))?;
         pack::decode_delta_header(&header)
             .map(|(base, _, _)| base)
             .map_err(|e| {
                 RepoError::corrupt(
-                    format!("pack {}", path.display()),
+                    format!("pack {}", repo.pack_path(pack).display()),
                     format!("chunk {}: {}", entry.id, e.0),
                 )
             })

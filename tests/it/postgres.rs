@@ -452,7 +452,9 @@ fn killed_or_racing_wal_pushes_never_leave_a_wrong_segment() {
         if !status.success() {
             killed_midway += 1;
         }
-        // Whatever the instant: the name is absent or holds the whole segment.
+        // Whatever the instant: the archive checks clean, and the name is
+        // absent or holds the whole segment.
+        in_scratch(&["check", "--read-data"]);
         if archived.exists() {
             let _ = std::fs::remove_file(&fetched);
             in_scratch(&[
