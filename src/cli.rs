@@ -40,6 +40,9 @@ Exit codes:
      a malformed time, a path that is not a repository
   3  the repository is locked by another rewindb process (see --lock-wait)
   4  verification failed: check found damage, or restored data did not verify
+  5  `status --max-age`: some source's newest snapshot is older than that
+`run` exits with the first failing source's code (or 1 if only gc failed); the other
+sources still run.
 
 Repository: --repo, else $REWINDB_REPOSITORY, else $XDG_DATA_HOME/rewindb/repository
 (~/.local/share/rewindb/repository), which `backup` creates on first use.";
@@ -219,6 +222,33 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Back up every source of a config file, apply each one's retention,
+    /// and run gc when due; one line per source. For cron.
+    Run {
+        /// The TOML file naming the repository, the sources and their retention.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per source: the newest snapshot and its age, a cluster's PITR window,
+    /// and the repository's size. Takes no lock.
+    Status {
+        /// Exit 5 when a source's newest snapshot is older than this ("26h", "2d").
+        #[arg(long, value_name = "DURATION")]
+        max_age: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (`rewindb completions bash >
+    /// /etc/bash_completion.d/rewindb`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, generated from this command line (`rewindb man |
+    /// man -l -`).
+    Man,
     /// Repair repository metadata.
     Repair {
         #[command(subcommand)]
@@ -364,6 +394,9 @@ pub fn main() -> i32 {
         }
     };
     init_logging(&cli);
+    if !cli.quiet && io::IsTerminal::is_terminal(&io::stderr()) {
+        crate::progress::enable();
+    }
     match run(&cli) {
         Ok(()) => exit::OK,
         Err(CliError::Command(e)) => {
@@ -390,6 +423,7 @@ fn init_logging(cli: &Cli) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
         .with_writer(io::stderr)
         .with_target(false)
         .try_init();
@@ -450,7 +484,7 @@ fn stream_backup(
 /// The connection string used when `--conn` is not given: libpq's
 /// environment variables where set, else the local server's default socket
 /// as the `postgres` user.
-fn default_conninfo() -> String {
+pub fn default_conninfo() -> String {
     let var = |name: &str, default: &str| {
         std::env::var(name)
             .ok()
@@ -1002,6 +1036,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 },
                 ids: ids.clone(),
                 source: source.clone(),
+                group: None,
                 dry_run: *dry_run,
             };
             opts.validate()?;
@@ -1054,6 +1089,64 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 out(writeln!(w, "{}", serde_json::to_string(&report).unwrap()))?;
             } else if !cli.quiet {
                 out(print_gc(&mut w, &report))?;
+            }
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "rewindb", &mut w);
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            out(clap_mangen::Man::new(cmd).render(&mut w))?;
+        }
+        Command::Run { config, json } => {
+            let cfg = crate::config::load(config)?;
+            let path = match run_repository(&cfg, cli)? {
+                Some(p) => p,
+                None => repo_path(cli).0,
+            };
+            let mut repo = Repository::open(
+                &path,
+                OpenOptions {
+                    lock: Some(LockMode::Exclusive),
+                    lock_wait: Duration::from_secs(cli.lock_wait),
+                },
+            )?;
+            let report = crate::commands::run::run(&mut repo, &cfg, jiff::Timestamp::now());
+            if *json {
+                out(writeln!(w, "{}", serde_json::to_string(&report).unwrap()))?;
+            } else {
+                out(print_run(&mut w, &report, cli.quiet))?;
+            }
+            let code = report.exit_code();
+            if code != exit::OK {
+                return Err(CliError::Quiet(code));
+            }
+        }
+        Command::Status { max_age, json } => {
+            let max_age = max_age
+                .as_deref()
+                .map(crate::retention::parse_span)
+                .transpose()
+                .map_err(Error::Usage)?;
+            let repo = open(cli, None)?;
+            let report = crate::commands::status::status(&repo, max_age, jiff::Timestamp::now())?;
+            if *json {
+                out(writeln!(w, "{}", serde_json::to_string(&report).unwrap()))?;
+            } else if !cli.quiet {
+                out(print_status(&mut w, &report))?;
+            }
+            let stale: Vec<&str> = report.stale().map(|s| s.source.as_str()).collect();
+            if !stale.is_empty() {
+                eprintln!(
+                    "rewindb: stale: the newest snapshot of {} is older than {}",
+                    stale.join(", "),
+                    max_age.map(|s| format!("{s:#}")).unwrap_or_default()
+                );
+                return Err(CliError::Quiet(exit::STALE));
+            }
+            if report.sources.is_empty() {
+                eprintln!("rewindb: the repository has no snapshots yet");
             }
         }
         Command::Repair {
@@ -1252,6 +1345,101 @@ fn print_gc(w: &mut impl Write, r: &GcReport) -> io::Result<()> {
         human_bytes(r.reclaimed_bytes),
         r.duration_secs
     )
+}
+
+/// The repository a `run` uses: the config's, unless `--repo` (or the
+/// environment) names another one.
+fn run_repository(cfg: &crate::config::Loaded, cli: &Cli) -> Result<Option<PathBuf>, Error> {
+    crate::commands::run::repository_for(cfg, cli.repo.as_deref())
+}
+
+fn print_run(
+    w: &mut impl Write,
+    r: &crate::commands::run::RunReport,
+    quiet: bool,
+) -> io::Result<()> {
+    use crate::commands::run::GcRun;
+    for s in &r.sources {
+        match (&s.error, &s.snapshot) {
+            (Some(e), _) => {
+                // Failures are printed even with --quiet: that is what cron mails.
+                writeln!(w, "{}: FAILED: {e}", s.name)?;
+            }
+            (None, Some(id)) if !quiet => writeln!(
+                w,
+                "{}: snapshot {}, {} read, {} added, {:.2}s{}",
+                s.name,
+                id.short(),
+                human_bytes(s.bytes_read),
+                human_bytes(s.bytes_added),
+                s.duration_secs,
+                if s.kept + s.forgotten > 0 {
+                    format!("; kept {}, forgot {}", s.kept, s.forgotten)
+                } else {
+                    String::new()
+                }
+            )?,
+            _ => {}
+        }
+    }
+    match &r.gc {
+        GcRun::Failed { error } => writeln!(w, "gc: FAILED: {error}")?,
+        GcRun::Ran { report } if !quiet => writeln!(
+            w,
+            "gc: reclaimed {} in {:.2}s",
+            human_bytes(report.reclaimed_bytes),
+            report.duration_secs
+        )?,
+        GcRun::NotDue { next, .. } if !quiet => writeln!(
+            w,
+            "gc: not due until {}",
+            next.strftime("%Y-%m-%d %H:%M:%S UTC")
+        )?,
+        _ => {}
+    }
+    Ok(())
+}
+
+fn print_status(w: &mut impl Write, r: &crate::commands::status::StatusReport) -> io::Result<()> {
+    use crate::commands::status::human_age;
+    writeln!(
+        w,
+        "repository {}: {} snapshot(s), {}",
+        r.repository.display(),
+        r.snapshots,
+        human_bytes(r.repository_bytes)
+    )?;
+    for s in &r.sources {
+        writeln!(
+            w,
+            "{}{}: newest {} at {} ({} ago), {} snapshot(s){}",
+            if s.stale { "STALE " } else { "" },
+            s.source,
+            s.newest.short(),
+            s.newest_time.strftime("%Y-%m-%d %H:%M:%S"),
+            human_age(s.age_secs),
+            s.snapshots,
+            match &s.pitr_window {
+                Some(win) => format!(
+                    ", PITR window {} to {}",
+                    win.from.strftime("%Y-%m-%d %H:%M:%S"),
+                    win.to.strftime("%Y-%m-%d %H:%M:%S")
+                ),
+                None => String::new(),
+            }
+        )?;
+    }
+    if r.damaged_snapshots > 0 {
+        writeln!(
+            w,
+            "{} snapshot file(s) unreadable: run `rewindb check`",
+            r.damaged_snapshots
+        )?;
+    }
+    for note in &r.notes {
+        writeln!(w, "note: {note}")?;
+    }
+    Ok(())
 }
 
 fn print_windows(w: &mut impl Write, windows: &[PitrWindow], notes: &[String]) -> io::Result<()> {

@@ -22,6 +22,8 @@ pub mod exit {
     /// Data failed verification: corruption found by `check`, or a restore
     /// whose result did not verify.
     pub const VERIFY: i32 = 4;
+    /// `status --max-age`: a source's newest backup is older than that.
+    pub const STALE: i32 = 5;
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -10,9 +10,11 @@
 pub mod chunker;
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod error;
 pub mod filehash;
 pub mod id;
+pub mod progress;
 pub mod repo;
 pub mod retention;
 pub mod source;

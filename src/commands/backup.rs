@@ -87,6 +87,10 @@ pub fn backup_sqlite(
             None => Vec::new(),
         };
         tracing::debug!(elapsed = ?started.elapsed(), "{}: previous manifest loaded", db.display());
+        let _bar = crate::progress::start(
+            std::fs::metadata(db).map(|m| m.len()).unwrap_or(0),
+            &db.display().to_string(),
+        );
         files.push(backup_one(&mut writer, repo, db, &bases)?);
         tracing::debug!(elapsed = ?started.elapsed(), "{}: read and stored", db.display());
     }
@@ -215,6 +219,7 @@ pub(crate) fn store_pages<R: Send>(
                 break; // that worker is done (or failed, and says why below)
             };
             pieces.extend(batch.piece);
+            crate::progress::add(batch.data.len() as u64);
             let mut start = 0;
             for ((&end, &id), delta) in batch.ends.iter().zip(&batch.ids).zip(&mut batch.deltas) {
                 let data = &batch.data[start..end];

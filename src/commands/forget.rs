@@ -25,6 +25,8 @@ pub struct ForgetOptions {
     pub ids: Vec<String>,
     /// Apply the policy only to snapshots of this source.
     pub source: Option<String>,
+    /// Apply the policy only to this group (a [`Snapshot::source_key`]).
+    pub group: Option<String>,
     pub dry_run: bool,
 }
 
@@ -101,6 +103,10 @@ fn by_policy(
             .source
             .as_deref()
             .is_none_or(|src| is_of_source(&entry.1, src))
+            && opts
+                .group
+                .as_deref()
+                .is_none_or(|g| entry.1.source_key() == g)
         {
             groups.entry(entry.1.source_key()).or_default().push(entry);
         }

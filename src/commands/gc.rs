@@ -205,6 +205,7 @@ pub fn gc(repo: &mut Repository, opts: &GcOptions) -> Result<GcReport> {
         if !removed.is_empty() || !dead.is_empty() {
             report.index_compacted = repo.compact_index(COMPACT_INDEX_AT)?;
         }
+        repo.record_gc(jiff::Timestamp::now())?;
     }
     report.reclaimed_bytes = report
         .pack_bytes_before

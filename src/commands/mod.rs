@@ -9,5 +9,7 @@ pub mod pg_backup;
 pub mod pg_check;
 pub mod pg_restore;
 pub mod restore;
+pub mod run;
+pub mod status;
 pub mod stream;
 pub mod wal;

@@ -88,6 +88,14 @@ pub fn backup_postgres(
         .map(|s| s.files.iter().map(|f| (f.name.as_str(), f)).collect())
         .unwrap_or_default();
     let mut files = Vec::with_capacity(listing.files.len() + 2);
+    let total = match crate::progress::enabled() {
+        true => (listing.files.iter())
+            .filter_map(|rel| std::fs::metadata(pgdata.join(rel)).ok())
+            .map(|m| m.len())
+            .sum(),
+        false => 0,
+    };
+    let _bar = crate::progress::start(total, &pgdata.display().to_string());
     for rel in &listing.files {
         let name = rel.to_str().ok_or_else(|| {
             Error::Usage(format!(
@@ -243,6 +251,7 @@ fn backup_file(
     let stored = if meta.len() <= SMALL_FILE {
         let mut data = Vec::with_capacity(meta.len() as usize);
         file.read_to_end(&mut data).map_err(read_err())?;
+        crate::progress::add(data.len() as u64);
         store_small(writer, encoder, &data, PG_PAGE, bases)?
     } else {
         let (stored, ()) = store_pages(writer, repo, bases, |sink| {

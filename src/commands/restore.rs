@@ -172,6 +172,7 @@ pub(crate) fn write_chunks(
                     }
                 }
                 size += buf.len() as u64;
+                crate::progress::add(buf.len() as u64);
                 if let Err(e) = out.write_all(&buf) {
                     written = Err(e);
                     break;
@@ -454,6 +455,7 @@ fn restore_file(
     let tmp_path = tmp.path().to_path_buf();
     let write_err = || io_err(format!("writing {}", tmp_path.display()));
     let tiles = file.page_size.is_power_of_two();
+    let _bar = crate::progress::start(item.file.size, &item.dest.display().to_string());
     let (hash, size) = write_chunks(repo, &ids, tiles, tmp.as_file_mut(), &tmp_path)?;
     let hash = hash.to_hex();
     if size != file.size || hash.as_str() != file.blake3 {

@@ -386,6 +386,31 @@ impl Repository {
         Ok(id)
     }
 
+    /// When the last gc finished (`gc.json`), if one ever did.
+    pub fn last_gc(&self) -> Result<Option<jiff::Timestamp>, RepoError> {
+        let path = self.root.join("gc.json");
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).ctx(|| format!("reading {}", path.display())),
+        };
+        #[derive(Deserialize)]
+        struct Last {
+            time: jiff::Timestamp,
+        }
+        let last: Last = serde_json::from_slice(&bytes)
+            .map_err(|e| RepoError::corrupt(format!("{}", path.display()), e.to_string()))?;
+        Ok(Some(last.time))
+    }
+
+    /// Records that a gc finished at `time` (read by `run` to space gc runs).
+    pub fn record_gc(&self, time: jiff::Timestamp) -> Result<(), RepoError> {
+        let path = self.root.join("gc.json");
+        let bytes = serde_json::to_vec(&serde_json::json!({ "time": time })).expect("serialises");
+        fsutil::write_atomic(&self.tmp_dir(), &path, &bytes)
+            .ctx(|| format!("writing {}", path.display()))
+    }
+
     fn protected_dir(&self) -> PathBuf {
         self.root.join("protected")
     }

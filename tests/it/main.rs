@@ -3,6 +3,7 @@
 mod bad_input;
 mod gc;
 mod helpers;
+mod operate;
 mod pg;
 mod postgres;
 mod robustness;

@@ -1,0 +1,214 @@
+//! `run --config FILE`: back up every source, apply each one's retention, and
+//! run gc when it is due, under one hold of the repository lock.
+//!
+//! A source that fails is reported and the others go on; its retention is
+//! skipped (nothing is forgotten on a day its backup failed). gc runs when
+//! the last one (`gc.json`) is older than the config's `gc.every`, whether or
+//! not a source failed.
+
+use jiff::{Span, Timestamp};
+use serde::Serialize;
+
+use crate::commands::backup::{BackupOptions, backup_sqlite, validate_sqlite_sources};
+use crate::commands::forget::{ForgetOptions, forget};
+use crate::commands::gc::{GcOptions, GcReport, gc};
+use crate::commands::pg_backup::{PgBackupOptions, backup_postgres};
+use crate::config::{Loaded, Source};
+use crate::error::{Error, Result};
+use crate::id::SnapshotId;
+use crate::repo::Repository;
+use crate::repo::snapshot::Snapshot;
+
+/// What happened to one source.
+#[derive(Debug, Serialize)]
+pub struct SourceRun {
+    pub name: String,
+    pub ok: bool,
+    pub snapshot: Option<SnapshotId>,
+    pub bytes_read: u64,
+    pub bytes_added: u64,
+    pub duration_secs: f64,
+    /// Snapshots of this source kept and forgotten by its policy (none without one).
+    pub kept: usize,
+    pub forgotten: usize,
+    pub error: Option<String>,
+    #[serde(skip)]
+    pub exit_code: i32,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum GcRun {
+    Ran { report: GcReport },
+    NotDue { last: Timestamp, next: Timestamp },
+    Disabled,
+    Failed { error: String },
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunReport {
+    pub sources: Vec<SourceRun>,
+    pub gc: GcRun,
+}
+
+impl RunReport {
+    /// The exit code: the first failing source's (or gc's), else 0.
+    pub fn exit_code(&self) -> i32 {
+        if let Some(s) = self.sources.iter().find(|s| !s.ok) {
+            return s.exit_code;
+        }
+        match self.gc {
+            GcRun::Failed { .. } => crate::error::exit::FAILURE,
+            _ => crate::error::exit::OK,
+        }
+    }
+}
+
+/// Runs every source of `cfg` into `repo` (opened with the exclusive lock).
+pub fn run(repo: &mut Repository, cfg: &Loaded, now: Timestamp) -> RunReport {
+    let mut sources = Vec::new();
+    for source in &cfg.sources {
+        let started = std::time::Instant::now();
+        let mut r = SourceRun {
+            name: source.name().to_string(),
+            ok: false,
+            snapshot: None,
+            bytes_read: 0,
+            bytes_added: 0,
+            duration_secs: 0.0,
+            kept: 0,
+            forgotten: 0,
+            error: None,
+            exit_code: 0,
+        };
+        match backup_one(repo, source).and_then(|(id, snap)| {
+            r.snapshot = Some(id);
+            r.bytes_read = snap.stats.bytes_read;
+            r.bytes_added = snap.stats.bytes_added;
+            retain(repo, source, &snap)
+        }) {
+            Ok((kept, forgotten)) => {
+                r.ok = true;
+                r.kept = kept;
+                r.forgotten = forgotten;
+            }
+            Err(e) => {
+                tracing::error!("source {}: {e}", source.name());
+                r.exit_code = e.exit_code();
+                r.error = Some(e.to_string());
+            }
+        }
+        r.duration_secs = started.elapsed().as_secs_f64();
+        sources.push(r);
+    }
+    let gc = gc_if_due(repo, cfg, now);
+    RunReport { sources, gc }
+}
+
+fn backup_one(repo: &Repository, source: &Source) -> Result<(SnapshotId, Snapshot)> {
+    match source {
+        Source::Sqlite { paths, label, .. } => {
+            let dbs = validate_sqlite_sources(paths)?;
+            backup_sqlite(
+                repo,
+                &dbs,
+                &BackupOptions {
+                    label: label.clone(),
+                },
+            )
+        }
+        Source::Postgres {
+            pgdata,
+            conn,
+            label,
+            wal_wait,
+            ..
+        } => backup_postgres(
+            repo,
+            &PgBackupOptions {
+                pgdata: pgdata.clone(),
+                conninfo: conn.clone().unwrap_or_else(crate::cli::default_conninfo),
+                label: label.clone(),
+                wal_wait: std::time::Duration::from_secs(*wal_wait),
+            },
+        ),
+    }
+}
+
+/// Applies the source's policy to the snapshots of the source `snap` belongs to.
+fn retain(repo: &Repository, source: &Source, snap: &Snapshot) -> Result<(usize, usize)> {
+    if source.policy().is_empty() {
+        return Ok((0, 0));
+    }
+    let plans = forget(
+        repo,
+        &ForgetOptions {
+            policy: source.policy().clone(),
+            group: Some(snap.source_key()),
+            ..ForgetOptions::default()
+        },
+    )?;
+    Ok(plans
+        .iter()
+        .fold((0, 0), |(k, f), p| (k + p.keep.len(), f + p.forget.len())))
+}
+
+fn gc_if_due(repo: &mut Repository, cfg: &Loaded, now: Timestamp) -> GcRun {
+    let Some(every) = cfg.gc_every else {
+        return GcRun::Disabled;
+    };
+    let last = match repo.last_gc() {
+        Ok(last) => last,
+        Err(e) => {
+            return GcRun::Failed {
+                error: e.to_string(),
+            };
+        }
+    };
+    if let Some(last) = last {
+        let next = add(last, every);
+        if next > now {
+            return GcRun::NotDue { last, next };
+        }
+    }
+    let opts = GcOptions {
+        dry_run: false,
+        repack_threshold: cfg.repack_threshold,
+    };
+    match gc(repo, &opts) {
+        Ok(report) => GcRun::Ran { report },
+        Err(e) => {
+            tracing::error!("gc: {e}");
+            GcRun::Failed {
+                error: e.to_string(),
+            }
+        }
+    }
+}
+
+/// `t + span`, calendar-aware (in UTC), saturating.
+fn add(t: Timestamp, span: Span) -> Timestamp {
+    t.to_zoned_datetime(jiff::tz::TimeZone::UTC)
+        .checked_add(span)
+        .map(|z| z.timestamp())
+        .unwrap_or(Timestamp::MAX)
+}
+
+/// Refuses a config whose repository disagrees with `--repo`.
+pub fn repository_for(
+    cfg: &Loaded,
+    flag: Option<&std::path::Path>,
+) -> Result<Option<std::path::PathBuf>> {
+    match (&cfg.repository, flag) {
+        (Some(c), Some(f)) if std::path::absolute(f).ok().as_deref() != Some(c.as_path()) => {
+            Err(Error::Usage(format!(
+                "the config file names repository {} but --repo (or $REWINDB_REPOSITORY) \
+                 says {}: give it in one place",
+                c.display(),
+                f.display()
+            )))
+        }
+        (Some(c), _) => Ok(Some(c.clone())),
+        (None, _) => Ok(None),
+    }
+}

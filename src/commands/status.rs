@@ -1,0 +1,143 @@
+//! `status`: per source, the newest snapshot and its age, the PITR window of a
+//! cluster, and the repository's size; with a maximum age, which sources are
+//! stale (for a monitor, or cron's mail).
+//!
+//! Takes no lock: it reads only atomically written files (snapshots, WAL
+//! archive headers) and file sizes, so it answers while a backup runs.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use jiff::{Span, Timestamp};
+use serde::Serialize;
+
+use crate::commands::pg_restore::{PitrWindow, pitr_windows};
+use crate::error::Result;
+use crate::id::SnapshotId;
+use crate::repo::Repository;
+
+#[derive(Debug, Serialize)]
+pub struct SourceStatus {
+    /// The source as `forget` groups snapshots (`Snapshot::source_key`).
+    pub source: String,
+    pub snapshots: usize,
+    pub newest: SnapshotId,
+    pub newest_time: Timestamp,
+    pub age_secs: i64,
+    /// A cluster's PITR window that reaches furthest.
+    pub pitr_window: Option<PitrWindow>,
+    /// Older than `--max-age`.
+    pub stale: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub repository: std::path::PathBuf,
+    /// Bytes of every file in the repository directory.
+    pub repository_bytes: u64,
+    pub snapshots: usize,
+    pub damaged_snapshots: usize,
+    pub sources: Vec<SourceStatus>,
+    pub notes: Vec<String>,
+}
+
+impl StatusReport {
+    pub fn stale(&self) -> impl Iterator<Item = &SourceStatus> {
+        self.sources.iter().filter(|s| s.stale)
+    }
+}
+
+pub fn status(repo: &Repository, max_age: Option<Span>, now: Timestamp) -> Result<StatusReport> {
+    let list = repo.snapshots()?;
+    let (windows, notes) = pitr_windows(repo, &list.ok)?;
+    let oldest_fresh = max_age.map(|span| {
+        now.to_zoned_datetime(jiff::tz::TimeZone::UTC)
+            .checked_sub(span)
+            .map(|z| z.timestamp())
+            .unwrap_or(Timestamp::MIN)
+    });
+    let mut groups: BTreeMap<String, Vec<(SnapshotId, Timestamp, Option<u64>)>> = BTreeMap::new();
+    for (id, s) in &list.ok {
+        groups.entry(s.source_key()).or_default().push((
+            *id,
+            s.time,
+            s.postgres.as_ref().map(|p| p.system_identifier),
+        ));
+    }
+    let sources = groups
+        .into_iter()
+        .map(|(source, snaps)| {
+            let &(newest, newest_time, sysid) = snaps
+                .iter()
+                .max_by_key(|(_, t, _)| *t)
+                .expect("a group has a snapshot");
+            let pitr_window = sysid.and_then(|sysid| {
+                windows
+                    .iter()
+                    .filter(|w| w.system_identifier == sysid)
+                    .max_by_key(|w| w.to)
+                    .cloned()
+            });
+            SourceStatus {
+                source,
+                snapshots: snaps.len(),
+                newest,
+                newest_time,
+                age_secs: (now.as_second() - newest_time.as_second()).max(0),
+                pitr_window,
+                stale: oldest_fresh.is_some_and(|t| newest_time < t),
+            }
+        })
+        .collect();
+    Ok(StatusReport {
+        repository: repo.root().to_path_buf(),
+        repository_bytes: dir_bytes(repo.root()),
+        snapshots: list.ok.len(),
+        damaged_snapshots: list.damaged.len(),
+        sources,
+        notes,
+    })
+}
+
+/// Sum of the sizes of the files under `dir` (unreadable entries count 0).
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(_) => total += e.metadata().map(|m| m.len()).unwrap_or(0),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+/// "3d 4h", "2h 5m", "42s": an age for humans.
+pub fn human_age(secs: i64) -> String {
+    let (d, h, m) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{secs}s"),
+        (0, 0, m) => format!("{m}m"),
+        (0, h, m) => format!("{h}h {m}m"),
+        (d, h, _) => format!("{d}d {h}h"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages() {
+        assert_eq!(human_age(42), "42s");
+        assert_eq!(human_age(600), "10m");
+        assert_eq!(human_age(7500), "2h 5m");
+        assert_eq!(human_age(3 * 86_400 + 4 * 3600 + 59), "3d 4h");
+    }
+}

@@ -1,0 +1,316 @@
+//! The `run --config FILE` file: the repository, the sources, their
+//! retention, and how often gc runs. TOML, read with serde; an unknown key or
+//! a wrong type is an error naming the line and the key.
+//!
+//! ```toml
+//! repository = "/backups/rewindb"     # optional: else --repo, $REWINDB_REPOSITORY
+//!
+//! [gc]
+//! every = "1d"                        # at most once per this span ("never": not in `run`)
+//! repack_threshold = 0.8
+//!
+//! [[sqlite]]
+//! name = "app"
+//! paths = ["/srv/app.db", "/srv/auth.db"]
+//! label = "hourly"
+//! keep = { hourly = 24, daily = 7, weekly = 4, monthly = 12 }
+//!
+//! [[postgres]]
+//! name = "main"
+//! pgdata = "/var/lib/postgresql/15/main"
+//! conn = "host=/var/run/postgresql user=postgres"
+//! keep = { daily = 7 }
+//! ```
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use jiff::Span;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::retention::{Policy, parse_span};
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Relative paths are taken from the config file's directory.
+    pub repository: Option<PathBuf>,
+    #[serde(default)]
+    pub gc: GcConfig,
+    #[serde(default)]
+    pub sqlite: Vec<SqliteSource>,
+    #[serde(default)]
+    pub postgres: Vec<PostgresSource>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcConfig {
+    /// A duration ("1d", "12h") or "never".
+    #[serde(default = "default_gc_every")]
+    pub every: String,
+    #[serde(default = "default_repack_threshold")]
+    pub repack_threshold: f64,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            every: default_gc_every(),
+            repack_threshold: default_repack_threshold(),
+        }
+    }
+}
+
+fn default_gc_every() -> String {
+    "1d".into()
+}
+
+fn default_repack_threshold() -> f64 {
+    crate::commands::gc::DEFAULT_REPACK_THRESHOLD
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteSource {
+    pub name: String,
+    /// Databases backed up together into one snapshot.
+    pub paths: Vec<PathBuf>,
+    pub label: Option<String>,
+    #[serde(default)]
+    pub keep: Keep,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSource {
+    pub name: String,
+    pub pgdata: PathBuf,
+    pub conn: Option<String>,
+    pub label: Option<String>,
+    /// Seconds to wait for the WAL a base backup needs (default 120).
+    pub wal_wait: Option<u64>,
+    #[serde(default)]
+    pub keep: Keep,
+}
+
+/// A source's retention policy, as `forget`'s `--keep-*` options. No rule:
+/// every snapshot is kept.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keep {
+    #[serde(default)]
+    pub last: u32,
+    #[serde(default)]
+    pub hourly: u32,
+    #[serde(default)]
+    pub daily: u32,
+    #[serde(default)]
+    pub weekly: u32,
+    #[serde(default)]
+    pub monthly: u32,
+    #[serde(default)]
+    pub yearly: u32,
+    pub within: Option<String>,
+    #[serde(default)]
+    pub labels: Vec<String>,
+}
+
+impl Keep {
+    fn policy(&self, source: &str) -> Result<Policy> {
+        let within = self
+            .within
+            .as_deref()
+            .map(|w| parse_span(w).map_err(|e| Error::Usage(format!("{source}: keep.within: {e}"))))
+            .transpose()?;
+        Ok(Policy {
+            last: self.last,
+            hourly: self.hourly,
+            daily: self.daily,
+            weekly: self.weekly,
+            monthly: self.monthly,
+            yearly: self.yearly,
+            within,
+            keep_labels: self.labels.clone(),
+        })
+    }
+}
+
+/// One source of a run, checked and with paths made absolute.
+#[derive(Clone, Debug)]
+pub enum Source {
+    Sqlite {
+        name: String,
+        paths: Vec<PathBuf>,
+        label: Option<String>,
+        policy: Policy,
+    },
+    Postgres {
+        name: String,
+        pgdata: PathBuf,
+        conn: Option<String>,
+        label: Option<String>,
+        wal_wait: u64,
+        policy: Policy,
+    },
+}
+
+impl Source {
+    pub fn name(&self) -> &str {
+        match self {
+            Source::Sqlite { name, .. } | Source::Postgres { name, .. } => name,
+        }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        match self {
+            Source::Sqlite { policy, .. } | Source::Postgres { policy, .. } => policy,
+        }
+    }
+}
+
+/// A config file, read and checked.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub repository: Option<PathBuf>,
+    /// `None`: gc never runs from `run`.
+    pub gc_every: Option<Span>,
+    pub repack_threshold: f64,
+    pub sources: Vec<Source>,
+}
+
+/// Reads and checks `path`. Errors (exit 2) name the file, and the line and
+/// key where TOML or the schema says so.
+pub fn load(path: &Path) -> Result<Loaded> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+    let cfg: RunConfig = toml::from_str(&text)
+        .map_err(|e| Error::Usage(format!("{}: {}", path.display(), e.to_string().trim_end())))?;
+    let base = std::path::absolute(path)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    let bad = |what: String| Error::Usage(format!("{}: {what}", path.display()));
+    let gc_every = match cfg.gc.every.trim() {
+        "never" => None,
+        every => Some(parse_span(every).map_err(|e| bad(format!("gc.every: {e}")))?),
+    };
+    if !(0.0..=1.0).contains(&cfg.gc.repack_threshold) {
+        return Err(bad(format!(
+            "gc.repack_threshold must be between 0 and 1, not {}",
+            cfg.gc.repack_threshold
+        )));
+    }
+    let mut names = HashSet::new();
+    let mut sources = Vec::new();
+    for s in &cfg.sqlite {
+        let what = format!("sqlite source {:?}", s.name);
+        if s.paths.is_empty() {
+            return Err(bad(format!("{what}: paths is empty")));
+        }
+        sources.push(Source::Sqlite {
+            name: s.name.clone(),
+            paths: s.paths.iter().map(|p| base.join(p)).collect(),
+            label: s.label.clone(),
+            policy: s.keep.policy(&what).map_err(|e| bad(e.to_string()))?,
+        });
+    }
+    for s in &cfg.postgres {
+        let what = format!("postgres source {:?}", s.name);
+        sources.push(Source::Postgres {
+            name: s.name.clone(),
+            pgdata: base.join(&s.pgdata),
+            conn: s.conn.clone(),
+            label: s.label.clone(),
+            wal_wait: s.wal_wait.unwrap_or(120),
+            policy: s.keep.policy(&what).map_err(|e| bad(e.to_string()))?,
+        });
+    }
+    for s in &sources {
+        if s.name().is_empty() || !names.insert(s.name().to_string()) {
+            return Err(bad(format!(
+                "source name {:?} is empty or used twice: each source needs its own name",
+                s.name()
+            )));
+        }
+    }
+    if sources.is_empty() {
+        return Err(bad(
+            "no sources: add a [[sqlite]] or [[postgres]] table".into()
+        ));
+    }
+    Ok(Loaded {
+        repository: cfg.repository.map(|r| base.join(r)),
+        gc_every,
+        repack_threshold: cfg.gc.repack_threshold,
+        sources,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str) -> Result<Loaded> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rewindb.toml");
+        std::fs::write(&path, text).unwrap();
+        load(&path)
+    }
+
+    #[test]
+    fn a_full_config() {
+        let cfg = load_str(
+            r#"
+repository = "repo"
+[gc]
+every = "12h"
+[[sqlite]]
+name = "app"
+paths = ["app.db", "/srv/auth.db"]
+keep = { last = 3, daily = 7, within = "2d" }
+[[postgres]]
+name = "main"
+pgdata = "/var/lib/postgresql/15/main"
+"#,
+        )
+        .unwrap();
+        assert!(cfg.repository.unwrap().ends_with("repo"));
+        assert!(cfg.gc_every.is_some());
+        assert_eq!(cfg.sources.len(), 2);
+        assert_eq!(cfg.sources[0].policy().daily, 7);
+        assert!(cfg.sources[1].policy().is_empty());
+        let Source::Sqlite { paths, .. } = &cfg.sources[0] else {
+            panic!()
+        };
+        assert!(paths[0].is_absolute() && paths[0].ends_with("app.db"));
+        assert_eq!(paths[1], Path::new("/srv/auth.db"));
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_key() {
+        let e = load_str("[[sqlite]]\nname = \"a\"\npaths = [\"a.db\"]\nkep = { last = 1 }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 4") && e.contains("kep"), "{e}");
+        let e = load_str("[[sqlite]]\nname = \"a\"\npaths = \"a.db\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3") && e.contains("sequence"), "{e}");
+        let e = load_str(
+            "[[sqlite]]\nname = \"a\"\npaths = [\"a.db\"]\nkeep = { within = \"soon\" }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("sqlite source \"a\": keep.within"), "{e}");
+        let e = load_str("[gc]\nevery = \"1d\"\n").unwrap_err().to_string();
+        assert!(e.contains("no sources"), "{e}");
+        let e = load_str(
+            "[[sqlite]]\nname = \"a\"\npaths = [\"a.db\"]\n[[sqlite]]\nname = \"a\"\npaths = [\"b.db\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("used twice"), "{e}");
+    }
+}
