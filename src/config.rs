@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 
 use jiff::Span;
 use serde::Deserialize;
+use toml::Spanned;
 
 use crate::error::{Error, Result};
 use crate::retention::{Policy, parse_span};
@@ -44,37 +45,19 @@ pub struct RunConfig {
     pub postgres: Vec<PostgresSource>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GcConfig {
-    /// A duration ("1d", "12h") or "never".
-    #[serde(default = "default_gc_every")]
-    pub every: String,
-    #[serde(default = "default_repack_threshold")]
-    pub repack_threshold: f64,
-}
-
-impl Default for GcConfig {
-    fn default() -> Self {
-        GcConfig {
-            every: default_gc_every(),
-            repack_threshold: default_repack_threshold(),
-        }
-    }
-}
-
-fn default_gc_every() -> String {
-    "1d".into()
-}
-
-fn default_repack_threshold() -> f64 {
-    crate::commands::gc::DEFAULT_REPACK_THRESHOLD
+    /// A duration ("1d", "12h") or "never"; default "1d".
+    pub every: Option<Spanned<String>>,
+    /// Default [`DEFAULT_REPACK_THRESHOLD`](crate::commands::gc::DEFAULT_REPACK_THRESHOLD).
+    pub repack_threshold: Option<Spanned<f64>>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SqliteSource {
-    pub name: String,
+    pub name: Spanned<String>,
     /// Databases backed up together into one snapshot.
     pub paths: Vec<PathBuf>,
     pub label: Option<String>,
@@ -85,7 +68,7 @@ pub struct SqliteSource {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresSource {
-    pub name: String,
+    pub name: Spanned<String>,
     pub pgdata: PathBuf,
     pub conn: Option<String>,
     pub label: Option<String>,
@@ -112,18 +95,25 @@ pub struct Keep {
     pub monthly: u32,
     #[serde(default)]
     pub yearly: u32,
-    pub within: Option<String>,
+    pub within: Option<Spanned<String>>,
     #[serde(default)]
     pub labels: Vec<String>,
 }
 
 impl Keep {
-    fn policy(&self, source: &str) -> Result<Policy> {
-        let within = self
-            .within
-            .as_deref()
-            .map(|w| parse_span(w).map_err(|e| Error::Usage(format!("{source}: keep.within: {e}"))))
-            .transpose()?;
+    /// `bad` turns (span, message) into the error naming the line.
+    fn policy(
+        &self,
+        source: &str,
+        bad: &dyn Fn(std::ops::Range<usize>, String) -> Error,
+    ) -> Result<Policy> {
+        let within = match &self.within {
+            Some(w) => Some(
+                parse_span(w.get_ref())
+                    .map_err(|e| bad(w.span(), format!("{source}: keep.within: {e}")))?,
+            ),
+            None => None,
+        };
         Ok(Policy {
             last: self.last,
             hourly: self.hourly,
@@ -192,48 +182,69 @@ pub fn load(path: &Path) -> Result<Loaded> {
         .and_then(|p| p.parent().map(Path::to_path_buf))
         .unwrap_or_default();
     let bad = |what: String| Error::Usage(format!("{}: {what}", path.display()));
-    let gc_every = match cfg.gc.every.trim() {
-        "never" => None,
-        every => Some(parse_span(every).map_err(|e| bad(format!("gc.every: {e}")))?),
+    // A value's line, as TOML's own errors give it.
+    let at = |span: std::ops::Range<usize>, what: String| {
+        let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+        Error::Usage(format!("{}: line {line}: {what}", path.display()))
     };
-    if !(0.0..=1.0).contains(&cfg.gc.repack_threshold) {
-        return Err(bad(format!(
-            "gc.repack_threshold must be between 0 and 1, not {}",
-            cfg.gc.repack_threshold
-        )));
-    }
+    let gc_every = match &cfg.gc.every {
+        Some(every) if every.get_ref().trim() == "never" => None,
+        Some(every) => Some(
+            parse_span(every.get_ref()).map_err(|e| at(every.span(), format!("gc.every: {e}")))?,
+        ),
+        None => Some(Span::new().days(1)),
+    };
+    let repack_threshold = match &cfg.gc.repack_threshold {
+        Some(t) if !(0.0..=1.0).contains(t.get_ref()) => {
+            return Err(at(
+                t.span(),
+                format!(
+                    "gc.repack_threshold must be between 0 and 1, not {}",
+                    t.get_ref()
+                ),
+            ));
+        }
+        Some(t) => *t.get_ref(),
+        None => crate::commands::gc::DEFAULT_REPACK_THRESHOLD,
+    };
     let mut names = HashSet::new();
     let mut sources = Vec::new();
+    let mut check_name = |name: &Spanned<String>| {
+        if name.get_ref().is_empty() || !names.insert(name.get_ref().clone()) {
+            return Err(at(
+                name.span(),
+                format!(
+                    "source name {:?} is empty or used twice: each source needs its own name",
+                    name.get_ref()
+                ),
+            ));
+        }
+        Ok(())
+    };
     for s in &cfg.sqlite {
-        let what = format!("sqlite source {:?}", s.name);
+        check_name(&s.name)?;
+        let what = format!("sqlite source {:?}", s.name.get_ref());
         if s.paths.is_empty() {
-            return Err(bad(format!("{what}: paths is empty")));
+            return Err(at(s.name.span(), format!("{what}: paths is empty")));
         }
         sources.push(Source::Sqlite {
-            name: s.name.clone(),
+            name: s.name.get_ref().clone(),
             paths: s.paths.iter().map(|p| base.join(p)).collect(),
             label: s.label.clone(),
-            policy: s.keep.policy(&what).map_err(|e| bad(e.to_string()))?,
+            policy: s.keep.policy(&what, &at)?,
         });
     }
     for s in &cfg.postgres {
-        let what = format!("postgres source {:?}", s.name);
+        check_name(&s.name)?;
+        let what = format!("postgres source {:?}", s.name.get_ref());
         sources.push(Source::Postgres {
-            name: s.name.clone(),
+            name: s.name.get_ref().clone(),
             pgdata: base.join(&s.pgdata),
             conn: s.conn.clone(),
             label: s.label.clone(),
             wal_wait: s.wal_wait.unwrap_or(120),
-            policy: s.keep.policy(&what).map_err(|e| bad(e.to_string()))?,
+            policy: s.keep.policy(&what, &at)?,
         });
-    }
-    for s in &sources {
-        if s.name().is_empty() || !names.insert(s.name().to_string()) {
-            return Err(bad(format!(
-                "source name {:?} is empty or used twice: each source needs its own name",
-                s.name()
-            )));
-        }
     }
     if sources.is_empty() {
         return Err(bad(
@@ -243,7 +254,7 @@ pub fn load(path: &Path) -> Result<Loaded> {
     Ok(Loaded {
         repository: cfg.repository.map(|r| base.join(r)),
         gc_every,
-        repack_threshold: cfg.gc.repack_threshold,
+        repack_threshold,
         sources,
     })
 }
@@ -303,7 +314,10 @@ pgdata = "/var/lib/postgresql/15/main"
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("sqlite source \"a\": keep.within"), "{e}");
+        assert!(
+            e.contains("line 4: sqlite source \"a\": keep.within"),
+            "{e}"
+        );
         let e = load_str("[gc]\nevery = \"1d\"\n").unwrap_err().to_string();
         assert!(e.contains("no sources"), "{e}");
         let e = load_str(
@@ -311,6 +325,6 @@ pgdata = "/var/lib/postgresql/15/main"
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("used twice"), "{e}");
+        assert!(e.contains("line 5") && e.contains("used twice"), "{e}");
     }
 }

@@ -132,7 +132,7 @@ fn invalid_config_files_name_the_line_and_the_key() {
         ),
         (
             "[[sqlite]]\nname = \"a\"\npaths = [\"a.db\"]\n[gc]\nevery = \"often\"\n",
-            "gc.every",
+            "line 5: gc.every",
         ),
         ("[gc]\nevery = \"1d\"\n", "no sources"),
         ("[[postgres]]\nname = \"pg\"\n", "missing field `pgdata`"),
@@ -366,4 +366,49 @@ fn every_command_in_the_operations_guide_parses() {
             "the guide names {name}, not a test"
         );
     }
+}
+
+#[test]
+fn run_backs_up_a_postgres_cluster_beside_a_database_and_status_shows_its_window() {
+    use crate::pg::PgFixture;
+    let f = PgFixture::new();
+    let mut c = f.cluster("primary");
+    c.start();
+    c.sql("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 10000) g");
+    make_db(&f.path("app.db"), 2_000, "wal");
+    let cfg = f.path("rewindb.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[sqlite]]\nname = \"app\"\npaths = [\"app.db\"]\nkeep = {{ last = 1 }}\n\n\
+             [[postgres]]\nname = \"main\"\npgdata = \"{}\"\nconn = \"{}\"\n\
+             keep = {{ last = 1 }}\n",
+            c.data.display(),
+            c.conninfo()
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    for _ in 0..2 {
+        c.sql("INSERT INTO t SELECT g FROM generate_series(1, 1000) g");
+        let out = f.ok(&["run", "--config", cfg]);
+        assert!(
+            out.contains("main: snapshot ") && out.contains("app: snapshot "),
+            "{out}"
+        );
+    }
+    c.switch_and_wait(&f.repo());
+    let status: serde_json::Value = serde_json::from_str(&f.ok(&["status", "--json"])).unwrap();
+    let sources = status["sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 2, "{status}");
+    let pg = sources
+        .iter()
+        .find(|s| s["source"].as_str().unwrap().starts_with("postgres"))
+        .unwrap();
+    assert_eq!(
+        pg["snapshots"], 1,
+        "retention kept one base backup: {status}"
+    );
+    assert!(!pg["pitr_window"].is_null(), "{status}");
+    f.ok(&["check", "--read-data"]);
 }
