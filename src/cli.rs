@@ -41,8 +41,8 @@ Exit codes:
   3  the repository is locked by another rewindb process (see --lock-wait)
   4  verification failed: check found damage, or restored data did not verify
   5  `status --max-age`: some source's newest snapshot is older than that
-`run` exits with the first failing source's code (or 1 if only gc failed); the other
-sources still run.
+`run` exits with the highest code among its failing sources (1 if only gc failed); the
+other sources still run.
 
 Repository: --repo, else $REWINDB_REPOSITORY, else $XDG_DATA_HOME/rewindb/repository
 (~/.local/share/rewindb/repository), which `backup` creates on first use.";
@@ -237,6 +237,10 @@ pub enum Command {
         /// Exit 5 when a source's newest snapshot is older than this ("26h", "2d").
         #[arg(long, value_name = "DURATION")]
         max_age: Option<String>,
+        /// The `run` config: its repository, and its sources by name (one never
+        /// backed up counts as stale).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -1101,10 +1105,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
         }
         Command::Run { config, json } => {
             let cfg = crate::config::load(config)?;
-            let path = match run_repository(&cfg, cli)? {
-                Some(p) => p,
-                None => repo_path(cli).0,
-            };
+            let path = run_repository(&cfg, cli);
             let mut repo = Repository::open(
                 &path,
                 OpenOptions {
@@ -1123,20 +1124,43 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 return Err(CliError::Quiet(code));
             }
         }
-        Command::Status { max_age, json } => {
+        Command::Status {
+            max_age,
+            config,
+            json,
+        } => {
             let max_age = max_age
                 .as_deref()
                 .map(crate::retention::parse_span)
                 .transpose()
                 .map_err(Error::Usage)?;
-            let repo = open(cli, None)?;
-            let report = crate::commands::status::status(&repo, max_age, jiff::Timestamp::now())?;
+            let cfg = config.as_deref().map(crate::config::load).transpose()?;
+            let repo = match &cfg {
+                Some(cfg) => Repository::open(
+                    &run_repository(cfg, cli),
+                    OpenOptions {
+                        lock: None,
+                        lock_wait: Duration::ZERO,
+                    },
+                )?,
+                None => open(cli, None)?,
+            };
+            let configured = cfg.map(|c| c.sources).unwrap_or_default();
+            let report = crate::commands::status::status(
+                &repo,
+                &configured,
+                max_age,
+                jiff::Timestamp::now(),
+            )?;
             if *json {
                 out(writeln!(w, "{}", serde_json::to_string(&report).unwrap()))?;
             } else if !cli.quiet {
                 out(print_status(&mut w, &report))?;
             }
-            let stale: Vec<&str> = report.stale().map(|s| s.source.as_str()).collect();
+            let stale: Vec<&str> = report
+                .stale()
+                .map(|s| s.name.as_deref().unwrap_or(&s.source))
+                .collect();
             if !stale.is_empty() {
                 eprintln!(
                     "rewindb: stale: the newest snapshot of {} is older than {}",
@@ -1145,7 +1169,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 );
                 return Err(CliError::Quiet(exit::STALE));
             }
-            if report.sources.is_empty() {
+            if report.sources.is_empty() && !cli.quiet {
                 eprintln!("rewindb: the repository has no snapshots yet");
             }
         }
@@ -1349,8 +1373,9 @@ fn print_gc(w: &mut impl Write, r: &GcReport) -> io::Result<()> {
 
 /// The repository a `run` uses: the config's, unless `--repo` (or the
 /// environment) names another one.
-fn run_repository(cfg: &crate::config::Loaded, cli: &Cli) -> Result<Option<PathBuf>, Error> {
+fn run_repository(cfg: &crate::config::Loaded, cli: &Cli) -> PathBuf {
     crate::commands::run::repository_for(cfg, cli.repo.as_deref())
+        .unwrap_or_else(|| repo_path(cli).0)
 }
 
 fn print_run(
@@ -1410,14 +1435,25 @@ fn print_status(w: &mut impl Write, r: &crate::commands::status::StatusReport) -
         human_bytes(r.repository_bytes)
     )?;
     for s in &r.sources {
+        let who = match &s.name {
+            Some(name) => format!("{name} ({})", s.source),
+            None => s.source.clone(),
+        };
+        let (Some(newest), Some(time), Some(age)) = (s.newest, s.newest_time, s.age_secs) else {
+            writeln!(
+                w,
+                "{}{who}: never backed up",
+                if s.stale { "STALE " } else { "" }
+            )?;
+            continue;
+        };
         writeln!(
             w,
-            "{}{}: newest {} at {} ({} ago), {} snapshot(s){}",
+            "{}{who}: newest {} at {} ({} ago), {} snapshot(s){}",
             if s.stale { "STALE " } else { "" },
-            s.source,
-            s.newest.short(),
-            s.newest_time.strftime("%Y-%m-%d %H:%M:%S"),
-            human_age(s.age_secs),
+            newest.short(),
+            time.strftime("%Y-%m-%d %H:%M:%S"),
+            human_age(age),
             s.snapshots,
             match &s.pitr_window {
                 Some(win) => format!(

@@ -3,7 +3,7 @@
 //! a wrong type is an error naming the line and the key.
 //!
 //! ```toml
-//! repository = "/backups/rewindb"     # optional: else --repo, $REWINDB_REPOSITORY
+//! repository = "/backups/rewindb"     # wins over --repo; if absent: --repo, $REWINDB_REPOSITORY
 //!
 //! [gc]
 //! every = "1d"                        # at most once per this span ("never": not in `run`)
@@ -245,6 +245,30 @@ pub fn load(path: &Path) -> Result<Loaded> {
             wal_wait: s.wal_wait.unwrap_or(120),
             policy: s.keep.policy(&what, &at)?,
         });
+    }
+    // Two sources over the same databases (or cluster) would apply their
+    // policies to each other's snapshots.
+    for (i, a) in sources.iter().enumerate() {
+        for b in &sources[..i] {
+            let same = match (a, b) {
+                (Source::Sqlite { paths: pa, .. }, Source::Sqlite { paths: pb, .. }) => {
+                    let (mut pa, mut pb) = (pa.clone(), pb.clone());
+                    pa.sort();
+                    pb.sort();
+                    pa == pb
+                }
+                (Source::Postgres { pgdata: a, .. }, Source::Postgres { pgdata: b, .. }) => a == b,
+                _ => false,
+            };
+            if same {
+                return Err(bad(format!(
+                    "sources {:?} and {:?} back up the same data: make them one source (one \
+                     policy can combine hourly, daily and other rules)",
+                    b.name(),
+                    a.name()
+                )));
+            }
+        }
     }
     if sources.is_empty() {
         return Err(bad(

@@ -14,7 +14,7 @@ use crate::commands::forget::{ForgetOptions, forget};
 use crate::commands::gc::{GcOptions, GcReport, gc};
 use crate::commands::pg_backup::{PgBackupOptions, backup_postgres};
 use crate::config::{Loaded, Source};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::id::SnapshotId;
 use crate::repo::Repository;
 use crate::repo::snapshot::Snapshot;
@@ -52,15 +52,15 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    /// The exit code: the first failing source's (or gc's), else 0.
+    /// The exit code: the highest of the failing sources' and gc's (4,
+    /// verification, outranks 2, bad input, which outranks 1), else 0.
     pub fn exit_code(&self) -> i32 {
-        if let Some(s) = self.sources.iter().find(|s| !s.ok) {
-            return s.exit_code;
-        }
-        match self.gc {
-            GcRun::Failed { .. } => crate::error::exit::FAILURE,
-            _ => crate::error::exit::OK,
-        }
+        let sources = self.sources.iter().filter(|s| !s.ok).map(|s| s.exit_code);
+        let gc = match self.gc {
+            GcRun::Failed { .. } => Some(crate::error::exit::FAILURE),
+            _ => None,
+        };
+        sources.chain(gc).max().unwrap_or(crate::error::exit::OK)
     }
 }
 
@@ -93,7 +93,8 @@ pub fn run(repo: &mut Repository, cfg: &Loaded, now: Timestamp) -> RunReport {
                 r.forgotten = forgotten;
             }
             Err(e) => {
-                tracing::error!("source {}: {e}", source.name());
+                // Reported in the run's result (stdout, even with --quiet).
+                tracing::info!("source {} failed: {e}", source.name());
                 r.exit_code = e.exit_code();
                 r.error = Some(e.to_string());
             }
@@ -165,11 +166,10 @@ fn gc_if_due(repo: &mut Repository, cfg: &Loaded, now: Timestamp) -> GcRun {
             };
         }
     };
-    if let Some(last) = last {
-        let next = add(last, every);
-        if next > now {
-            return GcRun::NotDue { last, next };
-        }
+    if let Some(last) = last
+        && let Some(next) = not_due_until(last, every, now)
+    {
+        return GcRun::NotDue { last, next };
     }
     let opts = GcOptions {
         dry_run: false,
@@ -178,12 +178,21 @@ fn gc_if_due(repo: &mut Repository, cfg: &Loaded, now: Timestamp) -> GcRun {
     match gc(repo, &opts) {
         Ok(report) => GcRun::Ran { report },
         Err(e) => {
-            tracing::error!("gc: {e}");
+            tracing::info!("gc failed: {e}");
             GcRun::Failed {
                 error: e.to_string(),
             }
         }
     }
+}
+
+/// When gc is next due, if it is not due at `now`. Slack of a tenth of the
+/// interval (at most an hour): gc finishes a little after the run that
+/// started it, so a daily cron would otherwise find it due only every other day.
+fn not_due_until(last: Timestamp, every: Span, now: Timestamp) -> Option<Timestamp> {
+    let next = add(last, every);
+    let slack = ((next.as_second() - last.as_second()) / 10).min(3600);
+    (next.as_second() - slack > now.as_second()).then_some(next)
 }
 
 /// `t + span`, calendar-aware (in UTC), saturating.
@@ -194,21 +203,42 @@ fn add(t: Timestamp, span: Span) -> Timestamp {
         .unwrap_or(Timestamp::MAX)
 }
 
-/// Refuses a config whose repository disagrees with `--repo`.
-pub fn repository_for(
-    cfg: &Loaded,
-    flag: Option<&std::path::Path>,
-) -> Result<Option<std::path::PathBuf>> {
-    match (&cfg.repository, flag) {
-        (Some(c), Some(f)) if std::path::absolute(f).ok().as_deref() != Some(c.as_path()) => {
-            Err(Error::Usage(format!(
-                "the config file names repository {} but --repo (or $REWINDB_REPOSITORY) \
-                 says {}: give it in one place",
-                c.display(),
-                f.display()
-            )))
-        }
-        (Some(c), _) => Ok(Some(c.clone())),
-        (None, _) => Ok(None),
+/// The repository of a run: the config file's `repository` when it names one
+/// (it wins over `--repo` and `$REWINDB_REPOSITORY`, which an operator may set
+/// globally for `wal push`), else `None` (the usual resolution).
+pub fn repository_for(cfg: &Loaded, flag: Option<&std::path::Path>) -> Option<std::path::PathBuf> {
+    let c = cfg.repository.clone()?;
+    if let Some(f) = flag
+        && std::fs::canonicalize(f).ok() != std::fs::canonicalize(&c).ok()
+    {
+        tracing::info!(
+            "using the config file's repository {} (not {})",
+            c.display(),
+            f.display()
+        );
+    }
+    Some(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_daily_cron_runs_gc_every_day() {
+        let day = Span::new().days(1);
+        let t = |s: &str| s.parse::<Timestamp>().unwrap();
+        // The last gc finished at 02:10; the next run starts at 02:00.
+        let last = t("2026-11-30T02:10:00Z");
+        assert_eq!(not_due_until(last, day, t("2026-12-01T02:00:00Z")), None);
+        // Later the same day it is not due, and says until when.
+        assert_eq!(
+            not_due_until(last, day, t("2026-11-30T14:00:00Z")),
+            Some(t("2026-12-01T02:10:00Z"))
+        );
+        // An hour's slack at most: weekly gc is not due a day early.
+        let week = Span::new().weeks(1);
+        assert!(not_due_until(last, week, t("2026-12-06T02:10:00Z")).is_some());
+        assert!(not_due_until(last, week, t("2026-12-07T01:15:00Z")).is_none());
     }
 }

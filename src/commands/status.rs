@@ -12,21 +12,27 @@ use jiff::{Span, Timestamp};
 use serde::Serialize;
 
 use crate::commands::pg_restore::{PitrWindow, pitr_windows};
+use crate::config::Source;
 use crate::error::Result;
 use crate::id::SnapshotId;
 use crate::repo::Repository;
+use crate::repo::snapshot::{Snapshot, SourceKind};
 
 #[derive(Debug, Serialize)]
 pub struct SourceStatus {
-    /// The source as `forget` groups snapshots (`Snapshot::source_key`).
+    /// The source's name in the config file (`status --config`).
+    pub name: Option<String>,
+    /// The source as `forget` groups snapshots (`Snapshot::source_key`);
+    /// for a configured source never backed up, what the config names.
     pub source: String,
     pub snapshots: usize,
-    pub newest: SnapshotId,
-    pub newest_time: Timestamp,
-    pub age_secs: i64,
+    /// `None`: a configured source with no snapshot yet.
+    pub newest: Option<SnapshotId>,
+    pub newest_time: Option<Timestamp>,
+    pub age_secs: Option<i64>,
     /// A cluster's PITR window that reaches furthest.
     pub pitr_window: Option<PitrWindow>,
-    /// Older than `--max-age`.
+    /// Older than `--max-age`, or (configured) never backed up.
     pub stale: bool,
 }
 
@@ -47,7 +53,15 @@ impl StatusReport {
     }
 }
 
-pub fn status(repo: &Repository, max_age: Option<Span>, now: Timestamp) -> Result<StatusReport> {
+/// The status of every source in the repository; with `configured` (the
+/// sources of a `run` config), those are named, and one with no snapshot is
+/// listed too (stale when there is a `max_age`).
+pub fn status(
+    repo: &Repository,
+    configured: &[Source],
+    max_age: Option<Span>,
+    now: Timestamp,
+) -> Result<StatusReport> {
     let list = repo.snapshots()?;
     let (windows, notes) = pitr_windows(repo, &list.ok)?;
     let oldest_fresh = max_age.map(|span| {
@@ -57,14 +71,20 @@ pub fn status(repo: &Repository, max_age: Option<Span>, now: Timestamp) -> Resul
             .unwrap_or(Timestamp::MIN)
     });
     let mut groups: BTreeMap<String, Vec<(SnapshotId, Timestamp, Option<u64>)>> = BTreeMap::new();
+    // Each configured source's group: found by the paths or data directory
+    // its snapshots record.
+    let mut names: BTreeMap<String, String> = BTreeMap::new();
     for (id, s) in &list.ok {
         groups.entry(s.source_key()).or_default().push((
             *id,
             s.time,
             s.postgres.as_ref().map(|p| p.system_identifier),
         ));
+        if let Some(c) = configured.iter().find(|c| is_configured(c, s)) {
+            names.insert(s.source_key(), c.name().to_string());
+        }
     }
-    let sources = groups
+    let mut sources: Vec<SourceStatus> = groups
         .into_iter()
         .map(|(source, snaps)| {
             let &(newest, newest_time, sysid) = snaps
@@ -79,16 +99,38 @@ pub fn status(repo: &Repository, max_age: Option<Span>, now: Timestamp) -> Resul
                     .cloned()
             });
             SourceStatus {
+                name: names.get(&source).cloned(),
                 source,
                 snapshots: snaps.len(),
-                newest,
-                newest_time,
-                age_secs: (now.as_second() - newest_time.as_second()).max(0),
+                newest: Some(newest),
+                newest_time: Some(newest_time),
+                age_secs: Some((now.as_second() - newest_time.as_second()).max(0)),
                 pitr_window,
                 stale: oldest_fresh.is_some_and(|t| newest_time < t),
             }
         })
         .collect();
+    for c in configured {
+        if !names.values().any(|n| n == c.name()) {
+            sources.push(SourceStatus {
+                name: Some(c.name().to_string()),
+                source: match c {
+                    Source::Sqlite { paths, .. } => {
+                        let p: Vec<String> =
+                            paths.iter().map(|p| p.display().to_string()).collect();
+                        format!("sqlite {}", p.join(","))
+                    }
+                    Source::Postgres { pgdata, .. } => format!("postgres {}", pgdata.display()),
+                },
+                snapshots: 0,
+                newest: None,
+                newest_time: None,
+                age_secs: None,
+                pitr_window: None,
+                stale: max_age.is_some(),
+            });
+        }
+    }
     Ok(StatusReport {
         repository: repo.root().to_path_buf(),
         repository_bytes: dir_bytes(repo.root()),
@@ -97,6 +139,21 @@ pub fn status(repo: &Repository, max_age: Option<Span>, now: Timestamp) -> Resul
         sources,
         notes,
     })
+}
+
+/// Whether snapshot `s` is of the configured source `c`.
+fn is_configured(c: &Source, s: &Snapshot) -> bool {
+    match (c, &s.postgres) {
+        (Source::Postgres { pgdata, .. }, Some(pg)) => pg.pgdata == *pgdata,
+        (Source::Sqlite { paths, .. }, None) if s.source == SourceKind::Sqlite => {
+            let mut want: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();
+            let mut have: Vec<&Path> = s.files.iter().map(|f| f.source_path.as_path()).collect();
+            want.sort();
+            have.sort();
+            want == have
+        }
+        _ => false,
+    }
 }
 
 /// Sum of the sizes of the files under `dir` (unreadable entries count 0).

@@ -470,7 +470,12 @@ impl Repository {
             let Some(id) = id_from_file_name::<SnapshotId>(&path, ".json") else {
                 continue;
             };
-            let bytes = fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
+            let bytes = match fs::read(&path) {
+                Ok(b) => b,
+                // Forgotten since the listing (readers take no lock against `forget`).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).ctx(|| format!("reading {}", path.display())),
+            };
             match Snapshot::decode(&id, &bytes) {
                 Ok(s) => list.ok.push((id, s)),
                 Err(e) => list.damaged.push((id, e)),

@@ -88,6 +88,12 @@ fn run_backs_up_every_source_applies_each_retention_and_spaces_gc() {
         serde_json::from_str(&f.ok(&["run", "--config", &cfg, "--json"])).unwrap();
     assert_eq!(v["sources"].as_array().unwrap().len(), 2, "{v}");
     assert_eq!(v["gc"]["state"], "not_due", "{v}");
+    // status --config names the sources as the config does.
+    let status = f.ok(&["status", "--config", &cfg, "--max-age", "1h"]);
+    assert!(
+        status.contains("orders (sqlite ") && status.contains("users (sqlite "),
+        "{status}"
+    );
 }
 
 #[test]
@@ -136,6 +142,10 @@ fn invalid_config_files_name_the_line_and_the_key() {
         ),
         ("[gc]\nevery = \"1d\"\n", "no sources"),
         ("[[postgres]]\nname = \"pg\"\n", "missing field `pgdata`"),
+        (
+            "[[sqlite]]\nname = \"a\"\npaths = [\"a.db\"]\n[[sqlite]]\nname = \"b\"\npaths = [\"a.db\"]\n",
+            "back up the same data",
+        ),
         (
             "repository = 3\n[[sqlite]]\nname = \"a\"\npaths = [\"a.db\"]\n",
             "line 1",
@@ -238,6 +248,24 @@ fn status_is_zero_for_a_fresh_source_and_5_for_a_stale_one() {
     assert!(err.contains("stale") && err.contains("a.db"), "{err}");
     let err = f.fails(&["status", "--max-age", "soon"], 2);
     assert!(err.contains("malformed duration"), "{err}");
+    // A configured source that never got a snapshot is stale too.
+    make_db(&f.path("b.db"), 100, "wal");
+    let cfg = config(
+        &f,
+        "repository = \"repo\"\n[[sqlite]]\nname = \"a\"\npaths = [\"a.db\"]\n\
+         [[sqlite]]\nname = \"b\"\npaths = [\"b.db\"]\n",
+    );
+    let out = f.run(&["status", "--config", &cfg, "--max-age", "1h"]);
+    assert_eq!(out.status.code(), Some(5));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("STALE b (sqlite ") && stdout.contains("never backed up"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("a (sqlite ") && !stdout.contains("STALE a"),
+        "{stdout}"
+    );
 }
 
 #[test]
