@@ -95,7 +95,7 @@ pub fn backup_postgres(
             .sum(),
         false => 0,
     };
-    let _bar = crate::progress::start(total, &pgdata.display().to_string());
+    let bar = crate::progress::start(total, &pgdata.display().to_string());
     for rel in &listing.files {
         let name = rel.to_str().ok_or_else(|| {
             Error::Usage(format!(
@@ -114,6 +114,7 @@ pub fn backup_postgres(
             files.push(entry);
         }
     }
+    drop(bar); // not shown while the WAL is awaited
     let stop = session.backup_stop()?;
     let stop_time = jiff::Timestamp::now();
     tracing::info!("backup stopped at {}", stop.lsn);
