@@ -101,30 +101,7 @@ impl Index {
 
     /// Records durable packs in one durable transaction.
     pub fn add_packs(&self, packs: &[SealedPack]) -> Result<(), RepoError> {
-        let e = |x: &dyn std::fmt::Display| index_err(&self.path, x);
-        let Db::ReadWrite(db) = &self.db else {
-            return Err(e(&"opened read-only"));
-        };
-        let txn = db.begin_write().map_err(|x| e(&x))?;
-        {
-            let mut chunks = txn.open_table(CHUNKS).map_err(|x| e(&x))?;
-            let mut pack_table = txn.open_table(PACKS).map_err(|x| e(&x))?;
-            let mut value = [0u8; 50];
-            for pack in packs {
-                pack_table
-                    .insert(pack.id.as_bytes(), pack.len)
-                    .map_err(|x| e(&x))?;
-                value[..32].copy_from_slice(pack.id.as_bytes());
-                for entry in &pack.entries {
-                    entry.encode_location((&mut value[32..]).try_into().unwrap());
-                    chunks
-                        .insert(entry.id.as_bytes(), &value)
-                        .map_err(|x| e(&x))?;
-                }
-            }
-        }
-        txn.commit().map_err(|x| e(&x))?;
-        Ok(())
+        self.replace_packs(&[], &[], packs)
     }
 
     /// gc's one durable transaction: drops the `removed` packs and every
@@ -146,19 +123,10 @@ impl Index {
         {
             let mut chunks = txn.open_table(CHUNKS).map_err(|x| e(&x))?;
             let mut pack_table = txn.open_table(PACKS).map_err(|x| e(&x))?;
-            for pack in removed {
-                pack_table.remove(pack.id.as_bytes()).map_err(|x| e(&x))?;
-                for entry in &pack.entries {
-                    let here = chunks
-                        .get(entry.id.as_bytes())
-                        .map_err(|x| e(&x))?
-                        .is_some_and(|v| v.value()[..32] == *pack.id.as_bytes());
-                    if here {
-                        chunks.remove(entry.id.as_bytes()).map_err(|x| e(&x))?;
-                    }
-                }
-            }
-            for (id, pack) in dead {
+            let in_removed = removed
+                .iter()
+                .flat_map(|p| p.entries.iter().map(|entry| (entry.id, p.id)));
+            for (id, pack) in in_removed.chain(dead.iter().copied()) {
                 let here = chunks
                     .get(id.as_bytes())
                     .map_err(|x| e(&x))?
@@ -166,6 +134,9 @@ impl Index {
                 if here {
                     chunks.remove(id.as_bytes()).map_err(|x| e(&x))?;
                 }
+            }
+            for pack in removed {
+                pack_table.remove(pack.id.as_bytes()).map_err(|x| e(&x))?;
             }
             let mut value = [0u8; 50];
             for pack in added {

@@ -29,22 +29,14 @@ fn ids(f: &Fixture) -> Vec<String> {
 }
 
 /// Restores every snapshot (one database each) and returns its bytes by id.
-fn restore_all(f: &Fixture, tag: &str) -> HashMap<String, Vec<u8>> {
-    let mut out = HashMap::new();
-    for id in ids(f) {
-        let to = f.path(&format!("{tag}-{}.db", &id[..8]));
-        f.ok(&[
-            "restore",
-            &id,
-            "--verify",
-            "hash",
-            "--to",
-            to.to_str().unwrap(),
-        ]);
-        out.insert(id, std::fs::read(&to).unwrap());
-        std::fs::remove_file(&to).unwrap();
-    }
-    out
+fn restore_all(f: &Fixture) -> HashMap<String, Vec<u8>> {
+    ids(f)
+        .into_iter()
+        .map(|id| {
+            let bytes = f.restored_bytes(&id);
+            (id, bytes)
+        })
+        .collect()
 }
 
 #[test]
@@ -74,7 +66,7 @@ fn forget_and_gc_keep_retained_snapshots_exact_and_reclaim_what_only_forgotten_o
         insert_rows(&conn, 5_000_000, 30_000);
     }
     f.backup(&[&b]);
-    let before = restore_all(&f, "before");
+    let before = restore_all(&f);
     assert_eq!(before.len(), 7);
 
     // Three of a's five go; b is untouched by a policy scoped to a.
@@ -95,7 +87,7 @@ fn forget_and_gc_keep_retained_snapshots_exact_and_reclaim_what_only_forgotten_o
     let stats: serde_json::Value = serde_json::from_str(&f.ok(&["stats", "--json"])).unwrap();
     assert_eq!(stats["chunks"], report["live_chunks"], "{report}");
     f.ok(&["check", "--read-data"]);
-    let left = restore_all(&f, "after-a");
+    let left = restore_all(&f);
     assert_eq!(left.len(), 4);
     for (id, bytes) in &left {
         assert!(before[id] == *bytes, "snapshot {id} changed");
@@ -119,7 +111,7 @@ fn forget_and_gc_keep_retained_snapshots_exact_and_reclaim_what_only_forgotten_o
     );
     assert_eq!(report["reclaimed_bytes"].as_u64(), Some(shrunk), "{report}");
     f.ok(&["check", "--read-data"]);
-    let left = restore_all(&f, "after-b");
+    let left = restore_all(&f);
     assert_eq!(left.len(), 3);
     for (id, bytes) in &left {
         assert!(before[id] == *bytes, "snapshot {id} changed");
@@ -222,17 +214,8 @@ fn gc_killed_at_any_point_leaves_every_snapshot_restorable() {
     let backup = |round: u64, expected: &mut HashMap<String, Vec<u8>>| {
         update_rows(&db, 4_000, round);
         let id = f.backup(&[&db]);
-        let to = f.path("ref.db");
-        f.ok(&[
-            "restore",
-            &id,
-            "--verify",
-            "hash",
-            "--to",
-            to.to_str().unwrap(),
-        ]);
-        expected.insert(id, std::fs::read(&to).unwrap());
-        std::fs::remove_file(&to).unwrap();
+        let bytes = f.restored_bytes(&id);
+        expected.insert(id, bytes);
     };
     for round in 0..3 {
         backup(round, &mut expected);
@@ -266,20 +249,10 @@ fn gc_killed_at_any_point_leaves_every_snapshot_restorable() {
         // restores to the bytes it restored to when it was made.
         f.ok(&["check"]);
         for id in ids(&f) {
-            let to = f.path("after-kill.db");
-            f.ok(&[
-                "restore",
-                &id,
-                "--verify",
-                "hash",
-                "--to",
-                to.to_str().unwrap(),
-            ]);
             assert!(
-                std::fs::read(&to).unwrap() == expected[&id],
+                f.restored_bytes(&id) == expected[&id],
                 "round {round}: snapshot {id} changed"
             );
-            std::fs::remove_file(&to).unwrap();
         }
     }
     eprintln!("{killed_running} of {rounds} gc runs killed while running (a full gc: {full:?})");

@@ -96,6 +96,22 @@ impl Fixture {
         v["id"].as_str().unwrap().to_string()
     }
 
+    /// The bytes snapshot `id` (one database) restores to (`--verify hash`).
+    pub fn restored_bytes(&self, id: &str) -> Vec<u8> {
+        let to = self.path(&format!("restored-{}.db", &id[..8]));
+        self.ok(&[
+            "restore",
+            id,
+            "--verify",
+            "hash",
+            "--to",
+            to.to_str().unwrap(),
+        ]);
+        let bytes = std::fs::read(&to).unwrap();
+        std::fs::remove_file(&to).unwrap();
+        bytes
+    }
+
     /// Seals packs at 64 KiB instead of 16 MiB, so that a small database
     /// spreads over many packs (and page data and manifests part ways).
     pub fn use_small_packs(&self) {
