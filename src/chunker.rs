@@ -21,6 +21,20 @@ pub struct ChunkerParams {
     /// pages, as few pages as reach this many bytes (one page when the page
     /// size is at least this).
     pub page_chunk_min: u32,
+    /// PostgreSQL files (8 KiB pages) are cut into chunks of this many bytes:
+    /// a multiple of the page, a power of two. A changed page still costs
+    /// about a page, because a changed chunk is stored as its delta from the
+    /// chunk at the same place in the previous base backup; a chunk of
+    /// several pages costs one index entry, one manifest id and one delta
+    /// header instead of one per page. Repositories made before this
+    /// parameter existed cut single pages.
+    #[serde(default = "single_pg_page")]
+    pub pg_chunk: u32,
+}
+
+/// `pg_chunk` of repositories made before it was recorded.
+fn single_pg_page() -> u32 {
+    8192
 }
 
 impl Default for ChunkerParams {
@@ -30,6 +44,7 @@ impl Default for ChunkerParams {
             cdc_avg: 64 * 1024,
             cdc_max: 256 * 1024,
             page_chunk_min: 4096,
+            pg_chunk: 64 * 1024,
         }
     }
 }
@@ -49,7 +64,9 @@ impl ChunkerParams {
             && (AVERAGE_MIN..=AVERAGE_MAX).contains(&avg)
             && max <= MAXIMUM_MAX
             && (512..=1 << 20).contains(&self.page_chunk_min)
-            && self.page_chunk_min.is_power_of_two();
+            && self.page_chunk_min.is_power_of_two()
+            && (single_pg_page()..=1 << 20).contains(&self.pg_chunk)
+            && self.pg_chunk.is_power_of_two();
         if ok {
             Ok(())
         } else {
@@ -124,6 +141,22 @@ mod tests {
         assert_eq!(p.pages_per_chunk(1024), 4);
         assert_eq!(p.pages_per_chunk(4096), 1);
         assert_eq!(p.pages_per_chunk(65536), 1);
+    }
+
+    #[test]
+    fn postgres_chunks_are_64_kib_in_new_repositories_and_one_page_in_older_ones() {
+        assert_eq!(ChunkerParams::default().pg_chunk, 65536);
+        let older = r#"{"cdc_min":16384,"cdc_avg":65536,"cdc_max":262144,"page_chunk_min":4096}"#;
+        let p: ChunkerParams = serde_json::from_str(older).unwrap();
+        assert_eq!(p.pg_chunk, 8192);
+        assert!(p.validate().is_ok());
+        for bad in [4096, 3 * 8192, 2 << 20] {
+            let p = ChunkerParams {
+                pg_chunk: bad,
+                ..ChunkerParams::default()
+            };
+            assert!(p.validate().is_err(), "pg_chunk {bad} accepted");
+        }
     }
 
     #[test]

@@ -12,7 +12,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use serde_json::json;
 
-use crate::commands::backup::{BackupOptions, backup_sqlite, validate_sqlite_sources};
+use crate::commands::backup::{
+    BackupOptions, backup_sqlite, settle_index, validate_sqlite_sources,
+};
 use crate::commands::check::{CheckOptions, check, short_ids};
 use crate::commands::forget::{ForgetOptions, SourcePlan, forget};
 use crate::commands::gc::{GcOptions, GcReport, gc};
@@ -462,8 +464,9 @@ fn stream_backup(
     if is_default && !path.join("config.json").exists() {
         Repository::init(&path)?;
     }
-    let repo = open(cli, Some(LockMode::Exclusive))?;
+    let mut repo = open(cli, Some(LockMode::Exclusive))?;
     let (id, snap) = backup_stream(&repo, opts)?;
+    settle_index(&mut repo);
     if json {
         out(writeln!(w, "{}", snapshot_json(&id.to_hex(), &snap)))?;
     } else if !cli.quiet {
@@ -551,11 +554,12 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                     eprintln!("created repository at {}", path.display());
                 }
             }
-            let repo = open(cli, Some(LockMode::Exclusive))?;
+            let mut repo = open(cli, Some(LockMode::Exclusive))?;
             let opts = BackupOptions {
                 label: label.clone(),
             };
             let (id, snap) = backup_sqlite(&repo, &dbs, &opts)?;
+            settle_index(&mut repo);
             if *json {
                 out(writeln!(w, "{}", snapshot_json(&id.to_hex(), &snap)))?;
             } else if !cli.quiet {
@@ -588,7 +592,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 },
         } => {
             let pgdata = crate::commands::pg_backup::validate_pgdata(pgdata)?;
-            let repo = open(cli, Some(LockMode::Exclusive))?;
+            let mut repo = open(cli, Some(LockMode::Exclusive))?;
             let opts = PgBackupOptions {
                 pgdata,
                 conninfo: conn.clone().unwrap_or_else(default_conninfo),
@@ -596,6 +600,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 wal_wait: Duration::from_secs(*wal_wait),
             };
             let (id, snap) = backup_postgres(&repo, &opts)?;
+            settle_index(&mut repo);
             if *json {
                 out(writeln!(w, "{}", snapshot_json(&id.to_hex(), &snap)))?;
             } else if !cli.quiet {

@@ -11,6 +11,7 @@ fuzz_target!(|data: &[u8]| {
         cdc_avg: 256,
         cdc_max: 1024,
         page_chunk_min: 4096,
+        pg_chunk: 65536,
     };
     let chunks: Vec<&[u8]> = p.cdc_chunks(data).collect();
     assert_eq!(chunks.concat(), data);

@@ -57,6 +57,15 @@ pub fn validate_pgdata(pgdata: &Path) -> Result<PathBuf> {
     Ok(abs)
 }
 
+/// The zstd level of deltas between chunks of `chunk_len` bytes: single
+/// pages (repositories made before chunks of several pages) at the fast level.
+fn delta_level(chunk_len: usize) -> i32 {
+    match chunk_len > PG_PAGE {
+        true => crate::repo::delta::MULTI_PAGE_LEVEL,
+        false => crate::repo::delta::FAST_LEVEL,
+    }
+}
+
 /// Takes a base backup of the cluster at `opts.pgdata` into `repo`.
 pub fn backup_postgres(
     repo: &Repository,
@@ -79,7 +88,8 @@ pub fn backup_postgres(
         })
         .map(|(_, s)| s);
     let mut writer = BlobWriter::new(repo)?;
-    let mut encoder = DeltaEncoder::new(repo)?;
+    let chunk_len = repo.config().chunker.pg_chunk as usize;
+    let mut encoder = DeltaEncoder::new(repo, delta_level(chunk_len))?;
     let time = jiff::Timestamp::now();
     let start_lsn = session.backup_start(&format!("rewindb {time}"))?;
     tracing::info!("backup started at {start_lsn}");
@@ -253,22 +263,32 @@ fn backup_file(
         let mut data = Vec::with_capacity(meta.len() as usize);
         file.read_to_end(&mut data).map_err(read_err())?;
         crate::progress::add(data.len() as u64);
-        store_small(writer, encoder, &data, PG_PAGE, bases)?
+        let chunk_len = repo.config().chunker.pg_chunk as usize;
+        store_small(writer, encoder, &data, chunk_len, bases)?
     } else {
-        let (stored, ()) = store_pages(writer, repo, bases, |sink| {
-            // Whole pages of 8 KiB; a file being extended meanwhile may end
-            // in a partial one, which is stored as it is.
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = read_full(&mut file, &mut buf).map_err(read_err())?;
-                for page in buf[..n].chunks(PG_PAGE) {
-                    sink(page)?;
+        let chunk_len = repo.config().chunker.pg_chunk as usize;
+        let level = delta_level(chunk_len);
+        let (stored, ()) = store_pages(
+            writer,
+            repo,
+            bases,
+            move |_| chunk_len,
+            level,
+            |sink| {
+                // Whole pages of 8 KiB; a file being extended meanwhile may end
+                // in a partial one, which is stored as it is.
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = read_full(&mut file, &mut buf).map_err(read_err())?;
+                    for page in buf[..n].chunks(PG_PAGE) {
+                        sink(page)?;
+                    }
+                    if n < buf.len() {
+                        return Ok(());
+                    }
                 }
-                if n < buf.len() {
-                    return Ok(());
-                }
-            }
-        })?;
+            },
+        )?;
         stored
     };
     let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777;

@@ -59,9 +59,10 @@ impl Verify {
     }
 }
 
-/// Chunks per lookup batch handed between the restore threads. A power of
-/// two, so that a batch of whole pages is a piece of the blake3 tree.
-const RESTORE_BATCH: usize = 256;
+/// Bytes per lookup batch handed between the restore threads (whole chunks,
+/// at least one). A power of two, so that a batch of equal power-of-two
+/// chunks is a piece of the blake3 tree.
+const RESTORE_BATCH_BYTES: u64 = 1 << 20;
 /// Bytes written between two early `fdatasync`s of a restored file.
 const FLUSH_EVERY: u64 = 64 << 20;
 
@@ -111,20 +112,24 @@ pub(crate) fn write_chunks(
         let lookup = scope.spawn(move || -> Result<()> {
             let view = repo.index()?.view()?;
             let to_read = [to_read_a, to_read_b];
-            let mut offset = 0u64;
-            for (turn, batch) in ids.chunks(RESTORE_BATCH).enumerate() {
-                let mut located = Vec::with_capacity(batch.len());
-                let batch_offset = offset;
-                for id in batch {
-                    let found = view
-                        .get(id)?
-                        .ok_or(RepoError::ChunkMissing { chunk: *id })?;
-                    offset += u64::from(found.1.raw_len);
-                    located.push(found);
+            let mut turn = 0;
+            let (mut offset, mut batch_offset) = (0u64, 0u64);
+            let mut located = Vec::new();
+            for (n, id) in ids.iter().enumerate() {
+                let found = view
+                    .get(id)?
+                    .ok_or(RepoError::ChunkMissing { chunk: *id })?;
+                offset += u64::from(found.1.raw_len);
+                located.push(found);
+                if offset - batch_offset < RESTORE_BATCH_BYTES && n + 1 < ids.len() {
+                    continue;
                 }
-                if to_read[turn % 2].send((batch_offset, located)).is_err() {
+                let batch = (batch_offset, std::mem::take(&mut located));
+                if to_read[turn % 2].send(batch).is_err() {
                     break; // a later stage failed and says why
                 }
+                turn += 1;
+                batch_offset = offset;
             }
             Ok(())
         });

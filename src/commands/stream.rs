@@ -72,7 +72,7 @@ pub fn backup_stream(repo: &Repository, opts: &StreamOptions) -> Result<(Snapsho
     let time = jiff::Timestamp::now();
     let previous = repo.snapshots()?;
     let mut writer = BlobWriter::new(repo)?;
-    let mut encoder = DeltaEncoder::new(repo)?;
+    let mut encoder = DeltaEncoder::new(repo, crate::repo::delta::FAST_LEVEL)?;
     let parent = previous
         .ok
         .iter()

@@ -15,23 +15,34 @@ use crate::repo::reader::BlobReader;
 /// otherwise the chunk goes into a frame, where it compresses about 2.5x anyway
 /// and costs nothing extra to read.
 const DELTA_MAX_FRACTION: usize = 4;
-/// zstd level for deltas: with a 4 KiB base as dictionary, level 1 finds
-/// nearly all of level 3's matches (measured: 26.7 MiB either way on the
-/// benchmark's incremental) at less cost.
-const DELTA_LEVEL: i32 = 1;
+/// zstd level for deltas of single pages and stream chunks: with a 4 KiB
+/// base as dictionary, level 1 finds nearly all of level 3's matches
+/// (measured: 26.7 MiB either way on the SQLite benchmark's incremental) at
+/// less cost.
+pub const FAST_LEVEL: i32 = 1;
+/// zstd level for deltas of chunks of several pages (PostgreSQL's 64 KiB
+/// chunks). Measured on the pgbench benchmark's second base backup (what it
+/// added to the repository; user CPU of the backup): level 1 15.2 MiB, 3.3 s;
+/// 2 11.9 MiB, 3.7 s; 3 12.1 MiB, 3.9 s; 5 11.2 MiB, 9.1 s; 6 9.2 MiB,
+/// 11.2 s. Level 2 takes most of the gain for little of the cost.
+pub const MULTI_PAGE_LEVEL: i32 = 2;
 
 /// Encodes deltas against blobs already in the repository. Owns its own
 /// reader, so it can run on a thread of its own beside the writer.
 pub struct DeltaEncoder<'r> {
     reader: BlobReader<'r>,
     cctx: zstd::zstd_safe::CCtx<'static>,
+    level: i32,
 }
 
 impl<'r> DeltaEncoder<'r> {
-    pub fn new(repo: &'r Repository) -> Result<Self, RepoError> {
+    /// An encoder compressing at zstd `level` ([`FAST_LEVEL`] or
+    /// [`MULTI_PAGE_LEVEL`]).
+    pub fn new(repo: &'r Repository, level: i32) -> Result<Self, RepoError> {
         Ok(DeltaEncoder {
             reader: BlobReader::new(repo)?,
             cctx: zstd::zstd_safe::CCtx::create(),
+            level,
         })
     }
 
@@ -66,7 +77,7 @@ impl<'r> DeltaEncoder<'r> {
         let dict = pack::delta_dictionary(&base_raw);
         let mut frame = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
         self.cctx
-            .compress_using_dict(&mut frame, data, &dict, DELTA_LEVEL)
+            .compress_using_dict(&mut frame, data, &dict, self.level)
             .map_err(|code| std::io::Error::other(zstd::zstd_safe::get_error_name(code)))
             .ctx(|| format!("compressing chunk {id}"))?;
         let stored_len = pack::DELTA_HEADER_LEN + frame.len();

@@ -799,3 +799,92 @@ fn restore_to_a_named_restore_point_and_to_an_lsn() {
     );
     assert!(err.contains("no base backup ended at or before"), "{err}");
 }
+
+/// Page-aware base backups: a few updated rows cost a few delta-encoded
+/// chunks, not their files, both in a new repository (chunks of 64 KiB) and
+/// in one made before `pg_chunk` was recorded (chunks of one 8 KiB page).
+/// Each second backup restores, and the restored server has the updates.
+#[test]
+fn a_few_updated_rows_cost_a_few_chunks_not_their_files() {
+    let mut chunks = Vec::new();
+    for (legacy, chunk_len) in [(false, 65536), (true, 8192)] {
+        let f = PgFixture::new();
+        if legacy {
+            let path = f.repo().join("config.json");
+            let mut config: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            config["chunker"]
+                .as_object_mut()
+                .unwrap()
+                .remove("pg_chunk");
+            std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+        }
+        let mut c = f.cluster("primary");
+        c.start();
+        make_table(&c, 60_000); // about 8 MiB of heap: the multi-threaded path
+        // Hint bits and the visibility map set now, or the UPDATE's scan
+        // would set them on every page.
+        c.sql("VACUUM FREEZE t");
+        let backup = |f: &PgFixture| -> serde_json::Value {
+            let conn = c.conninfo();
+            let data = c.data.to_str().unwrap().to_string();
+            let out = f.ok(&[
+                "backup", "postgres", "--pgdata", &data, "--conn", &conn, "--json",
+            ]);
+            serde_json::from_str(&out).unwrap()
+        };
+        let first = backup(&f);
+        c.sql("UPDATE t SET v = 'changed' WHERE id % 10000 = 0");
+        c.sql("CHECKPOINT");
+        let second = backup(&f);
+        let stat = |v: &serde_json::Value, k: &str| v["stats"][k].as_u64().unwrap();
+        let heap = std::fs::metadata(c.data.join(c.sql("SELECT pg_relation_filepath('t')")))
+            .unwrap()
+            .len();
+        eprintln!(
+            "chunk {chunk_len}: full backup added {} bytes in {} chunks; after 6 updated rows \
+             the second added {} bytes, {} new chunks ({} as deltas); the table's heap is {heap} bytes",
+            stat(&first, "bytes_added"),
+            stat(&first, "chunks"),
+            stat(&second, "bytes_added"),
+            stat(&second, "chunks_new"),
+            stat(&second, "chunks_delta"),
+        );
+        chunks.push(stat(&first, "chunks"));
+        // The rows changed pages of the heap and its index, and catalog
+        // files changed: each costs a delta, not the file.
+        assert!(stat(&second, "chunks_delta") >= 6, "{second}");
+        assert!(
+            stat(&second, "bytes_added") < 64 * 1024,
+            "the second backup added {} bytes",
+            stat(&second, "bytes_added")
+        );
+        assert!(stat(&second, "bytes_added") * 20 < stat(&first, "bytes_added"));
+        c.stop();
+
+        let to = c.root.join("restored");
+        let bin = f.bin();
+        let out = restore(
+            &f,
+            &to,
+            &["--immediate", "--rewindb-path", bin.to_str().unwrap()],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut r = Cluster::restored(&c.root, &to);
+        r.start();
+        wait_until_promoted(&r);
+        assert_eq!(r.sql("SELECT count(*) FROM t WHERE v = 'changed'"), "6");
+        assert_eq!(r.sql("SELECT count(*) FROM t"), "60000");
+        r.stop();
+    }
+    // The big files are cut as each repository says (the small ones are a
+    // chunk each either way).
+    assert!(
+        chunks[0] * 2 < chunks[1],
+        "chunks of the full backups: {chunks:?}"
+    );
+}
