@@ -68,9 +68,23 @@ impl<'r> DeltaEncoder<'r> {
                 return Ok(None);
             }
         };
-        if depth >= pack::MAX_DELTA_DEPTH {
-            return Ok(None);
-        }
+        let (base, base_raw, depth) = match depth < pack::MAX_DELTA_DEPTH {
+            true => (base, base_raw, depth),
+            // The chain is as deep as reads may go. Rather than store the
+            // chunk whole, encode it against the chain's root, an older
+            // version stored whole: a larger delta than against the newest
+            // version, but a chunk that changes in every backup stays a delta.
+            false => match self.reader.chain_root(&base).and_then(|root| {
+                let raw = self.reader.read(&root)?;
+                Ok((root, raw, 0))
+            }) {
+                Ok(root) => root,
+                Err(e) => {
+                    tracing::debug!("chunk {id}: root of base {base} unreadable ({e})");
+                    return Ok(None);
+                }
+            },
+        };
         // compress_using_dict sizes zstd's tables for this chunk and base; a
         // dictionary loaded into the context would size them for any input
         // (measured: 13% of an incremental backup's time went to that).

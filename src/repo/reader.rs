@@ -157,6 +157,23 @@ impl<'r> BlobReader<'r> {
         Ok((raw, depth))
     }
 
+    /// The whole blob at the end of `id`'s chain of delta bases (`id` itself
+    /// when it is stored whole).
+    pub fn chain_root(&mut self, id: &ChunkId) -> Result<ChunkId, RepoError> {
+        let mut id = *id;
+        for _ in 0..=pack::MAX_DELTA_DEPTH {
+            let (pack, entry) = self.locate(&id)?;
+            if entry.compression != Compression::ZstdDelta {
+                return Ok(id);
+            }
+            id = self.delta_base(&pack, &entry)?;
+        }
+        Err(RepoError::corrupt(
+            format!("chunk {id}"),
+            format!("delta chain deeper than {}", pack::MAX_DELTA_DEPTH),
+        ))
+    }
+
     /// The base a delta blob was encoded against (reads only its header).
     pub fn delta_base(&mut self, pack: &PackId, entry: &BlobEntry) -> Result<ChunkId, RepoError> {
         // gc calls this for every live delta: the path is formatted only for errors.
