@@ -466,7 +466,6 @@ fn stream_backup(
     }
     let mut repo = open(cli, Some(LockMode::Exclusive))?;
     let (id, snap) = backup_stream(&repo, opts)?;
-    settle_index(&mut repo);
     if json {
         out(writeln!(w, "{}", snapshot_json(&id.to_hex(), &snap)))?;
     } else if !cli.quiet {
@@ -485,6 +484,8 @@ fn stream_backup(
             s.duration_secs
         ))?;
     }
+    // After the snapshot is reported: it is saved whatever happens here.
+    settle_index(&mut repo);
     Ok(())
 }
 
@@ -559,7 +560,6 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 label: label.clone(),
             };
             let (id, snap) = backup_sqlite(&repo, &dbs, &opts)?;
-            settle_index(&mut repo);
             if *json {
                 out(writeln!(w, "{}", snapshot_json(&id.to_hex(), &snap)))?;
             } else if !cli.quiet {
@@ -580,6 +580,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                     s.duration_secs
                 ))?;
             }
+            settle_index(&mut repo);
         }
         Command::Backup {
             source:
@@ -600,7 +601,6 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 wal_wait: Duration::from_secs(*wal_wait),
             };
             let (id, snap) = backup_postgres(&repo, &opts)?;
-            settle_index(&mut repo);
             if *json {
                 out(writeln!(w, "{}", snapshot_json(&id.to_hex(), &snap)))?;
             } else if !cli.quiet {
@@ -623,6 +623,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                     s.duration_secs
                 ))?;
             }
+            settle_index(&mut repo);
         }
         Command::Backup {
             source:

@@ -184,6 +184,8 @@ struct Batch {
     deltas: Vec<Option<Vec<u8>>>,
     /// The batch's share of the whole-file blake3 (filled by the worker).
     piece: Option<filehash::Piece>,
+    /// zstd level of the batch's deltas (from its chunk and page lengths).
+    delta_level: i32,
 }
 
 /// Bytes per batch (whole chunks, at least one): large enough to amortise the
@@ -209,14 +211,13 @@ pub(crate) type PageSink<'a> = &'a mut dyn FnMut(&[u8]) -> Result<()>;
 /// → storing (this thread: dedup lookup, frames, packs). `bases` are the
 /// chunk ids of the previous capture of the same file; `chunk_len` gives the
 /// length of a chunk from the length of the file's first page (a power of
-/// two, a multiple of the page); deltas are compressed at zstd
-/// `delta_level`. Returns what `read` returned beside the stored file.
+/// two, a multiple of the page). Returns what `read` returned beside the
+/// stored file.
 pub(crate) fn store_pages<R: Send>(
     writer: &mut BlobWriter<'_>,
     repo: &Repository,
     bases: &[ChunkId],
     chunk_len: impl FnOnce(usize) -> usize + Send,
-    delta_level: i32,
     read: impl FnOnce(PageSink<'_>) -> Result<R> + Send,
 ) -> Result<(StoredFile, R)> {
     // Hashing and delta encoding (reading bases back, decompressing their
@@ -231,12 +232,8 @@ pub(crate) fn store_pages<R: Send>(
     let (returned, size, ids, pieces) = std::thread::scope(|scope| {
         let reading = scope.spawn(move || cut_pages(read, chunk_len, [to_delta_a, to_delta_b]));
         let encoding = [
-            scope.spawn(move || {
-                hash_and_encode(repo, bases, delta_level, from_reader_a, to_store_a)
-            }),
-            scope.spawn(move || {
-                hash_and_encode(repo, bases, delta_level, from_reader_b, to_store_b)
-            }),
+            scope.spawn(move || hash_and_encode(repo, bases, from_reader_a, to_store_a)),
+            scope.spawn(move || hash_and_encode(repo, bases, from_reader_b, to_store_b)),
         ];
         let from_delta = [from_delta_a, from_delta_b];
         let mut ids: Vec<ChunkId> = Vec::new();
@@ -320,8 +317,7 @@ fn backup_one(
 ) -> Result<FileEntry> {
     let params = writer.chunker();
     let chunk_len = move |page: usize| page * params.pages_per_chunk(page as u32);
-    let level = crate::repo::delta::FAST_LEVEL;
-    let (stored, info) = store_pages(writer, repo, bases, chunk_len, level, |sink| {
+    let (stored, info) = store_pages(writer, repo, bases, chunk_len, |sink| {
         sqlite::read_pages(db, |page| sink(page))
     })?;
     let manifest = writer.add_manifest(&stored.ids)?;
@@ -346,12 +342,12 @@ fn backup_one(
 fn hash_and_encode(
     repo: &Repository,
     bases: &[ChunkId],
-    level: i32,
     from_reader: Receiver<Batch>,
     to_store: SyncSender<Batch>,
 ) -> Result<()> {
-    let mut encoder = DeltaEncoder::new(repo, level)?;
+    let mut encoder = DeltaEncoder::new(repo, crate::repo::delta::FAST_LEVEL)?;
     for mut batch in from_reader.iter() {
+        encoder.set_level(batch.delta_level);
         batch.piece = Some(filehash::piece(batch.offset, &batch.data));
         let mut start = 0;
         for (index, &end) in (batch.first..).zip(&batch.ends) {
@@ -381,10 +377,10 @@ fn cut_pages<R>(
     let mut sent = 0usize;
     let mut chunks_sent = 0usize;
     let mut size = 0u64;
-    // Set from the first page: (chunk length, chunks per batch).
-    let mut shape: Option<(usize, usize)> = None;
+    // Set from the first page: (chunk length, chunks per batch, delta level).
+    let mut shape: Option<(usize, usize, i32)> = None;
     let mut chunk_len_for = Some(chunk_len_for);
-    let new_batch = |chunk_len: usize, per_batch: usize| Batch {
+    let new_batch = |(chunk_len, per_batch, delta_level): (usize, usize, i32)| Batch {
         first: 0,
         offset: 0,
         data: Vec::with_capacity(chunk_len * per_batch),
@@ -392,8 +388,9 @@ fn cut_pages<R>(
         ids: Vec::with_capacity(per_batch),
         deltas: Vec::with_capacity(per_batch),
         piece: None,
+        delta_level,
     };
-    let mut batch = new_batch(0, 0);
+    let mut batch = new_batch((0, 0, 0));
     let mut send = |mut full: Batch, size: u64| {
         full.first = chunks_sent;
         full.offset = size - full.data.len() as u64;
@@ -404,22 +401,21 @@ fn cut_pages<R>(
             .map_err(|_| Error::Usage("backup stopped while reading".into()))
     };
     let returned = read(&mut |page: &[u8]| {
-        let (chunk_len, per_batch) = *shape.get_or_insert_with(|| {
+        let this = *shape.get_or_insert_with(|| {
             let chunk_len = chunk_len_for.take().expect("called once")(page.len());
             let per_batch = (BATCH_BYTES / chunk_len).max(1);
-            batch = new_batch(chunk_len, per_batch);
-            (chunk_len, per_batch)
+            let level = crate::repo::delta::level_for(chunk_len, page.len());
+            batch = new_batch((chunk_len, per_batch, level));
+            (chunk_len, per_batch, level)
         });
+        let (chunk_len, per_batch, _) = this;
         size += page.len() as u64;
         batch.data.extend_from_slice(page);
         let chunk_start = batch.ends.last().copied().unwrap_or(0);
         if batch.data.len() - chunk_start >= chunk_len {
             batch.ends.push(batch.data.len());
             if batch.ends.len() >= per_batch {
-                send(
-                    std::mem::replace(&mut batch, new_batch(chunk_len, per_batch)),
-                    size,
-                )?;
+                send(std::mem::replace(&mut batch, new_batch(this)), size)?;
             }
         }
         Ok(())

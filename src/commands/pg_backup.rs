@@ -2,9 +2,9 @@
 //!
 //! Between `pg_backup_start` and `pg_backup_stop` (one session, see
 //! [`PgSession`]) every file of the data directory that PostgreSQL's
-//! documentation does not leave out is read and stored in 8 KiB pages, each
-//! changed page delta-encoded against the same page of the previous base
-//! backup. The files may change while they are read: WAL replay from the
+//! documentation does not leave out is read and stored in chunks of whole
+//! 8 KiB pages (`pg_chunk` bytes, 64 KiB in new repositories), each changed
+//! chunk delta-encoded against the same chunk of the previous base backup. The files may change while they are read: WAL replay from the
 //! backup's start repairs that, which is why the snapshot is committed only
 //! once the WAL from start to stop is in the repository.
 
@@ -57,15 +57,6 @@ pub fn validate_pgdata(pgdata: &Path) -> Result<PathBuf> {
     Ok(abs)
 }
 
-/// The zstd level of deltas between chunks of `chunk_len` bytes: single
-/// pages (repositories made before chunks of several pages) at the fast level.
-fn delta_level(chunk_len: usize) -> i32 {
-    match chunk_len > PG_PAGE {
-        true => crate::repo::delta::MULTI_PAGE_LEVEL,
-        false => crate::repo::delta::FAST_LEVEL,
-    }
-}
-
 /// Takes a base backup of the cluster at `opts.pgdata` into `repo`.
 pub fn backup_postgres(
     repo: &Repository,
@@ -89,7 +80,8 @@ pub fn backup_postgres(
         .map(|(_, s)| s);
     let mut writer = BlobWriter::new(repo)?;
     let chunk_len = repo.config().chunker.pg_chunk as usize;
-    let mut encoder = DeltaEncoder::new(repo, delta_level(chunk_len))?;
+    let level = crate::repo::delta::level_for(chunk_len, PG_PAGE);
+    let mut encoder = DeltaEncoder::new(repo, level)?;
     let time = jiff::Timestamp::now();
     let start_lsn = session.backup_start(&format!("rewindb {time}"))?;
     tracing::info!("backup started at {start_lsn}");
@@ -144,7 +136,7 @@ pub fn backup_postgres(
         extra.push(("tablespace_map", map.clone()));
     }
     for (name, text) in extra {
-        let stored = store_small(&mut writer, &mut encoder, text.as_bytes(), PG_PAGE, &[])?;
+        let stored = store_small(&mut writer, &mut encoder, text.as_bytes(), chunk_len, &[])?;
         files.push(file_entry(
             &mut writer,
             &pgdata,
@@ -267,13 +259,11 @@ fn backup_file(
         store_small(writer, encoder, &data, chunk_len, bases)?
     } else {
         let chunk_len = repo.config().chunker.pg_chunk as usize;
-        let level = delta_level(chunk_len);
         let (stored, ()) = store_pages(
             writer,
             repo,
             bases,
             move |_| chunk_len,
-            level,
             |sink| {
                 // Whole pages of 8 KiB; a file being extended meanwhile may end
                 // in a partial one, which is stored as it is.

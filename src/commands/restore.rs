@@ -66,18 +66,6 @@ const RESTORE_BATCH_BYTES: u64 = 1 << 20;
 /// Bytes written between two early `fdatasync`s of a restored file.
 const FLUSH_EVERY: u64 = 64 << 20;
 
-/// Writes the chunks `ids` in order to `out`, in four threads joined by
-/// bounded channels: index lookups; two readers on alternate batches
-/// (decompress, verify each chunk's blake3, hash the batch's piece of the
-/// whole file); then this thread, which writes. A fifth thread starts the
-/// disk writing early (`fdatasync` every [`FLUSH_EVERY`] bytes), so the final
-/// fsync has little left to do. Returns the whole-file hash and size. Any
-/// failure stops all of them; the caller's temporary file is then dropped, so
-/// nothing reaches the destination.
-///
-/// `tiles`: the chunks are whole pages of one power-of-two size, so batches
-/// of them tile the blake3 tree (see [`filehash`]); otherwise this thread
-/// hashes the file as it writes it.
 /// A batch of chunks located in the index, with its offset in the file.
 type Located = (u64, Vec<(PackId, BlobEntry)>);
 /// A batch read back, with its piece of the whole-file hash.
@@ -93,6 +81,18 @@ fn hash_written(out: &mut fs::File) -> std::io::Result<blake3::Hash> {
     Ok(hasher.finalize())
 }
 
+/// Writes the chunks `ids` in order to `out`, in four threads joined by
+/// bounded channels: index lookups; two readers on alternate batches
+/// (decompress, verify each chunk's blake3, hash the batch's piece of the
+/// whole file); then this thread, which writes. A fifth thread starts the
+/// disk writing early (`fdatasync` every [`FLUSH_EVERY`] bytes), so the final
+/// fsync has little left to do. Returns the whole-file hash and size. Any
+/// failure stops all of them; the caller's temporary file is then dropped, so
+/// nothing reaches the destination.
+///
+/// `tiles`: the chunks are whole pages of one power-of-two size, so batches
+/// of them tile the blake3 tree (see [`filehash`]); otherwise this thread
+/// hashes the file as it writes it.
 pub(crate) fn write_chunks(
     repo: &Repository,
     ids: &[ChunkId],
@@ -137,7 +137,8 @@ pub(crate) fn write_chunks(
             move || -> Result<()> {
                 let mut reader = BlobReader::new(repo)?;
                 for (offset, located) in from_lookup.iter() {
-                    let mut buf = Vec::with_capacity(located.len() * 4096);
+                    let len = located.iter().map(|(_, e)| e.raw_len as usize).sum();
+                    let mut buf = Vec::with_capacity(len);
                     for (pack, entry) in &located {
                         buf.extend_from_slice(&reader.read_entry(pack, entry)?);
                     }
@@ -211,7 +212,10 @@ pub(crate) fn write_chunks(
             None if !tiles => hasher.finalize(),
             // Batches of unequal chunks do not tile the tree: hash what was
             // written (never seen: chunks are whole pages of one size).
-            None => hash_written(out).map_err(io_err(format!("reading {}", path.display())))?,
+            None => {
+                debug_assert!(false, "restore batches do not tile the blake3 tree");
+                hash_written(out).map_err(io_err(format!("reading {}", path.display())))?
+            }
         };
         Ok((hash, size))
     })

@@ -15,17 +15,27 @@ use crate::repo::reader::BlobReader;
 /// otherwise the chunk goes into a frame, where it compresses about 2.5x anyway
 /// and costs nothing extra to read.
 const DELTA_MAX_FRACTION: usize = 4;
-/// zstd level for deltas of single pages and stream chunks: with a 4 KiB
-/// base as dictionary, level 1 finds nearly all of level 3's matches
-/// (measured: 26.7 MiB either way on the SQLite benchmark's incremental) at
-/// less cost.
+/// zstd level for deltas of single pages: with a 4 KiB base as dictionary,
+/// level 1 finds nearly all of level 3's matches (measured: 26.7 MiB either
+/// way on the SQLite benchmark's incremental) at less cost. Stream chunks
+/// (16–256 KiB, content-defined) use it too; other levels are not measured
+/// on them.
 pub const FAST_LEVEL: i32 = 1;
-/// zstd level for deltas of chunks of several pages (PostgreSQL's 64 KiB
-/// chunks). Measured on the pgbench benchmark's second base backup (what it
+/// zstd level for deltas of chunks of several pages (64 KiB chunks of
+/// PostgreSQL's or SQLite's pages). Measured on the pgbench benchmark's second base backup (what it
 /// added to the repository; user CPU of the backup): level 1 15.2 MiB, 3.3 s;
 /// 2 11.9 MiB, 3.7 s; 3 12.1 MiB, 3.9 s; 5 11.2 MiB, 9.1 s; 6 9.2 MiB,
 /// 11.2 s. Level 2 takes most of the gain for little of the cost.
 pub const MULTI_PAGE_LEVEL: i32 = 2;
+
+/// The zstd level for deltas of chunks of `chunk_len` bytes cut from pages
+/// of `page_len` bytes.
+pub fn level_for(chunk_len: usize, page_len: usize) -> i32 {
+    match chunk_len > page_len {
+        true => MULTI_PAGE_LEVEL,
+        false => FAST_LEVEL,
+    }
+}
 
 /// Encodes deltas against blobs already in the repository. Owns its own
 /// reader, so it can run on a thread of its own beside the writer.
@@ -44,6 +54,11 @@ impl<'r> DeltaEncoder<'r> {
             cctx: zstd::zstd_safe::CCtx::create(),
             level,
         })
+    }
+
+    /// Compresses later deltas at zstd `level`.
+    pub fn set_level(&mut self, level: i32) {
+        self.level = level;
     }
 
     /// The bytes of a blob that could serve as a base (verified), or `None`
@@ -78,6 +93,8 @@ impl<'r> DeltaEncoder<'r> {
                 let raw = self.reader.read(&root)?;
                 Ok((root, raw, 0))
             }) {
+                // Back to its oldest stored version: the writer dedups it.
+                Ok((root, _, _)) if root == id => return Ok(None),
                 Ok(root) => root,
                 Err(e) => {
                     tracing::debug!("chunk {id}: root of base {base} unreadable ({e})");

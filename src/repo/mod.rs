@@ -30,8 +30,12 @@ use lock::{LockMode, RepoLock};
 use pack::BlobEntry;
 use snapshot::Snapshot;
 
-/// The newest repository format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest repository format this build reads and writes. Version 2
+/// added `pg_chunk` to the chunker parameters: a build that knows only
+/// version 1 would ignore it and cut PostgreSQL files differently from the
+/// repository's earlier backups, so it must refuse the repository. Version 1
+/// repositories are read and written as they are (single-page chunks).
+pub const FORMAT_VERSION: u32 = 2;
 const CONFIG_FORMAT: &str = "rewindb-repository";
 
 /// `config.json`: written once by `init`, never changed.

@@ -38,7 +38,8 @@ pub enum Compression {
 }
 
 /// A delta's base may itself be a delta; chains are cut at this depth (the
-/// writer stores a whole blob instead), so a read never follows more.
+/// writer encodes against the chain's root, a whole blob, instead), so a read
+/// never follows more.
 pub const MAX_DELTA_DEPTH: u8 = 4;
 pub const DELTA_HEADER_LEN: usize = 33;
 

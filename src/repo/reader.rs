@@ -160,13 +160,13 @@ impl<'r> BlobReader<'r> {
     /// The whole blob at the end of `id`'s chain of delta bases (`id` itself
     /// when it is stored whole).
     pub fn chain_root(&mut self, id: &ChunkId) -> Result<ChunkId, RepoError> {
-        let mut id = *id;
+        let mut at = *id;
         for _ in 0..=pack::MAX_DELTA_DEPTH {
-            let (pack, entry) = self.locate(&id)?;
+            let (pack, entry) = self.locate(&at)?;
             if entry.compression != Compression::ZstdDelta {
-                return Ok(id);
+                return Ok(at);
             }
-            id = self.delta_base(&pack, &entry)?;
+            at = self.delta_base(&pack, &entry)?;
         }
         Err(RepoError::corrupt(
             format!("chunk {id}"),

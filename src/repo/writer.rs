@@ -96,6 +96,10 @@ impl<'r> BlobWriter<'r> {
         // snapshot): the index lookup is what lets a backup store again the
         // pages of a lost pack once `repair index` has dropped them (measured:
         // no slower on the benchmark's incremental).
+        debug_assert!(
+            delta.as_ref().is_none_or(|d| d[..32] != *id.as_bytes()),
+            "a delta of chunk {id} against itself"
+        );
         match delta {
             Some(stored) if !(self.added.contains(&id) || self.view.contains(&id)?) => {
                 self.stats.chunks += 1;

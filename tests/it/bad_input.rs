@@ -176,7 +176,7 @@ fn repository_of_a_newer_format_is_refused() {
     let f = Fixture::with_repo();
     let cfg = f.repo().join("config.json");
     let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(&cfg, text.replace("\"version\": 1", "\"version\": 99")).unwrap();
+    std::fs::write(&cfg, text.replace("\"version\": 2", "\"version\": 99")).unwrap();
     let err = f.fails(&["snapshots"], 2);
     assert!(
         err.contains("format version 99") && err.contains("upgrade"),

@@ -379,4 +379,48 @@ fn pages_changed_in_every_backup_stay_deltas_past_the_depth_limit() {
     for (id, want) in ids.iter().zip(&expected) {
         assert_eq!(&f.restored_bytes(id), want, "snapshot {id}");
     }
+    // Keeping only the newest snapshot, gc must keep the roots its rebased
+    // deltas need (and the chains between).
+    f.ok(&["forget", "--keep-last", "1"]);
+    f.ok(&["gc"]);
+    f.ok(&["check", "--read-data"]);
+    let newest = ids.last().unwrap();
+    assert_eq!(&f.restored_bytes(newest), expected.last().unwrap());
+}
+
+/// Databases with the smallest and the largest page sizes, over 1 MiB and
+/// not a multiple of it: chunks of eight 512-byte pages or of one 64 KiB
+/// page, hashed in batches that must tile the blake3 tree on backup and on
+/// restore (a debug build asserts they do).
+#[test]
+fn smallest_and_largest_page_sizes_round_trip() {
+    for (page_size, rows) in [(512u32, 17_000u64), (65536, 17_000)] {
+        let f = Fixture::with_repo();
+        let db = f.path(&format!("p{page_size}.db"));
+        {
+            let conn = Connection::open(&db).unwrap();
+            conn.pragma_update(None, "page_size", page_size).unwrap();
+            // Switching to WAL writes the header, with that page size.
+            conn.pragma_update(None, "journal_mode", "wal").unwrap();
+        }
+        make_db(&db, rows, "wal");
+        let mut expected = vec![settled_bytes(&db)];
+        let len = expected[0].len() as u64;
+        assert!(
+            len > 1 << 20 && !len.is_multiple_of(1 << 20),
+            "{page_size}: {len} bytes"
+        );
+        let mut ids = vec![f.backup(&[&db])];
+        update_rows(&db, 50, 3);
+        expected.push(settled_bytes(&db));
+        ids.push(f.backup(&[&db]));
+        let snaps = f.snapshots();
+        assert_eq!(snaps[0]["files"][0]["page_size"], page_size, "{page_size}");
+        for (id, want) in ids.iter().zip(&expected) {
+            assert!(
+                &f.restored_bytes(id) == want,
+                "{page_size}: snapshot {id} differs"
+            );
+        }
+    }
 }
