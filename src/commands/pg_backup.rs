@@ -4,9 +4,10 @@
 //! [`PgSession`]) every file of the data directory that PostgreSQL's
 //! documentation does not leave out is read and stored in chunks of whole
 //! 8 KiB pages (`pg_chunk` bytes, 64 KiB in new repositories), each changed
-//! chunk delta-encoded against the same chunk of the previous base backup. The files may change while they are read: WAL replay from the
-//! backup's start repairs that, which is why the snapshot is committed only
-//! once the WAL from start to stop is in the repository.
+//! chunk delta-encoded against the same chunk of the previous base backup.
+//! The files may change while they are read: WAL replay from the backup's
+//! start repairs that, which is why the snapshot is committed only once the
+//! WAL from start to stop is in the repository.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -251,14 +252,13 @@ fn backup_file(
         .metadata()
         .map_err(io_err(format!("reading {}", path.display())))?;
     let read_err = || io_err(format!("reading {}", path.display()));
+    let chunk_len = repo.config().chunker.pg_chunk as usize;
     let stored = if meta.len() <= SMALL_FILE {
         let mut data = Vec::with_capacity(meta.len() as usize);
         file.read_to_end(&mut data).map_err(read_err())?;
         crate::progress::add(data.len() as u64);
-        let chunk_len = repo.config().chunker.pg_chunk as usize;
         store_small(writer, encoder, &data, chunk_len, bases)?
     } else {
-        let chunk_len = repo.config().chunker.pg_chunk as usize;
         let (stored, ()) = store_pages(
             writer,
             repo,
