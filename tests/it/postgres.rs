@@ -31,6 +31,24 @@ fn restore(f: &PgFixture, to: &Path, extra: &[&str]) -> std::process::Output {
     f.run(&args)
 }
 
+/// Restores into `to` with `extra` (this binary as restore_command), starts
+/// the restored cluster and waits until recovery has promoted it.
+fn restore_and_recover(f: &PgFixture, root: &Path, to: &Path, extra: &[&str]) -> Cluster {
+    let bin = f.bin();
+    let mut args = extra.to_vec();
+    args.extend(["--rewindb-path", bin.to_str().unwrap()]);
+    let out = restore(f, to, &args);
+    assert!(
+        out.status.success(),
+        "restore {extra:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut r = Cluster::restored(root, to);
+    r.start();
+    wait_until_promoted(&r);
+    r
+}
+
 #[test]
 fn pitr_restores_exactly_the_rows_committed_at_time_t() {
     let f = PgFixture::new();
@@ -92,19 +110,7 @@ fn pitr_restores_exactly_the_rows_committed_at_time_t() {
     assert!(switched.starts_with("00000002"), "{switched}");
     r.stop();
     let to = c.root.join("at-t2");
-    let out = restore(
-        &f,
-        &to,
-        &["--at", &t2, "--rewindb-path", f.bin().to_str().unwrap()],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut r2 = Cluster::restored(&c.root, &to);
-    r2.start();
-    wait_until_promoted(&r2);
+    let mut r2 = restore_and_recover(&f, &c.root, &to, &["--at", &t2]);
     assert_eq!(
         r2.sql("SELECT count(*) FROM t"),
         at_t2,
@@ -114,19 +120,7 @@ fn pitr_restores_exactly_the_rows_committed_at_time_t() {
 
     // To the end of the base backup only.
     let to = c.root.join("immediate");
-    let out = restore(
-        &f,
-        &to,
-        &["--immediate", "--rewindb-path", f.bin().to_str().unwrap()],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut r = Cluster::restored(&c.root, &to);
-    r.start();
-    wait_until_promoted(&r);
+    let r = restore_and_recover(&f, &c.root, &to, &["--immediate"]);
     assert_eq!(
         r.sql("SELECT count(*) FROM t"),
         at_backup,
@@ -755,7 +749,6 @@ fn restore_to_a_named_restore_point_and_to_an_lsn() {
     c.sql("INSERT INTO t (v) SELECT 'c' FROM generate_series(1, 333)");
     c.switch_and_wait(&f.repo());
     c.stop();
-    let bin = f.bin();
     for (dir, args, want) in [
         ("point", vec!["--target-name", "before-b"], &at_point),
         // The first restore promoted to timeline 2, branching before the LSN:
@@ -766,18 +759,7 @@ fn restore_to_a_named_restore_point_and_to_an_lsn() {
             &at_lsn,
         ),
     ] {
-        let to = c.root.join(dir);
-        let mut all = vec!["--rewindb-path", bin.to_str().unwrap()];
-        all.extend(args);
-        let out = restore(&f, &to, &all);
-        assert!(
-            out.status.success(),
-            "{dir}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut r = Cluster::restored(&c.root, &to);
-        r.start();
-        wait_until_promoted(&r);
+        let mut r = restore_and_recover(&f, &c.root, &c.root.join(dir), &args);
         assert_eq!(&r.sql("SELECT count(*) FROM t"), want, "{dir}");
         r.stop();
     }
@@ -863,20 +845,7 @@ fn a_few_updated_rows_cost_a_few_chunks_not_their_files() {
         c.stop();
 
         let to = c.root.join("restored");
-        let bin = f.bin();
-        let out = restore(
-            &f,
-            &to,
-            &["--immediate", "--rewindb-path", bin.to_str().unwrap()],
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut r = Cluster::restored(&c.root, &to);
-        r.start();
-        wait_until_promoted(&r);
+        let mut r = restore_and_recover(&f, &c.root, &to, &["--immediate"]);
         assert_eq!(r.sql("SELECT count(*) FROM t WHERE v = 'changed'"), "6");
         assert_eq!(r.sql("SELECT count(*) FROM t"), "60000");
         r.stop();
