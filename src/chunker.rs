@@ -58,20 +58,34 @@ impl ChunkerParams {
             self.cdc_avg as usize,
             self.cdc_max as usize,
         );
-        let ok = min >= MINIMUM_MIN
+        let cdc_ok = min >= MINIMUM_MIN
             && min <= avg
             && avg <= max
             && (AVERAGE_MIN..=AVERAGE_MAX).contains(&avg)
-            && max <= MAXIMUM_MAX
-            && (512..=1 << 20).contains(&self.page_chunk_min)
-            && self.page_chunk_min.is_power_of_two()
-            && (single_pg_page()..=1 << 20).contains(&self.pg_chunk)
-            && self.pg_chunk.is_power_of_two();
-        if ok {
-            Ok(())
+            && max <= MAXIMUM_MAX;
+        let power_of_two_in = |v: u32, lo: u32| (lo..=1 << 20).contains(&v) && v.is_power_of_two();
+        let problem = if !cdc_ok {
+            format!(
+                "cdc_min {min}, cdc_avg {avg}, cdc_max {max} must be ordered, with the \
+                 average from {AVERAGE_MIN} to {AVERAGE_MAX}"
+            )
+        } else if !power_of_two_in(self.page_chunk_min, 512) {
+            format!(
+                "page_chunk_min {} must be a power of two from 512 to 1048576",
+                self.page_chunk_min
+            )
+        } else if !power_of_two_in(self.pg_chunk, single_pg_page()) {
+            format!(
+                "pg_chunk {} must be a power of two from 8192 to 1048576",
+                self.pg_chunk
+            )
         } else {
-            Err(format!("chunker parameters out of range: {self:?}"))
-        }
+            return Ok(());
+        };
+        Err(format!(
+            "chunker: {problem}; init writes these and later runs must cut the same way, so \
+             put back the value the repository was made with"
+        ))
     }
 
     /// How many pages of `page_size` bytes go into one chunk.
@@ -155,7 +169,8 @@ mod tests {
                 pg_chunk: bad,
                 ..ChunkerParams::default()
             };
-            assert!(p.validate().is_err(), "pg_chunk {bad} accepted");
+            let err = p.validate().expect_err("out of range");
+            assert!(err.contains(&format!("pg_chunk {bad} must be")), "{err}");
         }
     }
 
