@@ -1,7 +1,8 @@
 //! rewindb: backups of databases into a content-addressed, deduplicated repository.
 //!
 //! Layers, from the bottom (see `docs/ARCHITECTURE.md` for the code map):
-//! - [`id`], [`chunker`], [`time`], [`retention`]: pure values and logic, no I/O;
+//! - [`id`], [`chunker`], [`time`], [`retention`], [`timeline`], [`selection`]:
+//!   pure values and logic, no I/O;
 //! - [`repo`]: the repository on disk (packs, index, snapshots, lock);
 //! - [`source`]: reading databases consistently;
 //! - [`commands`]: what each subcommand does, as library functions;
@@ -17,5 +18,7 @@ pub mod id;
 pub mod progress;
 pub mod repo;
 pub mod retention;
+pub mod selection;
 pub mod source;
 pub mod time;
+pub mod timeline;

@@ -1,4 +1,9 @@
-//! Parsing the TIME a user types (`restore --at`) and choosing a snapshot by it.
+//! Parsing the TIME a user types (`restore --at`, `snapshots --since`),
+//! showing times the way listings do, and choosing a snapshot by time.
+//!
+//! Listings show times to the second ([`show`]), so a time written to the
+//! second means that whole second: `--at "… 19:51:54+00"` includes a snapshot
+//! taken at 19:51:54.79, the one the listing printed as 19:51:54.
 //!
 //! Pure functions: no clock, no files.
 
@@ -8,7 +13,8 @@ use jiff::tz::TimeZone;
 
 /// Parses an absolute time. With an offset (`2026-11-23 14:05:00+00`,
 /// `2026-11-23T14:05:00Z`) it is exact; without one (`2026-11-23 14:05`) it is
-/// read in `local`.
+/// read in `local`. The result is the first instant the text names; see
+/// [`parse_through`] for the last.
 ///
 /// ```
 /// use jiff::tz::TimeZone;
@@ -38,6 +44,48 @@ pub fn parse_time(s: &str, local: &TimeZone) -> Result<Timestamp, String> {
         "malformed time {s:?}: write it like \"2026-11-23 14:05:00+00\", \
          \"2026-11-23T14:05:00Z\" or \"2026-11-23 14:05\" (local time)"
     ))
+}
+
+/// Parses a time as the last instant it includes: a time written to the
+/// second without a fraction (`19:51:54`) runs to the end of that second, as
+/// listings print times truncated to the second. Minutes and dates are exact
+/// (`14:05` is 14:05:00): a PITR target of "14:05" must not replay 14:05:30.
+///
+/// ```
+/// use jiff::tz::TimeZone;
+/// use rewindb::time::parse_through;
+///
+/// let t = parse_through("2026-11-23 19:51:54+00", &TimeZone::UTC).unwrap();
+/// assert_eq!(t.to_string(), "2026-11-23T19:51:54.999999999Z");
+/// let exact = parse_through("2026-11-23 19:51:54.5+00", &TimeZone::UTC).unwrap();
+/// assert_eq!(exact.to_string(), "2026-11-23T19:51:54.5Z");
+/// ```
+pub fn parse_through(s: &str, local: &TimeZone) -> Result<Timestamp, String> {
+    let t = parse_time(s, local)?;
+    if !written_to_the_second(s.trim()) {
+        return Ok(t);
+    }
+    Ok(t.checked_add(jiff::SignedDuration::from_nanos(999_999_999))
+        .unwrap_or(t))
+}
+
+/// Whether the time of day in `s` (after the date) has seconds and no fraction.
+fn written_to_the_second(s: &str) -> bool {
+    let Some(time) = s.get(11..) else {
+        return false;
+    };
+    let clock: String = time
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == ':')
+        .collect();
+    let after = time[clock.len()..].chars().next();
+    clock.matches(':').count() == 2 && !matches!(after, Some('.' | ','))
+}
+
+/// A time as listings and messages show it: UTC, to the second (truncated),
+/// so that what is printed can be typed back into `--at`.
+pub fn show(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%d %H:%M:%S").to_string()
 }
 
 /// The index of the newest item whose time is at or before `at`, among items
@@ -83,6 +131,29 @@ mod tests {
             let e = parse_time(bad, &TimeZone::UTC).unwrap_err();
             assert!(e.contains("malformed time"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_time_to_the_second_covers_that_second() {
+        let tz = TimeZone::UTC;
+        let through = |s: &str| parse_through(s, &tz).unwrap();
+        // Regression: a time copied from `snapshots` missed the snapshot
+        // taken 0.79 s into the printed second.
+        let taken = utc("2026-11-23T19:51:54.79Z");
+        assert!(taken <= through("2026-11-23 19:51:54+00"));
+        assert!(taken <= through("2026-11-23T19:51:54Z"));
+        assert!(taken <= through("2026-11-23 19:51:54"));
+        assert!(taken <= through("2026-11-23 20:51:54+01:00"));
+        assert!(taken > through("2026-11-23 19:51:54.5+00"));
+        assert!(taken > through("2026-11-23 19:51:53+00"));
+        // Minutes and dates stay exact.
+        assert_eq!(through("2026-11-23 19:51"), utc("2026-11-23T19:51:00Z"));
+        assert_eq!(through("2026-11-23"), utc("2026-11-23T00:00:00Z"));
+        assert_eq!(
+            through("2026-11-23T19:51:00+00:00"),
+            utc("2026-11-23T19:51:00.999999999Z")
+        );
+        assert_eq!(show(taken), "2026-11-23 19:51:54");
     }
 
     #[test]

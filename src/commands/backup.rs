@@ -24,6 +24,8 @@ use crate::source::sqlite;
 #[derive(Clone, Debug, Default)]
 pub struct BackupOptions {
     pub label: Option<String>,
+    /// The source's name in the `run` config, recorded in the snapshot.
+    pub name: Option<String>,
 }
 
 /// Checks the databases named on the command line; returns their absolute paths.
@@ -98,6 +100,7 @@ pub fn backup_sqlite(
         time,
         source: SourceKind::Sqlite,
         label: opts.label.clone(),
+        name: opts.name.clone(),
     };
     run.commit(repo, writer, files, None, None)
 }
@@ -130,6 +133,7 @@ pub(crate) struct Run {
     pub time: jiff::Timestamp,
     pub source: SourceKind,
     pub label: Option<String>,
+    pub name: Option<String>,
 }
 
 impl Run {
@@ -149,6 +153,7 @@ impl Run {
             time: self.time,
             source: self.source,
             label: self.label,
+            name: self.name,
             hostname: hostname(),
             stats: BackupStats {
                 bytes_read: files.iter().map(|f| f.size).sum(),

@@ -40,6 +40,8 @@ pub struct CheckReport {
     /// WAL archive files looked at (their headers; with --read-data, all of them).
     pub wal_files: u64,
     pub problems: Vec<Problem>,
+    /// The WAL archive's timelines and PITR windows, per cluster.
+    pub archive: crate::commands::pitr::ArchiveView,
 }
 
 impl CheckReport {
@@ -192,14 +194,25 @@ fn check_wal(
     report: &mut CheckReport,
     affected: &mut HashMap<String, Vec<String>>,
 ) -> Result<(), RepoError> {
+    use crate::commands::pitr::{ClusterArchive, wal_for_consistency};
     use crate::repo::wal::{WalArchive, WalKind};
     let archive = WalArchive::new(repo.root());
-    let mut listings: HashMap<u64, Vec<crate::repo::wal::WalName>> = HashMap::new();
+    let mut clusters: HashMap<u64, ClusterArchive> = HashMap::new();
     for sysid in archive.clusters()? {
-        let names = listings.entry(sysid).or_insert(archive.list(sysid)?);
-        for name in names.iter() {
+        // The segment size of the cluster's base backups (16 MiB without one:
+        // only timelines' segment numbers depend on it).
+        let seg_size = snapshots
+            .iter()
+            .filter_map(|(_, s)| s.postgres.as_ref())
+            .find(|pg| pg.system_identifier == sysid)
+            .map_or(16 << 20, |pg| pg.wal_segment_size);
+        let cluster = ClusterArchive::read(&archive, sysid, seg_size)?;
+        for name in &cluster.names {
+            // Removed since the listing (gc of WAL no backup needs): skip.
+            let Some(path) = archive.locate(sysid, name) else {
+                continue;
+            };
             report.wal_files += 1;
-            let path = archive.locate(sysid, name).expect("listed");
             let result = match opts.read_data {
                 true => archive.read_file(&path, name).map(|_| ()),
                 false => archive.header(&path).map(|_| ()),
@@ -219,19 +232,25 @@ fn check_wal(
                 .collect();
             affected.entry(e.to_string()).or_default().extend(users);
         }
+        clusters.insert(sysid, cluster);
     }
     for (id, snap) in snapshots {
         let Some(pg) = &snap.postgres else { continue };
-        let names = listings
-            .get(&pg.system_identifier)
-            .map_or(&[][..], Vec::as_slice);
-        if let Err(e) = crate::commands::pg_restore::wal_for_consistency(&archive, names, pg) {
+        let gap = match clusters.get(&pg.system_identifier) {
+            Some(cluster) => wal_for_consistency(cluster, &archive, pg)?,
+            None => Some(format!(
+                "no WAL of cluster {} is in the repository",
+                pg.system_identifier
+            )),
+        };
+        if let Some(gap) = gap {
             affected
-                .entry(format!("base backup {}: {e}", id.short()))
+                .entry(format!("base backup {}: {gap}", id.short()))
                 .or_default()
                 .push(id.to_hex());
         }
     }
+    report.archive = crate::commands::pitr::archive_view(&archive, snapshots)?;
     Ok(())
 }
 

@@ -11,12 +11,12 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::Serialize;
 
-use crate::commands::restore::is_of_source;
 use crate::error::{Error, Result};
 use crate::id::SnapshotId;
 use crate::repo::Repository;
 use crate::repo::snapshot::Snapshot;
 use crate::retention::{self, Candidate, Policy, Reason};
+use crate::selection::is_of_source;
 
 #[derive(Clone, Debug, Default)]
 pub struct ForgetOptions {

@@ -35,6 +35,8 @@ pub struct PgBackupOptions {
     pub pgdata: PathBuf,
     pub conninfo: String,
     pub label: Option<String>,
+    /// The source's name in the `run` config, recorded in the snapshot.
+    pub name: Option<String>,
     /// How long to wait for the WAL the backup needs to be archived.
     pub wal_wait: Duration,
 }
@@ -189,6 +191,7 @@ pub fn backup_postgres(
         time,
         source: SourceKind::Postgres,
         label: opts.label.clone(),
+        name: opts.name.clone(),
     };
     run.commit(repo, writer, files, Some(info), None)
 }

@@ -122,7 +122,7 @@ pub fn check_postgres(repo: &Repository, conninfo: &str, wait: Duration) -> Resu
         true,
         format!(
             "connected ({conninfo}), server {}, data directory {}",
-            server.server_version_num,
+            crate::source::postgres::version_text(server.server_version_num),
             server.data_directory.display()
         ),
     );

@@ -7,8 +7,6 @@
 //! staging directory is renamed to the target. `pg_ctl start` on the target
 //! replays WAL through `rewindb wal fetch` up to the target.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -16,58 +14,37 @@ use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
 
+use crate::commands::pitr::{ClusterArchive, RecoveryTarget, WalPlan, plan_wal};
 use crate::commands::restore::write_chunks;
 use crate::error::{Error, Result, io_err};
 use crate::id::SnapshotId;
 use crate::repo::reader::BlobReader;
 use crate::repo::snapshot::{FileEntry, PgBackupInfo, Snapshot};
-use crate::repo::wal::{ArchivedHeader, WalArchive, WalKind, WalName};
-use crate::repo::{Repository, SnapshotList, fsutil};
-use crate::source::postgres::Lsn;
+use crate::repo::wal::WalArchive;
+use crate::repo::{Repository, fsutil};
+use crate::time::show;
+use crate::timeline::TimelineChoice;
 
-/// Where recovery stops.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RecoveryTarget {
-    /// Replay all archived WAL (no target).
-    EndOfWal,
-    /// Stop as soon as the backup is consistent (`recovery_target = 'immediate'`).
-    Immediate,
-    Time(Timestamp),
-    Lsn(Lsn),
-    /// A restore point made with `pg_create_restore_point(NAME)`.
-    Name(String),
-}
-
-/// Which timeline recovery follows (`recovery_target_timeline`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum TimelineChoice {
-    /// The newest timeline in the archive that descends from the backup's.
+/// Whether the restored server archives WAL (pgBackRest's names).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchiveMode {
+    /// Keep the backup's `archive_mode` and `archive_command`: the restored
+    /// server takes over as the cluster and archives where it did.
     #[default]
-    Latest,
-    /// The backup's own timeline.
-    Current,
-    Id(u32),
+    Preserve,
+    /// `archive_mode = 'off'`: a drill or a copy beside the running cluster,
+    /// which must not archive into the cluster's history.
+    Off,
 }
 
-impl std::str::FromStr for TimelineChoice {
+impl std::str::FromStr for ArchiveMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
-            "latest" => Ok(TimelineChoice::Latest),
-            "current" => Ok(TimelineChoice::Current),
-            n => n.parse().map(TimelineChoice::Id).map_err(|_| {
-                format!("--timeline {s:?}: expected latest, current or a timeline number")
-            }),
-        }
-    }
-}
-
-impl TimelineChoice {
-    fn setting(self) -> String {
-        match self {
-            TimelineChoice::Latest => "'latest'".into(),
-            TimelineChoice::Current => "'current'".into(),
-            TimelineChoice::Id(n) => format!("'{n}'"),
+            "preserve" => Ok(ArchiveMode::Preserve),
+            "off" => Ok(ArchiveMode::Off),
+            _ => Err(format!("--archive-mode {s:?}: expected off or preserve")),
         }
     }
 }
@@ -83,6 +60,28 @@ pub struct PgRestoreOptions {
     /// able to run it).
     pub rewindb_path: PathBuf,
     pub repo_root: PathBuf,
+    pub archive_mode: ArchiveMode,
+}
+
+/// What a PostgreSQL restore will do: decided before anything is written,
+/// printed by `restore --dry-run`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PgRestorePlan {
+    pub snapshot: String,
+    #[serde(skip)]
+    pub id: SnapshotId,
+    pub to: PathBuf,
+    /// `to` does not exist yet (otherwise it is an empty directory).
+    pub to_is_new: bool,
+    pub files: usize,
+    pub bytes: u64,
+    pub target: RecoveryTarget,
+    pub wal: WalPlan,
+    pub recovery_settings: Vec<String>,
+    pub archive_mode: ArchiveMode,
+    /// The archive_command the restored server will run when it starts (its
+    /// configuration has archiving on and `--archive-mode preserve`).
+    pub archives_with: Option<String>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -91,19 +90,23 @@ pub struct PgRestored {
     pub to: PathBuf,
     pub files: usize,
     pub bytes: u64,
+    pub timeline: u32,
     /// WAL segments checked in the archive, first and last.
     pub wal_from: String,
     pub wal_to: String,
     pub recovery_settings: Vec<String>,
+    pub archives_with: Option<String>,
 }
 
-/// Restores base backup `id` into `opts.to`, set up to recover to the target.
-pub fn restore_postgres(
+/// Decides how base backup `id` is restored into `opts.to`: the timeline,
+/// the WAL recovery reads (and whether all of it is archived), the settings.
+/// Writes nothing.
+pub fn plan_postgres(
     repo: &Repository,
     id: SnapshotId,
     snap: &Snapshot,
     opts: &PgRestoreOptions,
-) -> Result<PgRestored> {
+) -> Result<PgRestorePlan> {
     let pg = snap
         .postgres
         .as_ref()
@@ -115,10 +118,11 @@ pub fn restore_postgres(
         && *t < pg.stop_time
     {
         return Err(Error::Usage(format!(
-            "{t} is before base backup {} finished ({}); it cannot recover to an earlier \
+            "{} is before base backup {} finished ({}); it cannot recover to an earlier \
              time: choose an older base backup, or omit the snapshot to let --at choose",
+            show(*t),
             id.short(),
-            pg.stop_time
+            show(pg.stop_time)
         )));
     }
     if let RecoveryTarget::Lsn(lsn) = &opts.target
@@ -131,10 +135,46 @@ pub fn restore_postgres(
             pg.stop_lsn
         )));
     }
-    // The WAL first: nothing is written when recovery could not succeed.
     let archive = WalArchive::new(repo.root());
-    let names = archive.list(pg.system_identifier)?;
-    let (wal_from, wal_to) = check_wal(&archive, &names, pg, &opts.target, opts.timeline)?;
+    let cluster = ClusterArchive::read(&archive, pg.system_identifier, pg.wal_segment_size)?;
+    let wal = plan_wal(&cluster, &archive, id, pg, &opts.target, opts.timeline)?;
+    let archives_with = match opts.archive_mode {
+        ArchiveMode::Off => None,
+        ArchiveMode::Preserve => archive_command(repo, snap)?,
+    };
+    Ok(PgRestorePlan {
+        snapshot: id.to_hex(),
+        id,
+        to_is_new: !target_dir.exists(),
+        to: target_dir,
+        files: snap.files.len(),
+        bytes: snap.logical_size(),
+        target: opts.target.clone(),
+        recovery_settings: recovery_settings(pg, opts, wal.timeline),
+        wal,
+        archive_mode: opts.archive_mode,
+        archives_with,
+    })
+}
+
+/// Carries out a plan: the files into a staging directory beside the
+/// target, each verified; the recovery settings; then the rename.
+pub fn restore_postgres(
+    repo: &Repository,
+    snap: &Snapshot,
+    plan: &PgRestorePlan,
+) -> Result<PgRestored> {
+    let id = plan.id;
+    let pg = snap
+        .postgres
+        .as_ref()
+        .ok_or_else(|| Error::Usage(format!("snapshot {} is not a base backup", id.short())))?;
+    // The WAL first: nothing is written when recovery could not succeed.
+    if let Some(missing) = &plan.wal.missing {
+        return Err(Error::Usage(format!("{missing}; nothing was written")));
+    }
+    let target_dir = &plan.to;
+    check_target_dir(target_dir)?;
     let parent = target_dir
         .parent()
         .ok_or_else(|| Error::Usage(format!("{}: no parent directory", target_dir.display())))?;
@@ -158,8 +198,7 @@ pub fn restore_postgres(
     for file in &snap.files {
         bytes += restore_file(repo, &mut reader, id, root, file)?;
     }
-    let settings = recovery_settings(pg, opts);
-    append_settings(root, id, &settings)?;
+    append_settings(root, id, &plan.recovery_settings)?;
     let signal = root.join("recovery.signal");
     fs::write(&signal, b"").map_err(io_err(format!("writing {}", signal.display())))?;
     // Modes and owners last, deepest first, so that a read-only directory
@@ -177,7 +216,7 @@ pub fn restore_postgres(
     }
     // rename(2) replaces an empty target directory atomically.
     let staged = staging.keep();
-    if let Err(e) = fs::rename(&staged, &target_dir) {
+    if let Err(e) = fs::rename(&staged, target_dir) {
         let _ = fs::remove_dir_all(&staged);
         return Err(io_err(format!(
             "renaming the restored cluster to {}",
@@ -187,32 +226,15 @@ pub fn restore_postgres(
     fsutil::sync_dir(parent).map_err(io_err(format!("syncing {}", parent.display())))?;
     Ok(PgRestored {
         snapshot: id.to_hex(),
-        to: target_dir,
+        to: target_dir.clone(),
         files: snap.files.len(),
         bytes,
-        wal_from: wal_from.to_string(),
-        wal_to: wal_to.to_string(),
-        recovery_settings: settings,
+        timeline: plan.wal.timeline,
+        wal_from: plan.wal.from.clone(),
+        wal_to: plan.wal.to.clone(),
+        recovery_settings: plan.recovery_settings.clone(),
+        archives_with: plan.archives_with.clone(),
     })
-}
-
-/// The newest base backup that ended at or before `lsn` (of `source`, a data
-/// directory, when given).
-pub fn select_by_lsn<'a>(
-    list: &'a SnapshotList,
-    lsn: Lsn,
-    source: Option<&str>,
-) -> Result<&'a (SnapshotId, Snapshot)> {
-    list.ok
-        .iter()
-        .rev()
-        .filter(|(_, s)| source.is_none_or(|src| s.sources().iter().any(|p| p == src)))
-        .find(|(_, s)| s.postgres.as_ref().is_some_and(|p| p.stop_lsn <= lsn))
-        .ok_or_else(|| {
-            Error::Usage(format!(
-                "no base backup ended at or before LSN {lsn}; list them with `rewindb snapshots`"
-            ))
-        })
 }
 
 /// The target must be missing or an empty directory: never a cluster's data.
@@ -325,7 +347,11 @@ fn shell_word(s: &str) -> String {
 }
 
 /// The recovery settings written into postgresql.auto.conf.
-fn recovery_settings(pg: &PgBackupInfo, opts: &PgRestoreOptions) -> Vec<String> {
+///
+/// The timeline is always written as a number, the one whose WAL was
+/// checked: `'latest'` would let the server follow any newer history file
+/// in the archive, a restore drill's among them.
+fn recovery_settings(pg: &PgBackupInfo, opts: &PgRestoreOptions, timeline: u32) -> Vec<String> {
     let command = format!(
         "{} --repo {} wal fetch --system-id {} %f %p",
         shell_word(&opts.rewindb_path.display().to_string()),
@@ -334,8 +360,11 @@ fn recovery_settings(pg: &PgBackupInfo, opts: &PgRestoreOptions) -> Vec<String> 
     );
     let mut out = vec![
         format!("restore_command = {}", quote(&command)),
-        format!("recovery_target_timeline = {}", opts.timeline.setting()),
+        format!("recovery_target_timeline = '{timeline}'"),
     ];
+    if opts.archive_mode == ArchiveMode::Off {
+        out.push("archive_mode = 'off'".to_string());
+    }
     let target = match &opts.target {
         RecoveryTarget::EndOfWal => None,
         RecoveryTarget::Immediate => Some("recovery_target = 'immediate'".to_string()),
@@ -352,6 +381,80 @@ fn recovery_settings(pg: &PgBackupInfo, opts: &PgRestoreOptions) -> Vec<String> 
             "recovery_target_action = {}",
             quote(&opts.target_action)
         ));
+    }
+    out
+}
+
+/// The archive_command a server restored from `snap` runs, when its
+/// configuration (postgresql.conf, then postgresql.auto.conf, as the backup
+/// holds them) turns archiving on. `include` directives are not followed.
+fn archive_command(repo: &Repository, snap: &Snapshot) -> Result<Option<String>> {
+    let mut reader = BlobReader::new(repo)?;
+    let mut settings: Vec<(String, String)> = Vec::new();
+    for name in ["postgresql.conf", "postgresql.auto.conf"] {
+        let Some(file) = snap.files.iter().find(|f| f.name == name) else {
+            continue;
+        };
+        let mut text = Vec::new();
+        for chunk in reader.manifest(file)? {
+            text.extend_from_slice(&reader.read(&chunk)?);
+        }
+        settings.extend(conf_settings(&String::from_utf8_lossy(&text)));
+    }
+    let last = |key: &str| {
+        settings
+            .iter()
+            .rev()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.clone())
+    };
+    let on = last("archive_mode").is_some_and(|m| {
+        matches!(
+            m.to_ascii_lowercase().as_str(),
+            "on" | "always" | "true" | "yes" | "1"
+        )
+    });
+    Ok(last("archive_command").filter(|c| on && !c.is_empty()))
+}
+
+/// The `name = value` settings of a postgresql.conf text, in order.
+fn conf_settings(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim_start();
+        let key: String = line
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+            .collect();
+        if key.is_empty() {
+            continue;
+        }
+        let rest = line[key.len()..].trim_start();
+        let rest = rest.strip_prefix('=').unwrap_or(rest).trim_start();
+        let value = match rest.strip_prefix('\'') {
+            Some(quoted) => {
+                let mut v = String::new();
+                let mut chars = quoted.chars().peekable();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\'' if chars.peek() == Some(&'\'') => {
+                            chars.next();
+                            v.push('\'');
+                        }
+                        '\'' => break,
+                        '\\' => v.extend(chars.next()),
+                        c => v.push(c),
+                    }
+                }
+                v
+            }
+            None => rest
+                .split(|c: char| c.is_whitespace() || c == '#')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        };
+        out.push((key, value));
     }
     out
 }
@@ -389,254 +492,6 @@ fn append_settings(root: &Path, id: SnapshotId, settings: &[String]) -> Result<(
         .map_err(io_err(format!("writing {}", path.display())))
 }
 
-/// A timeline's history: (timeline, first segment number on it), oldest first.
-type Lineage = Vec<(u32, u64)>;
-
-/// The timeline recovery will follow, with where each of its ancestors hands
-/// over: the backup's own (`current`), a given one, or (`latest`) the newest
-/// in the archive that descends from the backup's.
-fn target_lineage(
-    archive: &WalArchive,
-    pg: &PgBackupInfo,
-    names: &[WalName],
-    choice: TimelineChoice,
-) -> Result<Lineage> {
-    let seg = pg.wal_segment_size;
-    let mut best: Lineage = vec![(pg.timeline, 0)];
-    let wanted = match choice {
-        TimelineChoice::Current => return Ok(best),
-        TimelineChoice::Id(n) if n == pg.timeline => return Ok(best),
-        TimelineChoice::Id(n) => Some(n),
-        TimelineChoice::Latest => None,
-    };
-    for name in names
-        .iter()
-        .filter(|n| n.kind == WalKind::History && wanted.is_none_or(|w| n.timeline == w))
-    {
-        if name.timeline <= best.last().map_or(0, |l| l.0) {
-            continue;
-        }
-        let Some(path) = archive.locate(pg.system_identifier, name) else {
-            continue;
-        };
-        let text = String::from_utf8_lossy(&archive.read_file(&path, name)?).into_owned();
-        // Lines: parent timeline, switch LSN, reason.
-        let mut lineage: Lineage = Vec::new();
-        let mut begin = 0u64;
-        for line in text.lines() {
-            let mut fields = line.split_whitespace();
-            let (Some(tli), Some(lsn)) = (fields.next(), fields.next()) else {
-                continue;
-            };
-            let (Ok(tli), Ok(lsn)) = (tli.parse::<u32>(), lsn.parse::<Lsn>()) else {
-                continue;
-            };
-            lineage.push((tli, begin));
-            begin = lsn.0 / seg;
-        }
-        lineage.push((name.timeline, begin));
-        // Usable when the backup's timeline is an ancestor and the switch
-        // away from it comes after the backup's start.
-        let from_backup = lineage.iter().position(|(t, _)| *t == pg.timeline);
-        let start = pg.start_lsn.0 / seg;
-        if let Some(i) = from_backup
-            && lineage.get(i + 1).is_none_or(|(_, b)| *b >= start)
-        {
-            best = lineage;
-        }
-    }
-    if let Some(n) = wanted
-        && best.last().map(|l| l.0) != Some(n)
-    {
-        return Err(Error::Usage(format!(
-            "timeline {n} cannot be followed from this base backup (timeline {}): its history \
-             file is not in the repository or it does not descend from the backup's timeline \
-             after the backup started",
-            pg.timeline
-        )));
-    }
-    Ok(best)
-}
-
-/// Checks the archive holds every WAL segment recovery will read, from the
-/// backup's start to the target. Returns the first and last segment.
-/// `names` is the cluster's archive listing ([`WalArchive::list`]), sorted.
-fn check_wal(
-    archive: &WalArchive,
-    names: &[WalName],
-    pg: &PgBackupInfo,
-    target: &RecoveryTarget,
-    choice: TimelineChoice,
-) -> Result<(WalName, WalName)> {
-    let seg = pg.wal_segment_size;
-    let lineage = target_lineage(archive, pg, names, choice)?;
-    let timeline_of = |segno: u64| {
-        lineage
-            .iter()
-            .rev()
-            .find(|(_, begin)| *begin <= segno)
-            .map_or(pg.timeline, |(t, _)| *t)
-    };
-    let have = |name: &WalName| names.binary_search(name).is_ok();
-    let first = pg.start_lsn.0 / seg;
-    let stop = pg.stop_lsn.0.saturating_sub(1) / seg;
-    let must_reach = match target {
-        RecoveryTarget::Lsn(l) => l.0 / seg,
-        _ => stop,
-    };
-    let mut segno = first;
-    let mut last_header: Option<(WalName, ArchivedHeader)> = None;
-    loop {
-        let name = WalName::segment(timeline_of(segno), segno, seg);
-        if !have(&name) {
-            if segno <= must_reach {
-                let other_timeline = match name.timeline != pg.timeline {
-                    true => format!(
-                        " (recovery follows timeline {}, the newest in the repository that \
-                         descends from the backup's; give --timeline current to stay on \
-                         timeline {})",
-                        name.timeline, pg.timeline
-                    ),
-                    false => String::new(),
-                };
-                return Err(Error::Usage(format!(
-                    "WAL segment {name} is not in the repository, and recovery of base backup \
-                     (start {}, timeline {}) needs it{}{other_timeline}; nothing was written. \
-                     Restore an older base backup or an earlier target",
-                    pg.start_lsn,
-                    pg.timeline,
-                    match target {
-                        RecoveryTarget::Lsn(l) => format!(" to reach LSN {l}"),
-                        _ => " to become consistent".to_string(),
-                    }
-                )));
-            }
-            break;
-        }
-        if let RecoveryTarget::Time(t) = target
-            && segno > must_reach
-        {
-            let path = archive.locate(pg.system_identifier, &name).expect("listed");
-            let header = archive.header(&path)?;
-            if header.pushed_at > *t {
-                // Archived after TIME. Push time stands in for the moment the
-                // server finished the segment (a little earlier): the stop
-                // segment is never taken as this proof, since the backup
-                // itself finished it, so a TIME just after the backup needs
-                // one more segment rather than risk recovery ending short.
-                return Ok((WalName::segment(timeline_of(first), first, seg), name));
-            }
-            last_header = Some((name.clone(), header));
-        }
-        segno += 1;
-    }
-    let last = WalName::segment(timeline_of(segno - 1), segno - 1, seg);
-    if let RecoveryTarget::Time(t) = target {
-        let (newest, when) = match &last_header {
-            Some((n, h)) => (n.to_string(), h.pushed_at.to_string()),
-            None => (last.to_string(), "before the target".to_string()),
-        };
-        return Err(Error::Usage(format!(
-            "the archived WAL ends before {t}: the newest contiguous segment is {newest}, \
-             archived {when}, and {} is not in the repository; nothing was written. Wait for \
-             the server to archive more WAL (or run SELECT pg_switch_wal()), or choose an \
-             earlier time",
-            WalName::segment(timeline_of(segno), segno, seg)
-        )));
-    }
-    Ok((WalName::segment(timeline_of(first), first, seg), last))
-}
-
-/// Checks the archive holds the WAL a base backup needs to become consistent
-/// (its start to its stop); the error names the first missing segment.
-/// `names` is the cluster's archive listing.
-pub fn wal_for_consistency(
-    archive: &WalArchive,
-    names: &[WalName],
-    pg: &PgBackupInfo,
-) -> Result<()> {
-    check_wal(
-        archive,
-        names,
-        pg,
-        &RecoveryTarget::Immediate,
-        TimelineChoice::Current,
-    )
-    .map(|_| ())
-}
-
-/// A span of time any moment of which a restore can reach: from when a base
-/// backup finished to the newest WAL archived without a gap after it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct PitrWindow {
-    #[serde(with = "u64_text")]
-    pub system_identifier: u64,
-    pub from: Timestamp,
-    pub to: Timestamp,
-    /// The last segment of the unbroken WAL.
-    pub last_wal: String,
-}
-
-mod u64_text {
-    pub fn serialize<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(v)
-    }
-}
-
-/// The PITR windows of every cluster in the repository, oldest first, and a
-/// note for each base backup whose WAL is incomplete.
-pub fn pitr_windows(
-    repo: &Repository,
-    list: &[(SnapshotId, Snapshot)],
-) -> Result<(Vec<PitrWindow>, Vec<String>)> {
-    let archive = WalArchive::new(repo.root());
-    let mut windows: Vec<PitrWindow> = Vec::new();
-    let mut notes = Vec::new();
-    // Each cluster's archive is listed once, however many backups it has.
-    let mut listings: HashMap<u64, Vec<WalName>> = HashMap::new();
-    for (id, snap) in list {
-        let Some(pg) = &snap.postgres else { continue };
-        let names = match listings.entry(pg.system_identifier) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => e.insert(archive.list(pg.system_identifier)?),
-        };
-        match check_wal(
-            &archive,
-            names,
-            pg,
-            &RecoveryTarget::EndOfWal,
-            TimelineChoice::Latest,
-        ) {
-            Ok((_, last)) => {
-                let path = archive.locate(pg.system_identifier, &last).expect("listed");
-                let to = archive.header(&path)?.pushed_at.max(pg.stop_time);
-                let from = pg.stop_time;
-                match windows.iter_mut().find(|w| {
-                    w.system_identifier == pg.system_identifier && w.from <= from && from <= w.to
-                }) {
-                    Some(w) => {
-                        if to > w.to {
-                            w.to = to;
-                            w.last_wal = last.to_string();
-                        }
-                    }
-                    None => windows.push(PitrWindow {
-                        system_identifier: pg.system_identifier,
-                        from,
-                        to,
-                        last_wal: last.to_string(),
-                    }),
-                }
-            }
-            Err(e) => notes.push(format!(
-                "base backup {} cannot be restored: {e}",
-                id.short()
-            )),
-        }
-    }
-    Ok((windows, notes))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -645,6 +500,24 @@ mod tests {
     fn timestamps_for_postgres_round_down_to_microseconds() {
         let t: Timestamp = "2026-11-23T14:05:00.123456789Z".parse().unwrap();
         assert_eq!(pg_timestamp(t), "2026-11-23 14:05:00.123456+00");
+    }
+
+    #[test]
+    fn archive_settings_are_read_as_postgres_reads_them() {
+        let conf = "#archive_mode = off\narchive_mode = on  # comment\n\
+                    archive_command = '/usr/bin/rewindb --repo ''/my repo'' wal push %p'\n\
+                    shared_buffers 32MB\n";
+        assert_eq!(
+            conf_settings(conf),
+            vec![
+                ("archive_mode".to_string(), "on".to_string()),
+                (
+                    "archive_command".to_string(),
+                    "/usr/bin/rewindb --repo '/my repo' wal push %p".to_string()
+                ),
+                ("shared_buffers".to_string(), "32MB".to_string()),
+            ]
+        );
     }
 
     #[test]

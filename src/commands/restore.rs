@@ -1,6 +1,6 @@
 //! `restore`: choose a snapshot, plan where each file goes, then write, verify and rename.
 //!
-//! [`select_snapshot`] and [`plan_restore`] decide; [`restore`] acts. A file is
+//! [`crate::selection::select`] and [`plan_restore`] decide; [`restore`] acts. A file is
 //! written to a temporary name beside its destination, checked against the
 //! whole-file blake3 recorded at backup and `PRAGMA integrity_check`, fsynced,
 //! and only then renamed into place (invariant 6). A file whose restore fails
@@ -21,9 +21,8 @@ use crate::id::{ChunkId, PackId, SnapshotId};
 use crate::repo::pack::BlobEntry;
 use crate::repo::reader::BlobReader;
 use crate::repo::snapshot::{FileEntry, Snapshot};
-use crate::repo::{Repository, SnapshotList, fsutil};
+use crate::repo::{Repository, fsutil};
 use crate::source::sqlite;
-use crate::time::newest_at_or_before;
 
 #[derive(Clone, Debug, Default)]
 pub struct RestoreOptions {
@@ -38,7 +37,8 @@ pub struct RestoreOptions {
 /// How a restored database is checked before it is renamed into place. The
 /// whole-file blake3 recorded at backup is always checked (and every chunk's
 /// own hash); the SQLite check comes on top.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Verify {
     /// blake3, then `PRAGMA integrity_check` (about 6 s per GiB here).
     #[default]
@@ -47,6 +47,18 @@ pub enum Verify {
     Quick,
     /// blake3 only: the bytes are exactly those captured at backup time.
     Hash,
+}
+
+impl std::str::FromStr for Verify {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "full" => Ok(Verify::Full),
+            "quick" => Ok(Verify::Quick),
+            "hash" => Ok(Verify::Hash),
+            _ => Err(format!("--verify {s:?}: expected full, quick or hash")),
+        }
+    }
 }
 
 impl Verify {
@@ -245,74 +257,6 @@ pub struct RestoredFile {
     pub size: u64,
     /// Where the replaced file was kept (`--in-place` only).
     pub safety_copy: Option<PathBuf>,
-}
-
-/// Whether a snapshot is of the source a user named (`--source`): a database
-/// path or file name, a data directory, or a stream's name.
-pub fn is_of_source(s: &Snapshot, src: &str) -> bool {
-    if s.postgres.is_some() || s.stream.is_some() {
-        return s.sources().iter().any(|p| {
-            p == src
-                || Path::new(p) == Path::new(src)
-                || std::path::absolute(src).is_ok_and(|a| a == Path::new(p))
-        });
-    }
-    s.files.iter().any(|f| {
-        f.name == src
-            || f.source_path == Path::new(src)
-            || std::path::absolute(src).is_ok_and(|a| a == f.source_path)
-    })
-}
-
-/// Chooses the snapshot named by `spec` (an id prefix or `latest`), or the
-/// newest at or before `at`, among those of `source` if given. A PostgreSQL
-/// base backup counts as of when it finished (it is consistent from then).
-pub fn select_snapshot<'a>(
-    list: &'a SnapshotList,
-    spec: Option<&str>,
-    at: Option<Timestamp>,
-    source: Option<&str>,
-) -> Result<&'a (SnapshotId, Snapshot)> {
-    let matches_source = |s: &Snapshot| source.is_none_or(|src| is_of_source(s, src));
-    match (spec, at) {
-        (Some(_), Some(_)) => Err(Error::Usage(
-            "give either a snapshot or --at TIME, not both".into(),
-        )),
-        (Some("latest"), None) => list
-            .ok
-            .iter()
-            .rev()
-            .find(|(_, s)| matches_source(s))
-            .ok_or_else(|| {
-                Error::Usage(match source {
-                    Some(src) => format!("no snapshot of {src:?} in the repository"),
-                    None => "the repository has no snapshots yet".into(),
-                })
-            }),
-        (Some(spec), None) => Ok(list.find(spec)?),
-        (None, Some(at)) => {
-            let candidates: Vec<&(SnapshotId, Snapshot)> =
-                list.ok.iter().filter(|(_, s)| matches_source(s)).collect();
-            // A base backup is usable from when it finished; a SQLite
-            // snapshot holds its databases as of when it started.
-            let times: Vec<Timestamp> = candidates
-                .iter()
-                .map(|(_, s)| s.postgres.as_ref().map_or(s.time, |p| p.stop_time))
-                .collect();
-            match newest_at_or_before(&times, at) {
-                Some(i) => Ok(candidates[i]),
-                None => Err(Error::Usage(match times.first() {
-                    Some(first) => {
-                        format!("no snapshot at or before {at}; the oldest is from {first}")
-                    }
-                    None => "the repository has no snapshots to restore".into(),
-                })),
-            }
-        }
-        (None, None) => Err(Error::Usage(
-            "name a snapshot (an id or `latest`) or give --at TIME".into(),
-        )),
-    }
 }
 
 /// Decides where each file of the snapshot goes. Refuses to overwrite anything

@@ -116,6 +116,7 @@ fn backup_one(repo: &Repository, source: &Source) -> Result<(SnapshotId, Snapsho
                 &dbs,
                 &BackupOptions {
                     label: label.clone(),
+                    name: Some(source.name().to_string()),
                 },
             )
         }
@@ -131,6 +132,7 @@ fn backup_one(repo: &Repository, source: &Source) -> Result<(SnapshotId, Snapsho
                 pgdata: pgdata.clone(),
                 conninfo: conn.clone().unwrap_or_else(crate::cli::default_conninfo),
                 label: label.clone(),
+                name: Some(source.name().to_string()),
                 wal_wait: std::time::Duration::from_secs(*wal_wait),
             },
         ),

@@ -11,7 +11,7 @@ use std::path::Path;
 use jiff::{Span, Timestamp};
 use serde::Serialize;
 
-use crate::commands::pg_restore::{PitrWindow, pitr_windows};
+use crate::commands::pitr::{ClusterTimelines, PitrWindow, archive_view};
 use crate::config::Source;
 use crate::error::Result;
 use crate::id::SnapshotId;
@@ -32,6 +32,9 @@ pub struct SourceStatus {
     pub age_secs: Option<i64>,
     /// A cluster's PITR window that reaches furthest.
     pub pitr_window: Option<PitrWindow>,
+    /// A cluster's PITR windows, one per timeline (several when the archive
+    /// holds more than one history).
+    pub pitr_windows: Vec<PitrWindow>,
     /// Older than `--max-age`, or (configured) never backed up.
     pub stale: bool,
 }
@@ -44,6 +47,8 @@ pub struct StatusReport {
     pub snapshots: usize,
     pub damaged_snapshots: usize,
     pub sources: Vec<SourceStatus>,
+    /// Each cluster's timelines in the WAL archive, with their fork points.
+    pub timelines: Vec<ClusterTimelines>,
     pub notes: Vec<String>,
 }
 
@@ -63,7 +68,8 @@ pub fn status(
     now: Timestamp,
 ) -> Result<StatusReport> {
     let list = repo.snapshots()?;
-    let (windows, notes) = pitr_windows(repo, &list.ok)?;
+    let view = archive_view(&crate::repo::wal::WalArchive::new(repo.root()), &list.ok)?;
+    let windows = &view.windows;
     let oldest_fresh = max_age.map(|span| {
         now.to_zoned_datetime(jiff::tz::TimeZone::UTC)
             .checked_sub(span)
@@ -91,13 +97,12 @@ pub fn status(
                 .iter()
                 .max_by_key(|(_, t, _)| *t)
                 .expect("a group has a snapshot");
-            let pitr_window = sysid.and_then(|sysid| {
-                windows
-                    .iter()
-                    .filter(|w| w.system_identifier == sysid)
-                    .max_by_key(|w| w.to)
-                    .cloned()
-            });
+            let pitr_windows: Vec<PitrWindow> = windows
+                .iter()
+                .filter(|w| Some(w.system_identifier) == sysid)
+                .cloned()
+                .collect();
+            let pitr_window = pitr_windows.iter().max_by_key(|w| w.to).cloned();
             SourceStatus {
                 name: names.get(&source).cloned(),
                 source,
@@ -106,6 +111,7 @@ pub fn status(
                 newest_time: Some(newest_time),
                 age_secs: Some((now.as_second() - newest_time.as_second()).max(0)),
                 pitr_window,
+                pitr_windows,
                 stale: oldest_fresh.is_some_and(|t| newest_time < t),
             }
         })
@@ -127,6 +133,7 @@ pub fn status(
                 newest_time: None,
                 age_secs: None,
                 pitr_window: None,
+                pitr_windows: Vec::new(),
                 stale: max_age.is_some(),
             });
         }
@@ -137,12 +144,16 @@ pub fn status(
         snapshots: list.ok.len(),
         damaged_snapshots: list.damaged.len(),
         sources,
-        notes,
+        timelines: view.clusters,
+        notes: view.notes,
     })
 }
 
 /// Whether snapshot `s` is of the configured source `c`.
 fn is_configured(c: &Source, s: &Snapshot) -> bool {
+    if s.name.as_deref() == Some(c.name()) {
+        return true;
+    }
     match (c, &s.postgres) {
         (Source::Postgres { pgdata, .. }, Some(pg)) => pg.pgdata == *pgdata,
         (Source::Sqlite { paths, .. }, None) if s.source == SourceKind::Sqlite => {

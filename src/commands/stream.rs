@@ -63,6 +63,31 @@ pub fn default_dump_name(conninfo: &str) -> String {
 }
 
 /// Runs the command and stores its output as a snapshot.
+/// Checks the command can be run (given, and found on PATH when it has no
+/// `/`) before a repository is opened or created for it.
+pub fn check_command(command: &[String]) -> Result<()> {
+    let program = command
+        .first()
+        .ok_or_else(|| Error::Usage("give the command to run after --".into()))?;
+    let found = if program.contains('/') {
+        std::path::Path::new(program).is_file()
+    } else {
+        std::env::var_os("PATH")
+            .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+    };
+    if !found {
+        return Err(Error::Usage(format!(
+            "cannot run {program:?}: not found{}; no snapshot was saved (is it installed?)",
+            if program.contains('/') {
+                ""
+            } else {
+                " on PATH"
+            }
+        )));
+    }
+    Ok(())
+}
+
 pub fn backup_stream(repo: &Repository, opts: &StreamOptions) -> Result<(SnapshotId, Snapshot)> {
     let (program, args) = opts
         .command
@@ -178,6 +203,7 @@ pub fn backup_stream(repo: &Repository, opts: &StreamOptions) -> Result<(Snapsho
         time,
         source: opts.kind,
         label: opts.label.clone(),
+        name: None,
     };
     let info = StreamInfo {
         name: opts.name.clone(),

@@ -27,6 +27,10 @@ pub struct Snapshot {
     pub source: SourceKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// The source's name in the `run` config that made it (`restore
+    /// --source NAME`); absent for snapshots made by `backup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub hostname: String,
     pub files: Vec<FileEntry>,
     pub stats: BackupStats,
@@ -244,6 +248,7 @@ mod tests {
             time: "2026-11-23T14:05:00Z".parse().unwrap(),
             source: SourceKind::Sqlite,
             label: Some("nightly".into()),
+            name: None,
             hostname: "db1".into(),
             files: vec![FileEntry {
                 name: "app.db".into(),

@@ -16,6 +16,12 @@ use crate::error::{Error, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Lsn(pub u64);
 
+/// A `server_version_num` as people write versions: 150018 → "15.18"
+/// (from PostgreSQL 10 on, major * 10000 + minor).
+pub fn version_text(num: u32) -> String {
+    format!("{}.{}", num / 10_000, num % 10_000)
+}
+
 impl FromStr for Lsn {
     type Err = String;
     fn from_str(s: &str) -> Result<Lsn, String> {

@@ -46,9 +46,7 @@ impl PgFixture {
         );
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let bin = dir.path().join("rewindb");
-        std::fs::copy(BIN, &bin).unwrap();
-        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        install_binary(&dir.path().join("rewindb"));
         let f = PgFixture { dir };
         f.ok(&["init"]);
         // The server's archive_command runs as `postgres`: it reads
@@ -75,6 +73,7 @@ impl PgFixture {
             .arg("--repo")
             .arg(self.repo())
             .args(args)
+            .env_remove("REWINDB_REPOSITORY")
             .current_dir(cwd)
             .output()
             .unwrap()
@@ -126,6 +125,21 @@ impl PgFixture {
             running: false,
         }
     }
+}
+
+/// Copies the rewindb binary to `to` (mode 0755) in a child process.
+///
+/// Regression guard for "Text file busy" (ETXTBSY): copying in this process
+/// held the new file open for writing while other test threads forked, and a
+/// child forked in that window kept the descriptor until its exec, so running
+/// the copy failed at random. `install` opens it in a process nobody forks from.
+fn install_binary(to: &Path) {
+    let st = Command::new("install")
+        .args(["-m", "0755", BIN])
+        .arg(to)
+        .status()
+        .unwrap_or_else(|e| panic!("install {BIN}: {e}"));
+    assert!(st.success(), "install {BIN} {} failed", to.display());
 }
 
 fn append(path: &Path, text: &str) {

@@ -10,27 +10,28 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use serde_json::json;
+
+mod show;
 
 use crate::commands::backup::{
     BackupOptions, backup_sqlite, settle_index, validate_sqlite_sources,
 };
 use crate::commands::check::{CheckOptions, check, short_ids};
-use crate::commands::forget::{ForgetOptions, SourcePlan, forget};
-use crate::commands::gc::{GcOptions, GcReport, gc};
+use crate::commands::forget::{ForgetOptions, forget};
+use crate::commands::gc::{GcOptions, gc};
 use crate::commands::maintenance::{repair_index, stats};
 use crate::commands::pg_backup::{PgBackupOptions, backup_postgres, describe, parse_lsn};
-use crate::commands::pg_restore::{
-    PgRestoreOptions, PitrWindow, RecoveryTarget, pitr_windows, restore_postgres, select_by_lsn,
-};
-use crate::commands::restore::{RestoreOptions, Verify, plan_restore, restore, select_snapshot};
+use crate::commands::pitr::{RecoveryTarget, archive_view};
+use crate::commands::restore_plan::{self, RestoreRequest};
 use crate::commands::stream::{StreamOptions, backup_stream, default_dump_name, pg_dump_command};
 use crate::error::{Error, RepoError, exit};
 use crate::repo::lock::LockMode;
-use crate::repo::snapshot::Snapshot;
 use crate::repo::snapshot::SourceKind;
+use crate::repo::wal::WalArchive;
 use crate::repo::{OpenOptions, Repository};
 use crate::retention::Policy;
+use crate::selection::{Selector, is_of_source};
+use show::{human_bytes, print_forget, print_gc, print_run, print_status, snapshot_json};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -47,7 +48,8 @@ Exit codes:
 other sources still run.
 
 Repository: --repo, else $REWINDB_REPOSITORY, else $XDG_DATA_HOME/rewindb/repository
-(~/.local/share/rewindb/repository), which `backup` creates on first use.";
+(~/.local/share/rewindb/repository). `backup` run from a terminal creates that default on
+first use and says so; run from cron or a script it never does: `rewindb init` first.";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -75,27 +77,51 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Create a new, empty repository.
-    Init,
+    /// Create a new, empty repository (in an empty or missing directory).
+    Init {
+        /// The `run` config whose repository to create (`rewindb init --config
+        /// /etc/rewindb.toml`, then `rewindb run --config /etc/rewindb.toml`).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Succeed without a change when the repository already exists (for
+        /// provisioning scripts).
+        #[arg(long)]
+        if_missing: bool,
+    },
     /// Back up a source into a new snapshot.
     Backup {
         #[command(subcommand)]
         source: BackupSource,
     },
-    /// List snapshots, oldest first.
+    /// List snapshots, oldest first, and each cluster's timelines and PITR
+    /// windows.
     Snapshots {
+        /// Only snapshots of this source (as `restore --source` takes it).
+        #[arg(long, value_name = "SOURCE")]
+        source: Option<String>,
+        /// Only snapshots with this label.
+        #[arg(long, value_name = "LABEL")]
+        label: Option<String>,
+        /// Only snapshots taken at or after TIME.
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Restore a snapshot: written to a temporary file, verified, then renamed.
+    /// With several sources in the repository, name one with --source.
     Restore {
         /// Snapshot id (or a unique prefix of it), or `latest`.
         snapshot: Option<String>,
         /// Restore the newest snapshot at or before TIME ("2026-11-23 14:05:00+00";
-        /// without an offset, local time).
+        /// without an offset, local time; a time to the second includes that
+        /// whole second, as `snapshots` prints it).
         #[arg(long, value_name = "TIME")]
         at: Option<String>,
-        /// Only consider snapshots of this source (database path or file name).
+        /// The source to restore: a SQLite database's path or file name (that
+        /// one database), a cluster's data directory or system identifier, a
+        /// stream's name, or a source's name in the `run` config.
         #[arg(long, value_name = "SOURCE")]
         source: Option<String>,
         /// Restore only this file of the snapshot.
@@ -110,8 +136,8 @@ pub enum Command {
         in_place: bool,
         /// Checks before the rename: full (blake3 + PRAGMA integrity_check),
         /// quick (blake3 + PRAGMA quick_check) or hash (blake3 only).
-        #[arg(long, value_enum, default_value_t = Verify::Full)]
-        verify: Verify,
+        #[arg(long, default_value = "full", value_parser = ["full", "quick", "hash"])]
+        verify: String,
         /// Write the restored file to standard output (a command's output
         /// snapshot: `rewindb restore latest --source NAME --stdout | psql`).
         #[arg(long, conflicts_with_all = ["to", "in_place"])]
@@ -125,10 +151,17 @@ pub enum Command {
         /// PostgreSQL: recover up to this restore point (pg_create_restore_point).
         #[arg(long, value_name = "NAME", conflicts_with = "at")]
         target_name: Option<String>,
-        /// PostgreSQL: the timeline recovery follows: latest (the newest in the
-        /// repository descending from the backup's), current (the backup's), or N.
-        #[arg(long, default_value = "latest", value_name = "TIMELINE")]
-        timeline: String,
+        /// PostgreSQL: the timeline recovery follows: N, current (the
+        /// backup's), or latest (the highest descending from it). Default: the
+        /// one timeline the target lies on; when the archive holds two
+        /// histories there, restore refuses and lists them.
+        #[arg(long, value_name = "TIMELINE")]
+        timeline: Option<String>,
+        /// PostgreSQL: whether the restored server archives WAL. preserve keeps
+        /// the backup's archive settings (it takes over as the cluster); off
+        /// for a restore drill or a copy beside the running cluster.
+        #[arg(long, default_value = "preserve", value_parser = ["preserve", "off"])]
+        archive_mode: String,
         /// PostgreSQL: what the server does at the target.
         #[arg(long, value_parser = ["promote", "pause", "shutdown"], default_value = "promote")]
         target_action: String,
@@ -136,6 +169,11 @@ pub enum Command {
         /// runs (default: this one); its OS user must be able to run it.
         #[arg(long, value_name = "PATH")]
         rewindb_path: Option<PathBuf>,
+        /// Print what would be restored, where, and (PostgreSQL) the timeline
+        /// and WAL recovery reads; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -148,11 +186,13 @@ pub enum Command {
         /// Read and re-hash every chunk of every pack.
         #[arg(long)]
         read_data: bool,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Stored size, logical size and dedup ratio.
     Stats {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -196,6 +236,7 @@ pub enum Command {
         /// Print what would be removed, and why each survivor is kept; remove nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -221,6 +262,7 @@ pub enum Command {
         /// live are always deleted.
         #[arg(long, value_name = "FRACTION", default_value_t = crate::commands::gc::DEFAULT_REPACK_THRESHOLD)]
         repack_threshold: f64,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -230,6 +272,7 @@ pub enum Command {
         /// The TOML file naming the repository, the sources and their retention.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -243,6 +286,7 @@ pub enum Command {
         /// backed up counts as stale).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -253,8 +297,12 @@ pub enum Command {
         shell: clap_complete::Shell,
     },
     /// Print the man page, generated from this command line (`rewindb man |
-    /// man -l -`).
-    Man,
+    /// man -l -`); with --dir, write rewindb.1 and a page per subcommand.
+    Man {
+        /// Write every page (rewindb.1, rewindb-restore.1, ...) into DIR.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Repair repository metadata.
     Repair {
         #[command(subcommand)]
@@ -279,6 +327,7 @@ pub enum CheckTarget {
         /// Seconds to wait for the switched segment.
         #[arg(long, default_value_t = 60, value_name = "SECONDS")]
         wait: u64,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -319,6 +368,7 @@ pub enum BackupSource {
         /// Free text stored with the snapshot.
         #[arg(long)]
         label: Option<String>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -337,6 +387,7 @@ pub enum BackupSource {
         /// Seconds to wait for the server to archive the WAL the backup needs.
         #[arg(long, default_value_t = 120, value_name = "SECONDS")]
         wal_wait: u64,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -353,8 +404,10 @@ pub enum BackupSource {
         /// The pg_dump program.
         #[arg(long, default_value = "pg_dump", value_name = "PATH")]
         pg_dump: String,
+        /// Free text stored with the snapshot.
         #[arg(long)]
         label: Option<String>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
         /// More pg_dump arguments, after --.
@@ -367,8 +420,10 @@ pub enum BackupSource {
         /// Source name; later runs with the same name are stored as changes.
         #[arg(long, required = true)]
         name: String,
+        /// Free text stored with the snapshot.
         #[arg(long)]
         label: Option<String>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
         /// The command and its arguments, after --.
@@ -460,10 +515,8 @@ fn stream_backup(
     opts: &StreamOptions,
     json: bool,
 ) -> Result<(), CliError> {
-    let (path, is_default) = repo_path(cli);
-    if is_default && !path.join("config.json").exists() {
-        Repository::init(&path)?;
-    }
+    crate::commands::stream::check_command(&opts.command)?;
+    create_default_repository(cli)?;
     let mut repo = open(cli, Some(LockMode::Exclusive))?;
     let (id, snap) = backup_stream(&repo, opts)?;
     if json {
@@ -521,23 +574,77 @@ fn repo_path(cli: &Cli) -> (PathBuf, bool) {
     (data.join("rewindb").join("repository"), true)
 }
 
-fn open(cli: &Cli, lock: Option<LockMode>) -> Result<Repository, RepoError> {
-    let (path, _) = repo_path(cli);
-    Repository::open(
+/// Creates the default repository on a backup's first use, only when run
+/// from a terminal (and says so): from cron or a script, a forgotten
+/// `--repo` must fail loudly rather than fill a home directory unnoticed.
+fn create_default_repository(cli: &Cli) -> Result<(), CliError> {
+    let (path, is_default) = repo_path(cli);
+    if !is_default || path.join("config.json").exists() {
+        return Ok(());
+    }
+    if !io::IsTerminal::is_terminal(&io::stdin()) {
+        return Err(no_repository(&path).into());
+    }
+    Repository::init(&path)?;
+    eprintln!(
+        "rewindb: created the default repository at {} (set --repo or REWINDB_REPOSITORY to \
+         use another)",
+        path.display()
+    );
+    Ok(())
+}
+
+/// The error for a command that needs a repository when none is configured
+/// and the default does not exist.
+fn no_repository(default: &std::path::Path) -> Error {
+    Error::Usage(format!(
+        "no repository: neither --repo nor REWINDB_REPOSITORY names one, and the default {} \
+         does not exist. Create one with `rewindb init` (or `rewindb --repo DIR init`), or name \
+         an existing one with --repo DIR or REWINDB_REPOSITORY",
+        default.display()
+    ))
+}
+
+fn open(cli: &Cli, lock: Option<LockMode>) -> Result<Repository, Error> {
+    let (path, is_default) = repo_path(cli);
+    if is_default && !path.exists() {
+        return Err(no_repository(&path));
+    }
+    Ok(Repository::open(
         &path,
         OpenOptions {
             lock,
             lock_wait: Duration::from_secs(cli.lock_wait),
         },
-    )
+    )?)
 }
 
 pub fn run(cli: &Cli) -> Result<(), CliError> {
     let stdout = io::stdout();
     let mut w = stdout.lock();
     match &cli.command {
-        Command::Init => {
-            let (path, _) = repo_path(cli);
+        Command::Init { config, if_missing } => {
+            let path = match config {
+                Some(file) => run_repository(&crate::config::load(file)?, cli),
+                None => repo_path(cli).0,
+            };
+            if *if_missing && path.join("config.json").is_file() {
+                Repository::open(
+                    &path,
+                    OpenOptions {
+                        lock: None,
+                        lock_wait: Duration::ZERO,
+                    },
+                )?;
+                if !cli.quiet {
+                    out(writeln!(
+                        w,
+                        "repository at {} already exists",
+                        path.display()
+                    ))?;
+                }
+                return Ok(());
+            }
             Repository::init(&path)?;
             if !cli.quiet {
                 out(writeln!(w, "created repository at {}", path.display()))?;
@@ -548,16 +655,11 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
         } => {
             // Validate every input before the repository is touched.
             let dbs = validate_sqlite_sources(dbs)?;
-            let (path, is_default) = repo_path(cli);
-            if is_default && !path.join("config.json").exists() {
-                Repository::init(&path)?;
-                if !cli.quiet {
-                    eprintln!("created repository at {}", path.display());
-                }
-            }
+            create_default_repository(cli)?;
             let mut repo = open(cli, Some(LockMode::Exclusive))?;
             let opts = BackupOptions {
                 label: label.clone(),
+                name: None,
             };
             let (id, snap) = backup_sqlite(&repo, &dbs, &opts)?;
             if *json {
@@ -598,6 +700,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 pgdata,
                 conninfo: conn.clone().unwrap_or_else(default_conninfo),
                 label: label.clone(),
+                name: None,
                 wal_wait: Duration::from_secs(*wal_wait),
             };
             let (id, snap) = backup_postgres(&repo, &opts)?;
@@ -691,39 +794,46 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 }
             }
         }
-        Command::Snapshots { json } => {
+        Command::Snapshots {
+            source,
+            label,
+            since,
+            json,
+        } => {
+            let since = since
+                .as_deref()
+                .map(|t| crate::time::parse_time(t, &jiff::tz::TimeZone::system()))
+                .transpose()
+                .map_err(Error::Usage)?;
             let repo = open(cli, None)?;
-            let list = repo.snapshots()?;
+            let mut list = repo.snapshots()?;
             for (id, why) in &list.damaged {
                 eprintln!(
                     "rewindb: warning: snapshot {id} is unreadable ({why}); run `rewindb check`"
                 );
             }
-            let (windows, notes) = pitr_windows(&repo, &list.ok)?;
+            // Timelines and windows from every snapshot, before filtering.
+            let view = archive_view(&WalArchive::new(repo.root()), &list.ok)?;
+            list.ok.retain(|(_, s)| {
+                source.as_deref().is_none_or(|src| is_of_source(s, src))
+                    && label.as_ref().is_none_or(|l| s.label.as_ref() == Some(l))
+                    && since.is_none_or(|t| s.time >= t)
+            });
+            if let Some(src) = source
+                && list.ok.is_empty()
+            {
+                eprintln!("rewindb: no snapshot of source {src:?} matches");
+            }
             let protected = repo.protected()?;
             if *json {
-                let arr: Vec<_> = list
-                    .ok
-                    .iter()
-                    .map(|(id, s)| {
-                        let mut v = snapshot_json(&id.to_hex(), s);
-                        v["protected"] = json!(protected.contains(id));
-                        if let Some(pg) = &s.postgres {
-                            // The window this base backup opens or belongs to.
-                            let window = windows.iter().find(|w| {
-                                w.system_identifier == pg.system_identifier
-                                    && w.from <= pg.stop_time
-                                    && pg.stop_time <= w.to
-                            });
-                            v["pitr_window"] = json!(window);
-                        }
-                        v
-                    })
-                    .collect();
-                out(writeln!(w, "{}", serde_json::Value::Array(arr)))?;
+                out(writeln!(
+                    w,
+                    "{}",
+                    show::snapshots_json(&list.ok, &protected, &view)
+                ))?;
             } else if !cli.quiet {
-                out(print_snapshots(&mut w, &list.ok, &protected))?;
-                out(print_windows(&mut w, &windows, &notes))?;
+                out(show::print_snapshots(&mut w, &list.ok, &protected))?;
+                out(show::print_archive(&mut w, &view))?;
             }
         }
         Command::Restore {
@@ -740,157 +850,82 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             target_action,
             rewindb_path,
             timeline,
+            archive_mode,
             stdout,
+            dry_run,
             json,
         } => {
-            let at = match at {
-                Some(t) => Some(
-                    crate::time::parse_time(t, &jiff::tz::TimeZone::system())
-                        .map_err(Error::Usage)?,
-                ),
-                None => None,
-            };
+            let at = at
+                .as_deref()
+                .map(|t| crate::time::parse_through(t, &jiff::tz::TimeZone::system()))
+                .transpose()
+                .map_err(Error::Usage)?;
             let lsn = lsn.as_deref().map(parse_lsn).transpose()?;
-            let pg_flags = *immediate || lsn.is_some() || target_name.is_some();
+            let target = match (lsn, target_name, immediate) {
+                (Some(l), _, _) => Some(RecoveryTarget::Lsn(l)),
+                (_, Some(n), _) => Some(RecoveryTarget::Name(n.clone())),
+                (_, _, true) => Some(RecoveryTarget::Immediate),
+                _ => None,
+            };
+            let rewindb_path = match rewindb_path {
+                Some(p) => std::path::absolute(p)
+                    .map_err(crate::error::io_err(format!("resolving {}", p.display())))?,
+                None => std::env::current_exe()
+                    .map_err(crate::error::io_err("finding this program's path"))?,
+            };
+            // --immediate and --target-name without a snapshot: the newest
+            // base backup (an LSN chooses its own).
+            let snapshot = snapshot.clone().or_else(|| {
+                (target.is_some() && at.is_none() && lsn.is_none()).then(|| "latest".to_string())
+            });
+            let req = RestoreRequest {
+                selector: Selector {
+                    snapshot,
+                    at,
+                    lsn,
+                    source: source.clone(),
+                    file: file.clone(),
+                    base_backups_only: target.is_some(),
+                },
+                to: to.clone(),
+                in_place: *in_place,
+                verify: verify.parse().map_err(Error::Usage)?,
+                stdout: *stdout,
+                target,
+                timeline: timeline
+                    .as_deref()
+                    .map(str::parse)
+                    .transpose()
+                    .map_err(Error::Usage)?
+                    .unwrap_or_default(),
+                target_action: target_action.clone(),
+                rewindb_path,
+                archive_mode: archive_mode.parse().map_err(Error::Usage)?,
+            };
             let repo = open(cli, Some(LockMode::Shared))?;
             let list = repo.snapshots()?;
-            let spec = snapshot
-                .as_deref()
-                .or((pg_flags && at.is_none() && lsn.is_none()).then_some("latest"));
-            let (id, snap) = match (spec, lsn) {
-                (None, Some(lsn)) => select_by_lsn(&list, lsn, source.as_deref())?,
-                _ => select_snapshot(&list, spec, at, source.as_deref())?,
-            };
-            if snap.postgres.is_some() {
-                let target = match (at, lsn, target_name, immediate) {
-                    (Some(t), _, _, _) => RecoveryTarget::Time(t),
-                    (_, Some(l), _, _) => RecoveryTarget::Lsn(l),
-                    (_, _, Some(n), _) => RecoveryTarget::Name(n.clone()),
-                    (_, _, _, true) => RecoveryTarget::Immediate,
-                    _ => RecoveryTarget::EndOfWal,
-                };
-                let to = to.clone().ok_or_else(|| {
-                    Error::Usage(
-                        "a PostgreSQL restore needs --to DIR (a new or empty directory)".into(),
-                    )
-                })?;
-                if *in_place || file.is_some() {
-                    return Err(Error::Usage(
-                        "--in-place and --file are for SQLite; a base backup is restored whole into --to DIR"
-                            .into(),
-                    )
+            let plan = restore_plan::plan(&repo, &list, &req)?;
+            if *dry_run {
+                match *json {
+                    true => out(writeln!(w, "{}", show::plan_json(&plan)))?,
+                    false => out(show::print_plan(&mut w, &plan))?,
+                }
+                // The real run would stop at a WAL gap: so does its rehearsal.
+                if let restore_plan::Plan::Postgres { plan, .. } = &plan
+                    && let Some(missing) = &plan.wal.missing
+                {
+                    return Err(Error::Usage(format!(
+                        "{missing}; a restore now would write nothing"
+                    ))
                     .into());
                 }
-                let rewindb_path = match rewindb_path {
-                    Some(p) => std::path::absolute(p)
-                        .map_err(crate::error::io_err(format!("resolving {}", p.display())))?,
-                    None => std::env::current_exe()
-                        .map_err(crate::error::io_err("finding this program's path"))?,
-                };
-                let done = restore_postgres(
-                    &repo,
-                    *id,
-                    snap,
-                    &PgRestoreOptions {
-                        to,
-                        target,
-                        timeline: timeline.parse().map_err(Error::Usage)?,
-                        target_action: target_action.clone(),
-                        rewindb_path,
-                        repo_root: repo.root().to_path_buf(),
-                    },
-                )?;
-                if *json {
-                    out(writeln!(w, "{}", serde_json::to_string(&done).unwrap()))?;
-                } else if !cli.quiet {
-                    out(writeln!(
-                        w,
-                        "restored base backup {} ({} files, {}, verified) to {}; WAL {} to {} \
-                         is in the repository.\nrecovery settings added to postgresql.auto.conf:",
-                        id.short(),
-                        done.files,
-                        human_bytes(done.bytes),
-                        done.to.display(),
-                        done.wal_from,
-                        done.wal_to
-                    ))?;
-                    for line in &done.recovery_settings {
-                        out(writeln!(w, "  {line}"))?;
-                    }
-                    out(writeln!(
-                        w,
-                        "start it with: pg_ctl -D {} start (as the cluster's owner)",
-                        done.to.display()
-                    ))?;
-                }
                 return Ok(());
             }
-            if *stdout {
-                let file = match (snap.files.as_slice(), file) {
-                    ([only], None) => only,
-                    (files, Some(name)) => {
-                        files.iter().find(|f| &f.name == name).ok_or_else(|| {
-                            Error::Usage(format!("snapshot {} has no file {name:?}", id.short()))
-                        })?
-                    }
-                    _ => {
-                        return Err(Error::Usage(format!(
-                            "snapshot {} holds several files: name one with --file",
-                            id.short()
-                        ))
-                        .into());
-                    }
-                };
-                let mut lock = io::stdout().lock();
-                crate::commands::stream::restore_to_writer(&repo, file, &mut lock)?;
-                return Ok(());
-            }
-            // A command's output is not a SQLite database: only its hash applies.
-            let verify = match snap.stream {
-                Some(_) => Verify::Hash,
-                None => *verify,
-            };
-            if pg_flags {
-                return Err(Error::Usage(format!(
-                    "--immediate, --lsn and --target-name are for PostgreSQL base backups; \
-                     snapshot {} is of SQLite databases",
-                    id.short()
-                ))
-                .into());
-            }
-            let plan = plan_restore(
-                *id,
-                snap,
-                &RestoreOptions {
-                    to: to.clone(),
-                    in_place: *in_place,
-                    file: file.clone(),
-                    verify,
-                },
-            )?;
-            let done = restore(&repo, &plan)?;
+            let done = restore_plan::execute(&repo, &plan, &mut io::stdout().lock())?;
             if *json {
-                let v = json!({ "snapshot": id.to_hex(), "files": done });
-                out(writeln!(w, "{v}"))?;
+                out(writeln!(w, "{}", show::restored_json(&plan, &done)))?;
             } else if !cli.quiet {
-                for f in &done {
-                    out(writeln!(
-                        w,
-                        "restored {} from snapshot {} ({}) to {} ({}, verified)",
-                        f.name,
-                        id.short(),
-                        snap.time,
-                        f.dest.display(),
-                        human_bytes(f.size)
-                    ))?;
-                    if let Some(s) = &f.safety_copy {
-                        out(writeln!(
-                            w,
-                            "the replaced file was kept as {}; delete it once you are satisfied",
-                            s.display()
-                        ))?;
-                    }
-                }
+                out(show::print_restored(&mut w, &plan, &done))?;
             }
         }
         Command::Check {
@@ -1105,9 +1140,29 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut cmd, "rewindb", &mut w);
         }
-        Command::Man => {
+        Command::Man { dir } => {
             let cmd = <Cli as clap::CommandFactory>::command();
-            out(clap_mangen::Man::new(cmd).render(&mut w))?;
+            match dir {
+                None => out(render_man(cmd, &mut w))?,
+                Some(dir) => {
+                    let io =
+                        crate::error::io_err(format!("writing man pages to {}", dir.display()));
+                    std::fs::create_dir_all(dir).map_err(io)?;
+                    // Every subcommand's page (rewindb-restore.1, ...), which
+                    // the top page's SEE ALSO names, then the top page itself.
+                    clap_mangen::generate_to(cmd.clone(), dir).map_err(crate::error::io_err(
+                        format!("writing man pages to {}", dir.display()),
+                    ))?;
+                    let top = dir.join("rewindb.1");
+                    let mut f = std::fs::File::create(&top)
+                        .map_err(crate::error::io_err(format!("writing {}", top.display())))?;
+                    render_man(cmd, &mut f)
+                        .map_err(crate::error::io_err(format!("writing {}", top.display())))?;
+                    if !cli.quiet {
+                        out(writeln!(w, "man pages written to {}", dir.display()))?;
+                    }
+                }
+            }
         }
         Command::Run { config, json } => {
             let cfg = crate::config::load(config)?;
@@ -1123,7 +1178,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             if *json {
                 out(writeln!(w, "{}", serde_json::to_string(&report).unwrap()))?;
             } else {
-                out(print_run(&mut w, &report, cli.quiet))?;
+                out(print_run(&mut w, &mut io::stderr(), &report, cli.quiet))?;
             }
             let code = report.exit_code();
             if code != exit::OK {
@@ -1223,158 +1278,25 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
     Ok(())
 }
 
-fn snapshot_json(id: &str, s: &Snapshot) -> serde_json::Value {
-    json!({
-        "id": id,
-        "short_id": &id[..8],
-        "time": s.time.to_string(),
-        "source": s.source,
-        "sources": s.sources(),
-        "label": s.label,
-        "hostname": s.hostname,
-        "logical_size": s.logical_size(),
-        "bytes_added": s.stats.bytes_added,
-        "file_count": s.files.len(),
-        "files": match &s.postgres {
-            // A data directory has a thousand files: `restore` lists them.
-            Some(_) => serde_json::Value::Null,
-            None => s.files.iter().map(|f| json!({
-                "name": f.name,
-                "source_path": f.source_path,
-                "size": f.size,
-                "blake3": f.blake3,
-                "page_size": f.page_size,
-                "journal_mode": f.journal_mode,
-            })).collect(),
-        },
-        "postgres": s.postgres.as_ref().map(|p| json!({
-            "system_identifier": p.system_identifier.to_string(),
-            "pgdata": p.pgdata,
-            "timeline": p.timeline,
-            "start_lsn": p.start_lsn,
-            "stop_lsn": p.stop_lsn,
-            "start_time": p.start_time,
-            "stop_time": p.stop_time,
-            "start_wal": p.start_wal,
-            "stop_wal": p.stop_wal,
-        })),
-        "stats": s.stats,
-    })
-}
-
-fn print_snapshots(
-    w: &mut impl Write,
-    list: &[(crate::id::SnapshotId, Snapshot)],
-    protected: &std::collections::HashSet<crate::id::SnapshotId>,
-) -> io::Result<()> {
-    if list.is_empty() {
-        return writeln!(w, "no snapshots");
+/// The top man page: clap_mangen's sections, with the exit codes as an
+/// EXIT STATUS section whose lines keep their breaks (as EXTRA, roff would
+/// fill them into one paragraph).
+fn render_man(cmd: clap::Command, w: &mut dyn Write) -> io::Result<()> {
+    let man = clap_mangen::Man::new(cmd.clone());
+    man.render_title(w)?;
+    man.render_name_section(w)?;
+    man.render_synopsis_section(w)?;
+    man.render_description_section(w)?;
+    man.render_options_section(w)?;
+    man.render_subcommands_section(w)?;
+    let mut roff = roff::Roff::default();
+    roff.control("SH", ["EXIT STATUS"]).control("nf", []);
+    for line in EXIT_CODES.lines() {
+        roff.text([roff::roman(line)]);
     }
-    writeln!(
-        w,
-        "{:<8}  {:<20}  {:<10}  {:>10}  {:>10}  SOURCE",
-        "ID", "TIME (UTC)", "LABEL", "SIZE", "ADDED"
-    )?;
-    for (id, s) in list {
-        writeln!(
-            w,
-            "{:<8}  {:<20}  {:<10}  {:>10}  {:>10}  {}",
-            id.short(),
-            s.time.strftime("%Y-%m-%d %H:%M:%S").to_string(),
-            s.label.as_deref().unwrap_or("-"),
-            human_bytes(s.logical_size()),
-            human_bytes(s.stats.bytes_added),
-            match &s.postgres {
-                Some(pg) => format!("postgres {} ({})", pg.pgdata.display(), describe(pg)),
-                None => s.sources().join(", "),
-            } + if protected.contains(id) {
-                " [protected]"
-            } else {
-                ""
-            }
-        )?;
-    }
-    writeln!(w, "{} snapshot(s)", list.len())
-}
-
-fn print_forget(w: &mut impl Write, plans: &[SourcePlan], dry_run: bool) -> io::Result<()> {
-    let verb = if dry_run { "would forget" } else { "forgot" };
-    for plan in plans {
-        writeln!(
-            w,
-            "{}: keep {}, {verb} {}",
-            plan.source,
-            plan.keep.len(),
-            plan.forget.len()
-        )?;
-        for k in &plan.keep {
-            let reasons: Vec<String> = k.reasons.iter().map(|r| r.to_string()).collect();
-            writeln!(
-                w,
-                "  keep    {}  {}  ({})",
-                k.id.short(),
-                k.time.strftime("%Y-%m-%d %H:%M:%S"),
-                reasons.join(", ")
-            )?;
-        }
-        for f in &plan.forget {
-            writeln!(
-                w,
-                "  forget  {}  {}",
-                f.id.short(),
-                f.time.strftime("%Y-%m-%d %H:%M:%S")
-            )?;
-        }
-    }
-    if plans.iter().any(|p| !p.forget.is_empty()) && !dry_run {
-        writeln!(w, "run `rewindb gc` to reclaim the space they used")?;
-    }
-    Ok(())
-}
-
-fn print_gc(w: &mut impl Write, r: &GcReport) -> io::Result<()> {
-    let (delete, rewrite, reclaimed) = if r.dry_run {
-        ("would delete", "would rewrite", "would reclaim")
-    } else {
-        ("deleted", "rewrote", "reclaimed")
-    };
-    writeln!(
-        w,
-        "{} snapshot(s), {} live chunks; {} packs: {delete} {}, {rewrite} {}",
-        r.snapshots, r.live_chunks, r.packs_before, r.packs_deleted, r.packs_rewritten
-    )?;
-    writeln!(
-        w,
-        "pack data: {} -> {}{}",
-        human_bytes(r.pack_bytes_before),
-        human_bytes(r.pack_bytes_after),
-        if r.dry_run { " (estimated)" } else { "" }
-    )?;
-    if r.wal_files_removed > 0 {
-        writeln!(
-            w,
-            "WAL: {} file(s) no retained base backup needs, {}",
-            r.wal_files_removed,
-            human_bytes(r.wal_bytes_removed)
-        )?;
-    }
-    if let Some((before, after)) = r.index_compacted {
-        writeln!(
-            w,
-            "index compacted: {} -> {}",
-            human_bytes(before),
-            human_bytes(after)
-        )?;
-    }
-    for note in &r.notes {
-        writeln!(w, "note: {note}")?;
-    }
-    writeln!(
-        w,
-        "{reclaimed} {} in {:.2}s",
-        human_bytes(r.reclaimed_bytes),
-        r.duration_secs
-    )
+    roff.control("fi", []);
+    roff.to_writer(w)?;
+    man.render_version_section(w)
 }
 
 /// The repository a `run` uses: the config's, unless `--repo` (or the
@@ -1382,137 +1304,4 @@ fn print_gc(w: &mut impl Write, r: &GcReport) -> io::Result<()> {
 fn run_repository(cfg: &crate::config::Loaded, cli: &Cli) -> PathBuf {
     crate::commands::run::repository_for(cfg, cli.repo.as_deref())
         .unwrap_or_else(|| repo_path(cli).0)
-}
-
-fn print_run(
-    w: &mut impl Write,
-    r: &crate::commands::run::RunReport,
-    quiet: bool,
-) -> io::Result<()> {
-    use crate::commands::run::GcRun;
-    for s in &r.sources {
-        match (&s.error, &s.snapshot) {
-            (Some(e), _) => {
-                // Failures are printed even with --quiet: that is what cron mails.
-                writeln!(w, "{}: FAILED: {e}", s.name)?;
-            }
-            (None, Some(id)) if !quiet => writeln!(
-                w,
-                "{}: snapshot {}, {} read, {} added, {:.2}s{}",
-                s.name,
-                id.short(),
-                human_bytes(s.bytes_read),
-                human_bytes(s.bytes_added),
-                s.duration_secs,
-                if s.kept + s.forgotten > 0 {
-                    format!("; kept {}, forgot {}", s.kept, s.forgotten)
-                } else {
-                    String::new()
-                }
-            )?,
-            _ => {}
-        }
-    }
-    match &r.gc {
-        GcRun::Failed { error } => writeln!(w, "gc: FAILED: {error}")?,
-        GcRun::Ran { report } if !quiet => writeln!(
-            w,
-            "gc: reclaimed {} in {:.2}s",
-            human_bytes(report.reclaimed_bytes),
-            report.duration_secs
-        )?,
-        GcRun::NotDue { next, .. } if !quiet => writeln!(
-            w,
-            "gc: not due until {}",
-            next.strftime("%Y-%m-%d %H:%M:%S UTC")
-        )?,
-        _ => {}
-    }
-    Ok(())
-}
-
-fn print_status(w: &mut impl Write, r: &crate::commands::status::StatusReport) -> io::Result<()> {
-    use crate::commands::status::human_age;
-    writeln!(
-        w,
-        "repository {}: {} snapshot(s), {}",
-        r.repository.display(),
-        r.snapshots,
-        human_bytes(r.repository_bytes)
-    )?;
-    for s in &r.sources {
-        let who = match &s.name {
-            Some(name) => format!("{name} ({})", s.source),
-            None => s.source.clone(),
-        };
-        let (Some(newest), Some(time), Some(age)) = (s.newest, s.newest_time, s.age_secs) else {
-            writeln!(
-                w,
-                "{}{who}: never backed up",
-                if s.stale { "STALE " } else { "" }
-            )?;
-            continue;
-        };
-        writeln!(
-            w,
-            "{}{who}: newest {} at {} ({} ago), {} snapshot(s){}",
-            if s.stale { "STALE " } else { "" },
-            newest.short(),
-            time.strftime("%Y-%m-%d %H:%M:%S"),
-            human_age(age),
-            s.snapshots,
-            match &s.pitr_window {
-                Some(win) => format!(
-                    ", PITR window {} to {}",
-                    win.from.strftime("%Y-%m-%d %H:%M:%S"),
-                    win.to.strftime("%Y-%m-%d %H:%M:%S")
-                ),
-                None => String::new(),
-            }
-        )?;
-    }
-    if r.damaged_snapshots > 0 {
-        writeln!(
-            w,
-            "{} snapshot file(s) unreadable: run `rewindb check`",
-            r.damaged_snapshots
-        )?;
-    }
-    for note in &r.notes {
-        writeln!(w, "note: {note}")?;
-    }
-    Ok(())
-}
-
-fn print_windows(w: &mut impl Write, windows: &[PitrWindow], notes: &[String]) -> io::Result<()> {
-    for win in windows {
-        writeln!(
-            w,
-            "PITR window of cluster {}: {} to {} (WAL up to {})",
-            win.system_identifier,
-            win.from.strftime("%Y-%m-%d %H:%M:%S"),
-            win.to.strftime("%Y-%m-%d %H:%M:%S"),
-            win.last_wal
-        )?;
-    }
-    for note in notes {
-        writeln!(w, "note: {note}")?;
-    }
-    Ok(())
-}
-
-/// 1536 → "1.5 KiB".
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
 }
