@@ -5,15 +5,16 @@
 //! (its ancestors and the LSN where each handed over) and then its own
 //! segments. Two kinds of birth look alike in the history files and must not
 //! be confused by a restore:
-//! - a failover or a restore that replaces the old server: the parent
-//!   timeline stops at the fork, and everything later is on the child;
-//! - a restore drill, or a split brain: the parent goes on (production keeps
-//!   archiving), so after the fork two histories exist side by side.
+//! - a failover, or a point-in-time restore that replaces the old server: the
+//!   parent stops archiving before the child is born, and everything later
+//!   is on the child;
+//! - a restore drill, or a split brain: the parent goes on archiving after
+//!   the child is born (production keeps running), so two histories exist
+//!   side by side.
 //!
-//! [`candidates`] tells them apart by the archive alone (a parent with
-//! complete segments past a child's fork went on), and [`resolve`] refuses
-//! to pick between two histories that both hold the target: ambiguity is an
-//! error listing each candidate, never a guess.
+//! [`candidates`] tells them apart by the archive alone ([`went_on`]), and
+//! [`resolve`] refuses to pick between two histories that both hold the
+//! target: ambiguity is an error listing each candidate, never a guess.
 //!
 //! Pure: [`Timeline`] values come from `commands::pg_restore`, which reads the
 //! archive. Nothing here touches files.
@@ -128,11 +129,11 @@ pub fn descendants(timelines: &[Timeline], base: u32, start: Lsn) -> Vec<&Timeli
 }
 
 /// The timelines on which `target` lies, among the descendants of the
-/// backup: those that exist at the target and have not handed over to a
-/// child by then. A parent hands over when a child forks from it and the
-/// parent archives nothing past the fork (a failover); a parent that goes
-/// on past a child's fork (a drill's promotion beside a running production)
-/// stays a candidate beside the child.
+/// backup: those that exist at the target (a child from when it was born)
+/// and have not handed over to a child by then. A parent hands over when a
+/// child is born and the parent archives nothing more ([`went_on`]); a
+/// parent that goes on (production beside a drill's promotion) stays a
+/// candidate beside the child.
 pub fn candidates(
     timelines: &[Timeline],
     base: u32,
@@ -152,17 +153,28 @@ pub fn candidates(
     };
     let handed_over = |t: &Timeline| {
         tree.iter().any(|child| {
-            child.parent().is_some_and(|(parent, fork)| {
-                parent == t.id
-                    && begun(child)
-                    && t.segments.is_none_or(|s| s.last <= fork.0 / seg_size)
-            })
+            child.parent().is_some_and(|(parent, _)| parent == t.id)
+                && begun(child)
+                && !went_on(t, child, seg_size)
         })
     };
     tree.iter()
         .filter(|t| begun(t) && !handed_over(t))
         .map(|t| t.id)
         .collect()
+}
+
+/// Whether `parent` went on after `child` forked from it: it archived a
+/// segment at or past the fork after the child's history file was archived
+/// (the child's server promoted). A parent that stopped first (a failover, a
+/// restore that replaced it) hands its history over to the child.
+pub fn went_on(parent: &Timeline, child: &Timeline, seg_size: u64) -> bool {
+    let (Some(span), Some(born), Some((_, fork))) =
+        (parent.segments, child.forked_at, child.parent())
+    else {
+        return false;
+    };
+    span.last_pushed > born && span.last >= fork.0 / seg_size
 }
 
 /// The timeline to follow for `choice`.
@@ -212,19 +224,19 @@ pub fn lineage(
     Some(out)
 }
 
-/// Pairs (parent, child) where the parent went on archiving past the
-/// child's fork: two histories side by side, so a target after the fork is
-/// ambiguous until `--timeline` names one.
+/// Pairs (parent, child) where the parent went on archiving after the
+/// child was born ([`went_on`]): two histories side by side, so a target
+/// after the fork is ambiguous until `--timeline` names one.
 pub fn diverged(timelines: &[Timeline], seg_size: u64) -> Vec<(u32, u32)> {
     let mut out = Vec::new();
     for child in timelines {
-        let Some((parent, fork)) = child.parent() else {
+        let Some((parent, _)) = child.parent() else {
             continue;
         };
-        let went_on = timelines
+        if timelines
             .iter()
-            .any(|p| p.id == parent && p.segments.is_some_and(|s| s.last > fork.0 / seg_size));
-        if went_on {
+            .any(|p| p.id == parent && went_on(p, child, seg_size))
+        {
             out.push((parent, child.id));
         }
     }
@@ -338,6 +350,30 @@ mod tests {
         assert_eq!(auto(Target::End), Ok(2));
         assert!(diverged(&tls, SEG).is_empty());
         assert_eq!(lineage(&tls, 1, 2, SEG), Some(vec![(1, 0), (2, 9)]));
+    }
+
+    #[test]
+    fn a_restore_that_replaced_production_takes_over_its_history() {
+        // Production archived segments 1..=20 until minute 30, then was
+        // replaced by a restore to segment 5 that promoted at minute 35.
+        let tls = vec![
+            tl(1, &[], None, (1, 20), (0, 30)),
+            tl(2, &[(1, 5)], Some(35), (5, 9), (35, 50)),
+        ];
+        let start = seg_lsn(2);
+        let auto = |target| resolve(&tls, 1, start, SEG, target, TimelineChoice::Auto);
+        assert_eq!(auto(Target::Time(at(25))), Ok(1));
+        assert_eq!(auto(Target::Time(at(40))), Ok(2));
+        assert_eq!(auto(Target::End), Ok(2));
+        assert!(diverged(&tls, SEG).is_empty());
+        // Production archiving once more after the promotion: two histories.
+        let mut split = tls.clone();
+        split[0].segments.as_mut().unwrap().last_pushed = at(36);
+        assert_eq!(diverged(&split, SEG), vec![(1, 2)]);
+        assert_eq!(
+            resolve(&split, 1, start, SEG, Target::End, TimelineChoice::Auto),
+            Err(Unresolved::Ambiguous(vec![1, 2]))
+        );
     }
 
     #[test]

@@ -981,9 +981,11 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             } else if !cli.quiet || !report.problems.is_empty() {
                 out(writeln!(
                     w,
-                    "checked {} snapshots, {} packs, {} chunks referenced, {} WAL files{}",
+                    "checked {} snapshots, {} packs, {} live chunks ({} referenced by snapshots, \
+                     the rest delta bases they need), {} WAL files{}",
                     report.snapshots,
                     report.packs,
+                    report.chunks_live,
                     report.chunks_referenced,
                     report.wal_files,
                     if *read_data {
@@ -1003,6 +1005,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                         report.orphan_packs
                     ))?;
                 }
+                out(show::print_archive(&mut w, &report.archive))?;
                 for p in &report.problems {
                     out(writeln!(w, "problem: {}", p.what))?;
                     if !p.affected_snapshots.is_empty() {

@@ -26,6 +26,7 @@ pub fn snapshot_json(id: &str, s: &Snapshot) -> serde_json::Value {
         "source": s.source,
         "sources": s.sources(),
         "label": s.label,
+        "name": s.name,
         "hostname": s.hostname,
         "logical_size": s.logical_size(),
         "bytes_added": s.stats.bytes_added,

@@ -34,7 +34,10 @@ pub struct CheckReport {
     pub snapshots: usize,
     pub packs: usize,
     pub orphan_packs: usize,
+    /// Chunks snapshots reference (data and manifests).
     pub chunks_referenced: u64,
+    /// Those and the delta bases they need: what gc calls live chunks.
+    pub chunks_live: u64,
     pub chunks_read: u64,
     pub bytes_read: u64,
     /// WAL archive files looked at (their headers; with --read-data, all of them).
@@ -166,6 +169,8 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport, Repo
             }
         }
     }
+    // Every chunk looked at, delta bases included: gc's "live chunks".
+    report.chunks_live = memo.len() as u64;
     check_wal(repo, &list.ok, opts, &mut report, &mut affected)?;
     // Damage that no snapshot references is still reported.
     for why in bad_packs.values().chain(bad_chunks.values()) {

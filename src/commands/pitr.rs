@@ -242,6 +242,12 @@ fn unresolved(
                     describe_timeline(t)
                 ));
             }
+            if !ids.contains(&pg.timeline) {
+                msg.push_str(&format!(
+                    "\n  --timeline current  stays on the backup's own timeline {}",
+                    pg.timeline
+                ));
+            }
             msg.push_str(
                 "\nA drill restored with `--archive-mode off` archives nothing; see \
                  docs/operations.md, \"Restore drills\"",
@@ -318,13 +324,21 @@ fn walk_wal(
             if segno <= must_reach {
                 let why = format!(
                     "WAL segment {name} is not in the repository, and recovery of the base \
-                     backup (start {}, timeline {}) needs it{}; restore an older base backup \
-                     or an earlier target",
+                     backup (start {}, timeline {}) needs it{}{}; restore an older base \
+                     backup or an earlier target",
                     pg.start_lsn,
                     pg.timeline,
                     match target {
                         RecoveryTarget::Lsn(l) => format!(" to reach LSN {l}"),
                         _ => " to become consistent".to_string(),
+                    },
+                    match name.timeline != pg.timeline {
+                        true => format!(
+                            " (recovery follows timeline {}, which took over from the backup's; \
+                             --timeline current stays on timeline {})",
+                            name.timeline, pg.timeline
+                        ),
+                        false => String::new(),
                     }
                 );
                 return Ok(Walked::Gap(first_name, name, why));

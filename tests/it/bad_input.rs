@@ -49,7 +49,7 @@ fn bad_inputs_are_refused_and_leave_the_repository_untouched() {
         (
             &["restore", "--at", "2001-01-01 00:00:00+00", "--to", "x.db"],
             2,
-            "no snapshot at or before 2001-01-01T00:00:00Z",
+            "no snapshot at or before 2001-01-01 00:00:00; the oldest is from",
         ),
         (
             &["restore", "--at", "last tuesday", "--to", "x.db"],
@@ -184,30 +184,98 @@ fn repository_of_a_newer_format_is_refused() {
     );
 }
 
+/// Regression (a forgotten repository setting): run from cron, with no
+/// --repo or REWINDB_REPOSITORY and no default repository yet, a backup
+/// used to create one under ~/.local/share, print nothing and exit 0. Now
+/// it fails saying how to name or create one, and creates nothing; from a
+/// terminal it creates the default and says so, even with --quiet.
 #[test]
-fn default_repository_is_created_on_first_backup() {
+fn the_default_repository_is_created_only_from_a_terminal() {
     let f = Fixture::new();
     let db = f.path("app.db");
     make_db(&db, 10, "wal");
     let home = f.path("home");
+    let default = home.join(".local/share/rewindb/repository");
     let out = std::process::Command::new(BIN)
-        .args(["backup", "sqlite"])
+        .args(["-q", "backup", "sqlite"])
         .arg(&db)
+        .env_remove("REWINDB_REPOSITORY")
+        .env_remove("XDG_DATA_HOME")
+        .env("HOME", &home)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = crate::helpers::exited_with(&["-q", "backup", "sqlite"], out, 2);
+    for needle in ["--repo", "REWINDB_REPOSITORY", "rewindb init"] {
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+    assert!(
+        !default.exists(),
+        "a non-interactive run created {default:?}"
+    );
+    // Other commands say the same.
+    let out = std::process::Command::new(BIN)
+        .arg("snapshots")
         .env_remove("REWINDB_REPOSITORY")
         .env_remove("XDG_DATA_HOME")
         .env("HOME", &home)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        home.join(".local/share/rewindb/repository/config.json")
-            .is_file()
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("created repository"));
+    let err = crate::helpers::exited_with(&["snapshots"], out, 2);
+    assert!(err.contains("rewindb init"), "{err}");
+
+    // From a terminal (script(1) gives the command one).
+    let command = format!("{BIN} -q backup sqlite {}", db.display());
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("REWINDB_REPOSITORY")
+        .env_remove("XDG_DATA_HOME")
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(default.join("config.json").is_file(), "{text}");
+    assert!(text.contains("created the default repository at"), "{text}");
+}
+
+/// `init --config FILE` creates the config's repository, the order the
+/// operations guide gives before `run --config`; `--if-missing` makes it
+/// repeatable.
+#[test]
+fn init_from_a_run_config_then_run() {
+    let f = Fixture::new();
+    make_db(&f.path("app.db"), 100, "wal");
+    let cfg = f.path("rewindb.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "repository = \"{}\"\n[[sqlite]]\nname = \"app\"\npaths = [\"{}\"]\n",
+            f.repo().display(),
+            f.path("app.db").display()
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    f.ok(&["init", "--config", cfg]);
+    assert!(f.repo().join("config.json").is_file());
+    let err = f.fails(&["init", "--config", cfg], 2);
+    assert!(err.contains("already"), "{err}");
+    f.ok(&["init", "--config", cfg, "--if-missing"]);
+    f.ok(&["run", "--config", cfg]);
+    // The snapshot records the config's name, which --source takes.
+    let snaps = f.snapshots();
+    assert_eq!(snaps[0]["name"], "app", "{snaps:?}");
+    let to = f.path("restored.db");
+    f.ok(&[
+        "restore",
+        "latest",
+        "--source",
+        "app",
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    assert_eq!(crate::helpers::row_count(&to), 100);
 }
 
 /// Regression: a bare relative name has an empty parent, which cannot be fsynced.

@@ -7,4 +7,6 @@ mod operate;
 mod pg;
 mod postgres;
 mod robustness;
+mod selection;
 mod sqlite;
+mod timelines;

@@ -105,15 +105,17 @@ fn a_failing_source_does_not_stop_the_others() {
     let cfg = config(&f, TWO_SOURCES);
     let out = f.run(&["--quiet", "run", "--config", &cfg]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    // Quiet: only the failure, naming the source and the file.
+    // Quiet: nothing on stdout; the failure on stderr, naming the source
+    // and the file.
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stdout.trim()
+        stderr.trim()
             == format!(
-                "users: FAILED: {}: no such file",
+                "rewindb: users: FAILED: {}: no such file",
                 f.path("sessions.db").display()
             ),
-        "{stdout}"
+        "{stderr}"
     );
     let snaps = f.snapshots();
     assert_eq!(snaps.len(), 1);

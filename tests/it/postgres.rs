@@ -763,11 +763,15 @@ fn restore_to_a_named_restore_point_and_to_an_lsn() {
         assert_eq!(&r.sql("SELECT count(*) FROM t"), want, "{dir}");
         r.stop();
     }
-    // Following the newest timeline, that LSN is not reachable: said before
-    // anything is written, with the way out.
+    // The restore to the point promoted to timeline 2 while timeline 1 had
+    // stopped (a restore that replaced it): timeline 2 took over, and the
+    // LSN, past the fork, is not on it yet. Said before anything is written,
+    // with the way out.
     let out = restore(&f, &c.root.join("y"), &["--lsn", lsn.as_str()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--timeline current"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--timeline current"), "{err}");
+    assert!(!c.root.join("y").exists());
     // An LSN before the base backup ended cannot be reached from it.
     let err = f.fails(
         &[
