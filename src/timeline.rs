@@ -402,7 +402,9 @@ mod tests {
     #[test]
     fn a_chain_of_failovers_follows_to_the_last() {
         let mut tls = failover();
-        tls[1].segments.as_mut().unwrap().last = 15;
+        // Timeline 2 stops at segment 15, minute 40, when 3 takes over.
+        let span = tls[1].segments.as_mut().unwrap();
+        (span.last, span.last_pushed) = (15, at(40));
         tls.push(tl(3, &[(1, 9), (2, 15)], Some(40), (15, 22), (40, 50)));
         let start = seg_lsn(2);
         assert_eq!(
