@@ -460,6 +460,12 @@ pub fn main() -> i32 {
     }
     match run(&cli) {
         Ok(()) => exit::OK,
+        // `restore --stdout | head`: the reader left; nothing went wrong here.
+        Err(CliError::Command(Error::Io { source, .. }))
+            if source.kind() == io::ErrorKind::BrokenPipe =>
+        {
+            exit::OK
+        }
         Err(CliError::Command(e)) => {
             eprintln!("rewindb: error: {e}");
             e.exit_code()
@@ -1141,7 +1147,11 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
         }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(*shell, &mut cmd, "rewindb", &mut w);
+            // Generated into memory: clap_complete panics when its writer
+            // fails (`rewindb completions bash | head -1`).
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "rewindb", &mut script);
+            out(w.write_all(&script))?;
         }
         Command::Man { dir } => {
             let cmd = <Cli as clap::CommandFactory>::command();

@@ -314,10 +314,30 @@ fn completions_and_man_page_come_from_the_command_line_definition() {
     assert!(f.ok(&["completions", "zsh"]).contains("#compdef rewindb"));
     let man = f.ok(&["man"]);
     assert!(man.contains(".TH rewindb 1"), "{man}");
-    assert!(
-        man.contains("status") && man.contains("Exit codes"),
-        "{man}"
-    );
+    // The exit codes keep their line breaks (no-fill), one code a line.
+    let exit = &man[man
+        .find(".SH \"EXIT STATUS\"")
+        .expect("an EXIT STATUS section")..];
+    assert!(exit.contains(".nf\n"), "{exit}");
+    assert!(exit.contains("\n  3  the repository is locked"), "{exit}");
+    assert!(man.contains("status"), "{man}");
+    // Every page the top page refers to exists (rewindb-restore(1), ...).
+    let dir = f.path("man1");
+    f.ok(&["man", "--dir", dir.to_str().unwrap()]);
+    let top = std::fs::read_to_string(dir.join("rewindb.1")).unwrap();
+    assert!(top.contains("EXIT STATUS"), "{top}");
+    for page in [
+        "rewindb-restore.1",
+        "rewindb-backup.1",
+        "rewindb-backup-sqlite.1",
+        "rewindb-wal-push.1",
+    ] {
+        let text =
+            std::fs::read_to_string(dir.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(text.contains(".TH"), "{page}");
+    }
+    let restore = std::fs::read_to_string(dir.join("rewindb-restore.1")).unwrap();
+    assert!(restore.contains("archive\\-mode"), "{restore}");
     f.fails(&["completions", "tcsh"], 2);
 }
 
@@ -441,4 +461,31 @@ fn run_backs_up_a_postgres_cluster_beside_a_database_and_status_shows_its_window
     );
     assert!(!pg["pitr_window"].is_null(), "{status}");
     f.ok(&["check", "--read-data"]);
+}
+
+/// Regression: `completions bash | head -1` panicked on the closed pipe, and
+/// `restore --stdout | head` exited 1. A reader that leaves early is not an
+/// error (ripgrep's rule): both exit 0, printing nothing on stderr.
+#[test]
+fn a_reader_that_closes_the_pipe_early_is_not_an_error() {
+    let f = Fixture::with_repo();
+    f.ok(&[
+        "backup", "command", "--name", "numbers", "--", "seq", "1", "2000000",
+    ]);
+    let repo = f.repo();
+    for pipeline in [
+        format!("{BIN} completions bash | head -1"),
+        format!(
+            "{BIN} --repo {} restore latest --source numbers --stdout | head -c 10",
+            repo.display()
+        ),
+    ] {
+        let out = Command::new("bash")
+            .args(["-c", &format!("set -o pipefail; {pipeline} >/dev/null")])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{pipeline}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{pipeline}: {stderr}");
+    }
 }

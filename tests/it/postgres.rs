@@ -347,6 +347,10 @@ fn check_postgres_proves_archiving_or_names_the_problem() {
     let conn = c.conninfo();
     let out = f.ok(&["check", "postgres", "--conn", &conn]);
     assert!(out.contains("arrived in the repository"), "{out}");
+    // The version as people write it (15.18), not server_version_num.
+    let version = c.sql("SHOW server_version");
+    let major_minor: String = version.split_whitespace().next().unwrap().to_string();
+    assert!(out.contains(&format!("server {major_minor},")), "{out}");
 
     // archive_command not calling rewindb.
     c.sql("ALTER SYSTEM SET archive_command = '/bin/true'");
