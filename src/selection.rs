@@ -58,6 +58,8 @@ pub struct Selected<'a> {
 enum Match {
     /// The whole snapshot's source.
     Whole,
+    /// The source's name in the `run` config.
+    Name(String),
     /// One database of a SQLite snapshot, by its name in the snapshot.
     File(String),
 }
@@ -69,7 +71,7 @@ fn same_path(p: &Path, src: &str) -> bool {
 /// How `src` names (part of) snapshot `s`, if it does.
 fn source_match(s: &Snapshot, src: &str) -> Option<Match> {
     if s.name.as_deref() == Some(src) {
-        return Some(Match::Whole);
+        return Some(Match::Name(src.to_string()));
     }
     if let Some(pg) = &s.postgres {
         return (same_path(&pg.pgdata, src) || pg.system_identifier.to_string() == src)
@@ -90,8 +92,9 @@ pub fn is_of_source(s: &Snapshot, src: &str) -> bool {
 }
 
 /// The source a snapshot (or one database of it) belongs to, for telling
-/// sources apart: one database is the same source in every snapshot that
-/// holds it.
+/// sources apart: one database path is the same source in every snapshot
+/// that holds it, and a set of databases the same whatever host (a
+/// container's hostname changes with every run) and order.
 fn identity(s: &Snapshot, m: &Match) -> String {
     match m {
         Match::File(name) => {
@@ -101,10 +104,21 @@ fn identity(s: &Snapshot, m: &Match) -> String {
                 .find(|f| &f.name == name)
                 .map(|f| f.source_path.display().to_string())
                 .unwrap_or_default();
-            format!("sqlite database {}:{path}", s.hostname)
+            format!("sqlite database {path}")
         }
-        Match::Whole => s.source_key(),
+        Match::Name(name) => format!("config name {name}"),
+        Match::Whole => whole_identity(s),
     }
+}
+
+/// [`identity`] of a whole snapshot.
+fn whole_identity(s: &Snapshot) -> String {
+    if s.source == SourceKind::Sqlite {
+        let mut paths = s.sources();
+        paths.sort();
+        return format!("sqlite {}", paths.join(","));
+    }
+    s.source_key()
 }
 
 /// What kind of snapshot this is, in words.
@@ -119,9 +133,9 @@ pub fn kind_name(s: &Snapshot) -> &'static str {
 
 /// Chooses the snapshot (and file) `sel` names.
 pub fn select<'a>(list: &'a SnapshotList, sel: &Selector) -> Result<Selected<'a>> {
-    if sel.snapshot.is_some() && (sel.at.is_some() || sel.lsn.is_some()) {
+    if sel.snapshot.is_some() && sel.at.is_some() {
         return Err(Error::Usage(
-            "give either a snapshot or --at TIME / --lsn LSN, not both".into(),
+            "give either a snapshot or --at TIME, not both".into(),
         ));
     }
     let named = sel.snapshot.as_deref().filter(|s| *s != "latest");
@@ -262,7 +276,7 @@ fn finish<'a>(
             )));
         }
         (Match::File(a), _) => Some(a),
-        (Match::Whole, f) => f.clone(),
+        (Match::Whole | Match::Name(_), f) => f.clone(),
     };
     Ok(Selected {
         id,
@@ -274,11 +288,10 @@ fn finish<'a>(
 /// One line per source among `entries`: the `--source` value that names
 /// it, what it is, how many snapshots, the newest.
 fn source_list(list: &SnapshotList, entries: &[&(SnapshotId, Snapshot)]) -> String {
-    // Grouped as `forget` groups them; a set of databases is named by any
-    // of its paths.
+    // A set of databases is named by any of its paths.
     let mut groups: BTreeMap<String, Vec<&Snapshot>> = BTreeMap::new();
     for (_, s) in entries {
-        groups.entry(s.source_key()).or_default().push(s);
+        groups.entry(whole_identity(s)).or_default().push(s);
     }
     let pgdata_count = |p: &Path| {
         list.ok
@@ -520,6 +533,45 @@ mod tests {
         assert_eq!(got.snapshot.files.len(), 2);
         // Without --source they are two sets: refused.
         assert!(select(&l, &sel(Some("latest"), None, None)).is_err());
+    }
+
+    /// Regression (review): `restore latest --lsn X`, as the README shows
+    /// it, was refused as "a snapshot and --lsn".
+    #[test]
+    fn latest_with_an_lsn_is_the_newest_base_backup_that_ended_before_it() {
+        let l = list(vec![
+            base_backup(1, "/pg", 7001),
+            base_backup(2, "/pg", 7001),
+        ]);
+        let mut s = Selector {
+            snapshot: Some("latest".into()),
+            lsn: Some(Lsn(0x2000100)),
+            base_backups_only: true,
+            ..Selector::default()
+        };
+        let got = select(&l, &s).unwrap();
+        assert_eq!(
+            got.snapshot.time,
+            Timestamp::from_second(1_800_000_120).unwrap()
+        );
+        s.lsn = Some(Lsn(0x10));
+        assert!(select(&l, &s).is_err());
+    }
+
+    /// Regression (review): snapshots from a container, whose hostname
+    /// changes with every run, or that list the databases in another order,
+    /// are one source.
+    #[test]
+    fn changing_hostnames_and_path_order_are_one_source() {
+        let mut a = snap(0, SourceKind::Sqlite, &["/data/app.db", "/data/auth.db"]);
+        a.hostname = "pod-1".into();
+        let mut b = snap(1, SourceKind::Sqlite, &["/data/auth.db", "/data/app.db"]);
+        b.hostname = "pod-2".into();
+        let l = list(vec![a, b]);
+        let got = select(&l, &sel(Some("latest"), None, None)).unwrap();
+        assert_eq!(got.snapshot.hostname, "pod-2");
+        let got = select(&l, &sel(None, Some(0), Some("/data/app.db"))).unwrap();
+        assert_eq!(got.snapshot.hostname, "pod-1");
     }
 
     #[test]

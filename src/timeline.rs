@@ -5,18 +5,23 @@
 //! (its ancestors and the LSN where each handed over) and then its own
 //! segments. Two kinds of birth look alike in the history files and must not
 //! be confused by a restore:
-//! - a failover, or a point-in-time restore that replaces the old server: the
-//!   parent stops archiving before the child is born, and everything later
-//!   is on the child;
-//! - a restore drill, or a split brain: the parent goes on archiving after
-//!   the child is born (production keeps running), so two histories exist
-//!   side by side.
+//! - a failover: the old server stops inside the segment where the new one
+//!   takes over; that segment is archived whole only on the new timeline (the
+//!   old one's copy at most as `.partial`), and everything later is on the
+//!   child;
+//! - a restore drill, a split brain, or a restore that replaced production
+//!   after it had gone on: the parent's copy of the fork segment (or later
+//!   ones) is archived complete, so the parent holds WAL past the fork and
+//!   two histories exist side by side.
 //!
 //! [`candidates`] tells them apart by the archive alone ([`went_on`]), and
 //! [`resolve`] refuses to pick between two histories that both hold the
-//! target: ambiguity is an error listing each candidate, never a guess.
+//! target: ambiguity is an error listing each candidate, never a guess. A
+//! drill is a second history from the moment its server promotes, however
+//! quiet production is: the drill's restore needed production's copy of the
+//! fork segment, so that copy is in the archive.
 //!
-//! Pure: [`Timeline`] values come from `commands::pg_restore`, which reads the
+//! Pure: [`Timeline`] values come from `commands::pitr`, which reads the
 //! archive. Nothing here touches files.
 
 use jiff::Timestamp;
@@ -37,13 +42,15 @@ pub struct Timeline {
     pub segments: Option<SegmentSpan>,
 }
 
-/// The complete segments archived on one timeline (not `.partial` files).
+/// The complete segments archived on one timeline (not `.partial` files):
+/// their numbers from the names, and when the first and last were archived
+/// (`None` when that header could not be read).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct SegmentSpan {
     pub first: u64,
     pub last: u64,
-    pub first_pushed: Timestamp,
-    pub last_pushed: Timestamp,
+    pub first_pushed: Option<Timestamp>,
+    pub last_pushed: Option<Timestamp>,
 }
 
 impl Timeline {
@@ -55,10 +62,11 @@ impl Timeline {
     /// From when to when its archived WAL was written (as archived).
     pub fn covers(&self) -> Option<(Timestamp, Timestamp)> {
         let span = self.segments?;
-        let from = self
-            .forked_at
-            .map_or(span.first_pushed, |f| f.min(span.first_pushed));
-        Some((from, span.last_pushed))
+        let first = match (self.forked_at, span.first_pushed) {
+            (Some(f), Some(p)) => f.min(p),
+            (f, p) => f.or(p)?,
+        };
+        Some((first, span.last_pushed?))
     }
 }
 
@@ -129,11 +137,12 @@ pub fn descendants(timelines: &[Timeline], base: u32, start: Lsn) -> Vec<&Timeli
 }
 
 /// The timelines on which `target` lies, among the descendants of the
-/// backup: those that exist at the target (a child from when it was born)
-/// and have not handed over to a child by then. A parent hands over when a
-/// child is born and the parent archives nothing more ([`went_on`]); a
-/// parent that goes on (production beside a drill's promotion) stays a
-/// candidate beside the child.
+/// backup. A timeline that handed over to a child (a failover: it holds no
+/// complete segment from the fork on) is never one: the child's history
+/// holds the parent's up to the fork, and recovery to a target before the
+/// fork stops there. Where a parent went on past a child's fork ([`went_on`]:
+/// two histories), the child counts only from when it was born: a time at
+/// or after its history file was archived, or an LSN at or after its fork.
 pub fn candidates(
     timelines: &[Timeline],
     base: u32,
@@ -142,39 +151,51 @@ pub fn candidates(
     target: Target,
 ) -> Vec<u32> {
     let tree = descendants(timelines, base, start);
-    let begun = |t: &Timeline| {
-        t.id == base
-            || match (target, t.parent()) {
-                (Target::Time(at), _) => t.forked_at.is_some_and(|f| f <= at),
-                (Target::Lsn(lsn), Some((_, begin))) => begin <= lsn,
-                (Target::Lsn(_), None) => false,
-                (Target::End, _) => true,
+    let find = |id: u32| tree.iter().find(|t| t.id == id).copied();
+    let begun = |t: &Timeline| match (target, t.parent()) {
+        (Target::Time(at), _) => t.forked_at.is_some_and(|f| f <= at),
+        (Target::Lsn(lsn), Some((_, begin))) => begin <= lsn,
+        (Target::Lsn(_), None) => false,
+        (Target::End, _) => true,
+    };
+    // Whether the target can be on `t`: every fork between the backup's
+    // timeline and `t` was a handover, or was born by the target.
+    let active = |t: &Timeline| {
+        let mut cur = t;
+        loop {
+            if cur.id == base {
+                return true;
             }
+            let Some(parent) = cur.parent().and_then(|(p, _)| find(p)) else {
+                return false;
+            };
+            if went_on(parent, cur, seg_size) && !begun(cur) {
+                return false;
+            }
+            cur = parent;
+        }
     };
     let handed_over = |t: &Timeline| {
         tree.iter().any(|child| {
-            child.parent().is_some_and(|(parent, _)| parent == t.id)
-                && begun(child)
-                && !went_on(t, child, seg_size)
+            child.parent().is_some_and(|(parent, _)| parent == t.id) && !went_on(t, child, seg_size)
         })
     };
     tree.iter()
-        .filter(|t| begun(t) && !handed_over(t))
+        .filter(|t| active(t) && !handed_over(t))
         .map(|t| t.id)
         .collect()
 }
 
-/// Whether `parent` went on after `child` forked from it: it archived a
-/// segment at or past the fork after the child's history file was archived
-/// (the child's server promoted). A parent that stopped first (a failover, a
-/// restore that replaced it) hands its history over to the child.
+/// Whether `parent` went on past `child`'s fork: it has a complete segment
+/// at or after the segment where the child begins. A failover leaves the old
+/// timeline's fork segment incomplete (at most a `.partial`); a drill, a
+/// split brain, or a restore that replaced a server that had gone on all
+/// leave it complete.
 pub fn went_on(parent: &Timeline, child: &Timeline, seg_size: u64) -> bool {
-    let (Some(span), Some(born), Some((_, fork))) =
-        (parent.segments, child.forked_at, child.parent())
-    else {
+    let (Some(span), Some((_, fork))) = (parent.segments, child.parent()) else {
         return false;
     };
-    span.last_pushed > born && span.last >= fork.0 / seg_size
+    span.last >= fork.0 / seg_size
 }
 
 /// The timeline to follow for `choice`.
@@ -224,9 +245,9 @@ pub fn lineage(
     Some(out)
 }
 
-/// Pairs (parent, child) where the parent went on archiving after the
-/// child was born ([`went_on`]): two histories side by side, so a target
-/// after the fork is ambiguous until `--timeline` names one.
+/// Pairs (parent, child) where the parent went on past the child's fork
+/// ([`went_on`]): two histories side by side, so a target after the child
+/// began is ambiguous until `--timeline` names one.
 pub fn diverged(timelines: &[Timeline], seg_size: u64) -> Vec<(u32, u32)> {
     let mut out = Vec::new();
     for child in timelines {
@@ -270,8 +291,8 @@ mod tests {
         Lsn(segno * SEG + 0x28)
     }
 
-    /// A timeline with segments `first..=last` archived from minute
-    /// `pushed.0` to `pushed.1`.
+    /// A timeline with complete segments `first..=last` archived from
+    /// minute `pushed.0` to `pushed.1`.
     fn tl(
         id: u32,
         history: &[(u32, u64)],
@@ -286,15 +307,19 @@ mod tests {
             segments: Some(SegmentSpan {
                 first: segs.0,
                 last: segs.1,
-                first_pushed: at(pushed.0),
-                last_pushed: at(pushed.1),
+                first_pushed: Some(at(pushed.0)),
+                last_pushed: Some(at(pushed.1)),
             }),
         }
     }
 
+    fn auto(tls: &[Timeline], start: u64, target: Target) -> Result<u32, Unresolved> {
+        resolve(tls, 1, seg_lsn(start), SEG, target, TimelineChoice::Auto)
+    }
+
     /// Production on timeline 1 archives segments 1..=20 over minutes 0..40.
-    /// A drill restored to segment 5 promotes at minute 20 (timeline 2) and
-    /// archives segments 5..=7; production goes on.
+    /// A drill restored into segment 5 promotes at minute 20 (timeline 2)
+    /// and archives segments 5..=7; production goes on.
     fn drill() -> Vec<Timeline> {
         vec![
             tl(1, &[], None, (1, 20), (0, 40)),
@@ -302,11 +327,12 @@ mod tests {
         ]
     }
 
-    /// A failover: timeline 1 stops at segment 9, timeline 2 forks there at
-    /// minute 18 and goes on.
+    /// A failover: the old server dies inside segment 9 (archived complete
+    /// up to 8, at minute 17); timeline 2 takes over in segment 9 at minute
+    /// 18 and goes on.
     fn failover() -> Vec<Timeline> {
         vec![
-            tl(1, &[], None, (1, 9), (0, 18)),
+            tl(1, &[], None, (1, 8), (0, 17)),
             tl(2, &[(1, 9)], Some(18), (9, 30), (18, 60)),
         ]
     }
@@ -314,65 +340,88 @@ mod tests {
     #[test]
     fn after_a_drill_forks_a_later_target_is_ambiguous() {
         let tls = drill();
-        let start = seg_lsn(2);
-        let auto = |target| resolve(&tls, 1, start, SEG, target, TimelineChoice::Auto);
         // Before the drill promoted, only production's history exists.
-        assert_eq!(auto(Target::Time(at(19))), Ok(1));
+        assert_eq!(auto(&tls, 2, Target::Time(at(19))), Ok(1));
         // After: both histories hold the time; refuse and name both.
         assert_eq!(
-            auto(Target::Time(at(30))),
+            auto(&tls, 2, Target::Time(at(30))),
             Err(Unresolved::Ambiguous(vec![1, 2]))
         );
-        assert_eq!(auto(Target::End), Err(Unresolved::Ambiguous(vec![1, 2])));
-        // An LSN before the fork is production's; after it, on both.
-        assert_eq!(auto(Target::Lsn(seg_lsn(4))), Ok(1));
         assert_eq!(
-            auto(Target::Lsn(seg_lsn(6))),
+            auto(&tls, 2, Target::End),
+            Err(Unresolved::Ambiguous(vec![1, 2]))
+        );
+        // An LSN before the fork is production's; after it, on both.
+        assert_eq!(auto(&tls, 2, Target::Lsn(seg_lsn(4))), Ok(1));
+        assert_eq!(
+            auto(&tls, 2, Target::Lsn(seg_lsn(6))),
             Err(Unresolved::Ambiguous(vec![1, 2]))
         );
         // Named, each is followed.
         for n in [1, 2] {
             assert_eq!(
-                resolve(&tls, 1, start, SEG, Target::End, TimelineChoice::Id(n)),
+                resolve(&tls, 1, seg_lsn(2), SEG, Target::End, TimelineChoice::Id(n)),
                 Ok(n)
             );
         }
         assert_eq!(diverged(&tls, SEG), vec![(1, 2)]);
     }
 
+    /// Regression (review): a drill beside a production that archived
+    /// nothing since the drill promoted was taken for a failover, and a
+    /// restore followed the drill. Production's copy of the fork segment,
+    /// which the drill's own restore needed, makes it a second history.
+    #[test]
+    fn a_drill_beside_a_quiet_production_is_a_second_history_at_once() {
+        let tls = vec![
+            tl(1, &[], None, (1, 5), (0, 10)),
+            tl(2, &[(1, 5)], Some(20), (5, 6), (20, 22)),
+        ];
+        assert_eq!(
+            auto(&tls, 2, Target::Time(at(30))),
+            Err(Unresolved::Ambiguous(vec![1, 2]))
+        );
+        assert_eq!(
+            auto(&tls, 2, Target::End),
+            Err(Unresolved::Ambiguous(vec![1, 2]))
+        );
+        assert_eq!(auto(&tls, 2, Target::Time(at(15))), Ok(1));
+    }
+
     #[test]
     fn a_failover_hands_over_to_the_new_timeline() {
         let tls = failover();
-        let start = seg_lsn(2);
-        let auto = |target| resolve(&tls, 1, start, SEG, target, TimelineChoice::Auto);
-        assert_eq!(auto(Target::Time(at(10))), Ok(1));
-        assert_eq!(auto(Target::Time(at(30))), Ok(2));
-        assert_eq!(auto(Target::End), Ok(2));
+        // Every target follows timeline 2, which holds timeline 1's WAL up
+        // to the fork: even a time before the failover, whose segment 9
+        // exists whole only on timeline 2.
+        assert_eq!(auto(&tls, 2, Target::Time(at(10))), Ok(2));
+        assert_eq!(auto(&tls, 2, Target::Time(at(30))), Ok(2));
+        assert_eq!(auto(&tls, 2, Target::Lsn(seg_lsn(5))), Ok(2));
+        assert_eq!(auto(&tls, 2, Target::End), Ok(2));
         assert!(diverged(&tls, SEG).is_empty());
         assert_eq!(lineage(&tls, 1, 2, SEG), Some(vec![(1, 0), (2, 9)]));
     }
 
+    /// A restore to segment 5 that replaced production after production had
+    /// gone on to segment 20: the archive cannot tell it from a drill, so a
+    /// target after its promotion needs `--timeline` (once: base backups
+    /// taken on the new timeline do not descend from the old one).
     #[test]
-    fn a_restore_that_replaced_production_takes_over_its_history() {
-        // Production archived segments 1..=20 until minute 30, then was
-        // replaced by a restore to segment 5 that promoted at minute 35.
+    fn a_restore_that_replaced_production_after_it_went_on_is_a_second_history() {
         let tls = vec![
             tl(1, &[], None, (1, 20), (0, 30)),
             tl(2, &[(1, 5)], Some(35), (5, 9), (35, 50)),
         ];
-        let start = seg_lsn(2);
-        let auto = |target| resolve(&tls, 1, start, SEG, target, TimelineChoice::Auto);
-        assert_eq!(auto(Target::Time(at(25))), Ok(1));
-        assert_eq!(auto(Target::Time(at(40))), Ok(2));
-        assert_eq!(auto(Target::End), Ok(2));
-        assert!(diverged(&tls, SEG).is_empty());
-        // Production archiving once more after the promotion: two histories.
-        let mut split = tls.clone();
-        split[0].segments.as_mut().unwrap().last_pushed = at(36);
-        assert_eq!(diverged(&split, SEG), vec![(1, 2)]);
+        assert_eq!(auto(&tls, 2, Target::Time(at(25))), Ok(1));
         assert_eq!(
-            resolve(&split, 1, start, SEG, Target::End, TimelineChoice::Auto),
+            auto(&tls, 2, Target::Time(at(40))),
             Err(Unresolved::Ambiguous(vec![1, 2]))
+        );
+        assert_eq!(diverged(&tls, SEG), vec![(1, 2)]);
+        // A backup taken on timeline 2 has one history.
+        assert_eq!(
+            resolve(&tls, 2, seg_lsn(7), SEG, Target::End, TimelineChoice::Auto),
+            Ok(2)
         );
     }
 
@@ -380,48 +429,30 @@ mod tests {
     fn a_drill_before_the_backup_is_not_its_descendant() {
         // Backup taken on timeline 1 at segment 8, after the drill forked at 5.
         let tls = drill();
-        let start = seg_lsn(8);
-        assert_eq!(
-            descendants(&tls, 1, start)
+        let ids = |start| {
+            descendants(&tls, 1, seg_lsn(start))
                 .iter()
                 .map(|t| t.id)
-                .collect::<Vec<_>>(),
-            vec![1]
-        );
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(8), vec![1]);
+        assert_eq!(ids(2), vec![1, 2]);
+        assert_eq!(auto(&tls, 8, Target::End), Ok(1));
         assert_eq!(
-            resolve(&tls, 1, start, SEG, Target::End, TimelineChoice::Auto),
-            Ok(1)
-        );
-        assert_eq!(
-            resolve(&tls, 1, start, SEG, Target::End, TimelineChoice::Id(2)),
+            resolve(&tls, 1, seg_lsn(8), SEG, Target::End, TimelineChoice::Id(2)),
             Err(Unresolved::NotDescendant(2))
         );
-        assert_eq!(lineage(&tls, 1, 3, SEG), None);
     }
 
     #[test]
     fn a_chain_of_failovers_follows_to_the_last() {
         let mut tls = failover();
-        // Timeline 2 stops at segment 15, minute 40, when 3 takes over.
+        // Timeline 2 dies inside segment 15, where 3 takes over.
         let span = tls[1].segments.as_mut().unwrap();
-        (span.last, span.last_pushed) = (15, at(40));
+        (span.last, span.last_pushed) = (14, Some(at(39)));
         tls.push(tl(3, &[(1, 9), (2, 15)], Some(40), (15, 22), (40, 50)));
-        let start = seg_lsn(2);
-        assert_eq!(
-            resolve(&tls, 1, start, SEG, Target::End, TimelineChoice::Auto),
-            Ok(3)
-        );
-        assert_eq!(
-            resolve(
-                &tls,
-                1,
-                start,
-                SEG,
-                Target::Time(at(30)),
-                TimelineChoice::Auto
-            ),
-            Ok(2)
-        );
+        assert_eq!(auto(&tls, 2, Target::End), Ok(3));
+        assert_eq!(auto(&tls, 2, Target::Time(at(30))), Ok(3));
         assert_eq!(
             lineage(&tls, 1, 3, SEG),
             Some(vec![(1, 0), (2, 9), (3, 15)])
@@ -432,9 +463,29 @@ mod tests {
             Ok(3)
         );
         assert_eq!(
-            resolve(&tls, 1, start, SEG, Target::End, TimelineChoice::Latest),
+            resolve(
+                &tls,
+                1,
+                seg_lsn(2),
+                SEG,
+                Target::End,
+                TimelineChoice::Latest
+            ),
             Ok(3)
         );
+        // A drill forked from timeline 3 beside it: a second history there.
+        tls.push(tl(
+            4,
+            &[(1, 9), (2, 15), (3, 18)],
+            Some(45),
+            (18, 19),
+            (45, 46),
+        ));
+        assert_eq!(
+            auto(&tls, 2, Target::End),
+            Err(Unresolved::Ambiguous(vec![3, 4]))
+        );
+        assert_eq!(auto(&tls, 2, Target::Time(at(42))), Ok(3));
     }
 
     #[test]

@@ -48,8 +48,9 @@ Exit codes:
 other sources still run.
 
 Repository: --repo, else $REWINDB_REPOSITORY, else $XDG_DATA_HOME/rewindb/repository
-(~/.local/share/rewindb/repository). `backup` run from a terminal creates that default on
-first use and says so; run from cron or a script it never does: `rewindb init` first.";
+(~/.local/share/rewindb/repository). `backup sqlite`, `pg-dump` and `command` run from a
+terminal create that default on first use and say so; from cron or a script they never do:
+`rewindb init` first.";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -605,15 +606,15 @@ fn create_default_repository(cli: &Cli) -> Result<(), CliError> {
 fn no_repository(default: &std::path::Path) -> Error {
     Error::Usage(format!(
         "no repository: neither --repo nor REWINDB_REPOSITORY names one, and the default {} \
-         does not exist. Create one with `rewindb init` (or `rewindb --repo DIR init`), or name \
-         an existing one with --repo DIR or REWINDB_REPOSITORY",
+         is not a repository yet. Create one with `rewindb init` (or `rewindb --repo DIR \
+         init`), or name an existing one with --repo DIR or REWINDB_REPOSITORY",
         default.display()
     ))
 }
 
 fn open(cli: &Cli, lock: Option<LockMode>) -> Result<Repository, Error> {
     let (path, is_default) = repo_path(cli);
-    if is_default && !path.exists() {
+    if is_default && !path.join("config.json").exists() {
         return Err(no_repository(&path));
     }
     Ok(Repository::open(
@@ -861,9 +862,15 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             dry_run,
             json,
         } => {
+            let tz = jiff::tz::TimeZone::system();
+            let at_exact = at
+                .as_deref()
+                .map(|t| crate::time::parse_time(t, &tz))
+                .transpose()
+                .map_err(Error::Usage)?;
             let at = at
                 .as_deref()
-                .map(|t| crate::time::parse_through(t, &jiff::tz::TimeZone::system()))
+                .map(|t| crate::time::parse_through(t, &tz))
                 .transpose()
                 .map_err(Error::Usage)?;
             let lsn = lsn.as_deref().map(parse_lsn).transpose()?;
@@ -898,6 +905,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 verify: verify.parse().map_err(Error::Usage)?,
                 stdout: *stdout,
                 target,
+                at_exact,
                 timeline: timeline
                     .as_deref()
                     .map(str::parse)
@@ -928,10 +936,12 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 return Ok(());
             }
             let done = restore_plan::execute(&repo, &plan, &mut io::stdout().lock())?;
-            if *json {
-                out(writeln!(w, "{}", show::restored_json(&plan, &done)))?;
-            } else if !cli.quiet {
-                out(show::print_restored(&mut w, &plan, &done))?;
+            match (*json, &done) {
+                // The restored bytes went to stdout: nothing may follow them.
+                (_, restore_plan::Restored::Stdout { .. }) => {}
+                (true, _) => out(writeln!(w, "{}", show::restored_json(&plan, &done)))?,
+                (false, _) if !cli.quiet => out(show::print_restored(&mut w, &plan, &done))?,
+                _ => {}
             }
         }
         Command::Check {

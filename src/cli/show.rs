@@ -76,7 +76,7 @@ pub fn print_snapshots(
             w,
             "{:<8}  {:<20}  {:<10}  {:>10}  {:>10}  {}",
             id.short(),
-            s.time.to_string(),
+            show(s.time),
             s.label.as_deref().unwrap_or("-"),
             human_bytes(s.logical_size()),
             human_bytes(s.stats.bytes_added),
@@ -425,7 +425,7 @@ pub fn print_plan(w: &mut impl Write, plan: &Plan<'_>) -> io::Result<()> {
                 } else {
                     "an empty directory"
                 },
-                plan.files,
+                plan.file_count,
                 human_bytes(plan.bytes)
             )?;
             writeln!(
@@ -466,7 +466,10 @@ fn print_pg_settings(w: &mut impl Write, plan: &PgRestorePlan) -> io::Result<()>
         ),
         (None, ArchiveMode::Preserve) => writeln!(
             w,
-            "archiving: off in the backup's configuration: the restored server archives nothing"
+            "archiving: no archive_mode = on found in the backup's postgresql.conf or \
+             postgresql.auto.conf (a configuration kept outside the data directory, or in an \
+             included file, is not seen). If the restored server runs beside the original \
+             cluster (a restore drill), restore with --archive-mode off"
         ),
     }
 }
@@ -559,7 +562,8 @@ pub fn restored_json(plan: &Plan<'_>, done: &Restored) -> serde_json::Value {
             json!({ "snapshot": plan.snapshot.to_hex(), "files": files })
         }
         (_, Restored::Postgres(done)) => serde_json::to_value(done).expect("serialises"),
-        (_, Restored::Stdout { bytes }) => json!({ "bytes": bytes }),
+        // The restored bytes went to stdout: nothing may follow them there.
+        (_, Restored::Stdout { .. }) => serde_json::Value::Null,
         _ => serde_json::Value::Null,
     }
 }

@@ -73,7 +73,7 @@ pub struct PgRestorePlan {
     pub to: PathBuf,
     /// `to` does not exist yet (otherwise it is an empty directory).
     pub to_is_new: bool,
-    pub files: usize,
+    pub file_count: usize,
     pub bytes: u64,
     pub target: RecoveryTarget,
     pub wal: WalPlan,
@@ -147,7 +147,7 @@ pub fn plan_postgres(
         id,
         to_is_new: !target_dir.exists(),
         to: target_dir,
-        files: snap.files.len(),
+        file_count: snap.files.len(),
         bytes: snap.logical_size(),
         target: opts.target.clone(),
         recovery_settings: recovery_settings(pg, opts, wal.timeline),

@@ -51,6 +51,9 @@ pub struct ClusterArchive {
     pub system_identifier: u64,
     /// The cluster's WAL segment size (from its base backups).
     pub seg_size: u64,
+    /// What could not be read (a damaged history file): the timeline tree
+    /// is then uncertain, and only an explicit `--timeline` is followed.
+    pub problems: Vec<String>,
     pub names: Vec<WalName>,
     pub timelines: Vec<Timeline>,
 }
@@ -79,9 +82,16 @@ impl ClusterArchive {
                 WalKind::Partial | WalKind::Backup => {}
             }
         }
-        let pushed = |name: &WalName| -> Result<Option<Timestamp>, RepoError> {
-            Ok(header(archive, system_identifier, name)?.map(|h| h.pushed_at))
+        // Push times only inform listings and the time a timeline was
+        // born: an unreadable header loses the time, not the timeline
+        // (`check` reports the damage with the backups it affects).
+        let pushed = |name: &WalName| -> Option<Timestamp> {
+            header(archive, system_identifier, name)
+                .ok()
+                .flatten()
+                .map(|h| h.pushed_at)
         };
+        let mut problems = Vec::new();
         let mut ids: Vec<u32> = spans.keys().chain(histories.keys()).copied().collect();
         ids.sort();
         ids.dedup();
@@ -90,29 +100,29 @@ impl ClusterArchive {
             let (history, forked_at) = match histories.get(&id) {
                 // Removed (by gc) since the listing: as if never archived.
                 Some(name) => match archive.locate(system_identifier, name) {
-                    Some(path) => {
-                        let text = archive.read_file(&path, name)?;
-                        (
+                    Some(path) => match archive.read_file(&path, name) {
+                        Ok(text) => (
                             timeline::parse_history(&String::from_utf8_lossy(&text)),
-                            pushed(name)?,
-                        )
-                    }
+                            pushed(name),
+                        ),
+                        Err(e) => {
+                            problems.push(format!(
+                                "history file {name} cannot be read ({e}), so it is not \
+                                 known where timeline {id} forked"
+                            ));
+                            (Vec::new(), None)
+                        }
+                    },
                     None => (Vec::new(), None),
                 },
                 None => (Vec::new(), None),
             };
-            let segments = match spans.get(&id) {
-                Some((first, last)) => match (pushed(first)?, pushed(last)?) {
-                    (Some(first_pushed), Some(last_pushed)) => Some(SegmentSpan {
-                        first: first.segno(seg_size),
-                        last: last.segno(seg_size),
-                        first_pushed,
-                        last_pushed,
-                    }),
-                    _ => None,
-                },
-                None => None,
-            };
+            let segments = spans.get(&id).map(|(first, last)| SegmentSpan {
+                first: first.segno(seg_size),
+                last: last.segno(seg_size),
+                first_pushed: pushed(first),
+                last_pushed: pushed(last),
+            });
             timelines.push(Timeline {
                 id,
                 history,
@@ -123,6 +133,7 @@ impl ClusterArchive {
         Ok(ClusterArchive {
             system_identifier,
             seg_size,
+            problems,
             names,
             timelines,
         })
@@ -174,6 +185,15 @@ pub fn plan_wal(
         RecoveryTarget::Immediate => TimelineChoice::Current,
         _ => choice,
     };
+    if let (TimelineChoice::Auto | TimelineChoice::Latest, Some(problem)) =
+        (choice, cluster.problems.first())
+    {
+        return Err(Error::Usage(format!(
+            "{problem}: rewindb cannot tell which histories the archive holds, and does not \
+             guess. Run `rewindb check`; name the timeline to follow with --timeline N (or \
+             current) if you know it"
+        )));
+    }
     let chosen = timeline::resolve(
         timelines,
         pg.timeline,
@@ -316,11 +336,7 @@ fn walk_wal(
     let mut last_header: Option<(WalName, ArchivedHeader)> = None;
     loop {
         let name = WalName::segment(timeline_of(segno), segno, seg);
-        let archived = match cluster.have(&name) {
-            true => header(archive, pg.system_identifier, &name)?,
-            false => None,
-        };
-        let Some(archived) = archived else {
+        if !cluster.have(&name) {
             if segno <= must_reach {
                 let why = format!(
                     "WAL segment {name} is not in the repository, and recovery of the base \
@@ -344,10 +360,15 @@ fn walk_wal(
                 return Ok(Walked::Gap(first_name, name, why));
             }
             break;
-        };
+        }
         if let RecoveryTarget::Time(t) = target
             && segno > must_reach
         {
+            // Only here does a push time matter; a file removed (by gc)
+            // since the listing ends the walk as a missing one would.
+            let Some(archived) = header(archive, pg.system_identifier, &name)? else {
+                break;
+            };
             if archived.pushed_at > *t {
                 // Archived after TIME. Push time stands in for the moment the
                 // server finished the segment (a little earlier): the stop
@@ -419,7 +440,7 @@ pub struct ClusterTimelines {
     #[serde(with = "u64_text")]
     pub system_identifier: u64,
     pub timelines: Vec<Timeline>,
-    /// (parent, child): the parent went on archiving past the child's fork,
+    /// (parent, child): the parent holds WAL past the child's fork,
     /// so a target after the fork needs `--timeline`.
     pub diverged: Vec<(u32, u32)>,
 }
@@ -483,10 +504,14 @@ pub fn archive_view(
         for t in tree {
             let lineage = timeline::lineage(timelines, pg.timeline, t.id, seg)
                 .unwrap_or_else(|| vec![(pg.timeline, 0)]);
-            let last = match walk_wal(cluster, archive, pg, &RecoveryTarget::EndOfWal, &lineage)? {
-                Walked::Reaches(_, last) => last,
-                Walked::Gap(_, _, why) => {
+            let last = match walk_wal(cluster, archive, pg, &RecoveryTarget::EndOfWal, &lineage) {
+                Ok(Walked::Reaches(_, last)) => last,
+                Ok(Walked::Gap(_, _, why)) => {
                     why_not.get_or_insert(why);
+                    continue;
+                }
+                Err(e) => {
+                    why_not.get_or_insert(e.to_string());
                     continue;
                 }
             };
@@ -494,7 +519,8 @@ pub fn archive_view(
             if last.timeline != t.id {
                 continue;
             }
-            let Some(h) = header(archive, pg.system_identifier, &last)? else {
+            // Damage is `check`'s to report, with what it affects.
+            let Some(h) = header(archive, pg.system_identifier, &last).ok().flatten() else {
                 continue;
             };
             any = true;
@@ -533,12 +559,15 @@ pub fn archive_view(
     for sysid in order {
         let cluster = clusters.remove(&sysid).expect("read above");
         let diverged = timeline::diverged(&cluster.timelines, cluster.seg_size);
+        for problem in &cluster.problems {
+            view.notes.push(format!("cluster {sysid}: {problem}"));
+        }
         for (parent, child) in &diverged {
             view.notes.push(format!(
                 "cluster {sysid}: timeline {child} forked from timeline {parent}, and timeline \
-                 {parent} went on archiving after the fork: two histories (a restore drill \
-                 archiving into this repository?). A restore to a point after the fork must \
-                 name one with --timeline"
+                 {parent} holds WAL past the fork: two histories (a restore drill archiving into \
+                 this repository?). A restore to a point after timeline {child} began must name \
+                 one with --timeline"
             ));
         }
         view.clusters.push(ClusterTimelines {

@@ -28,9 +28,15 @@ pub struct RestoreRequest {
     pub in_place: bool,
     pub verify: Verify,
     pub stdout: bool,
-    /// PostgreSQL: where recovery stops. `None`: the end of the WAL, or the
-    /// time of `selector.at`.
+    /// PostgreSQL: where recovery stops. `None`: the end of the WAL, or
+    /// `at_exact`.
     pub target: Option<RecoveryTarget>,
+    /// `--at` as written, to the instant: the recovery target time.
+    /// `selector.at` runs to the end of a second written without a
+    /// fraction, which chooses the snapshot listed at that second; recovery
+    /// stops at the instant written, so "14:05:00" does not replay a
+    /// statement at 14:05:00.3.
+    pub at_exact: Option<jiff::Timestamp>,
     pub timeline: TimelineChoice,
     pub target_action: String,
     pub rewindb_path: PathBuf,
@@ -72,7 +78,7 @@ pub fn plan<'a>(
 ) -> Result<Plan<'a>> {
     let picked = select(list, &req.selector)?;
     let (id, snap) = (picked.id, picked.snapshot);
-    if snap.postgres.is_some() {
+    if let Some(pg) = &snap.postgres {
         let to = req.to.clone().ok_or_else(|| {
             Error::Usage("a PostgreSQL restore needs --to DIR (a new or empty directory)".into())
         })?;
@@ -83,9 +89,11 @@ pub fn plan<'a>(
                     .into(),
             ));
         }
-        let target = match (&req.target, req.selector.at) {
+        let target = match (&req.target, req.at_exact.or(req.selector.at)) {
             (Some(t), _) => t.clone(),
-            (None, Some(at)) => RecoveryTarget::Time(at),
+            // A backup chosen because it finished within the written second
+            // recovers to its end at the earliest.
+            (None, Some(at)) => RecoveryTarget::Time(at.max(pg.stop_time)),
             (None, None) => RecoveryTarget::EndOfWal,
         };
         let plan = pg_restore::plan_postgres(

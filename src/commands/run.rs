@@ -93,7 +93,7 @@ pub fn run(repo: &mut Repository, cfg: &Loaded, now: Timestamp) -> RunReport {
                 r.forgotten = forgotten;
             }
             Err(e) => {
-                // Reported in the run's result (stdout, even with --quiet).
+                // Reported in the run's result (stderr, even with --quiet).
                 tracing::info!("source {} failed: {e}", source.name());
                 r.exit_code = e.exit_code();
                 r.error = Some(e.to_string());

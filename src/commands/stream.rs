@@ -62,7 +62,6 @@ pub fn default_dump_name(conninfo: &str) -> String {
     format!("pg_dump-{db}")
 }
 
-/// Runs the command and stores its output as a snapshot.
 /// Checks the command can be run (given, and found on PATH when it has no
 /// `/`) before a repository is opened or created for it.
 pub fn check_command(command: &[String]) -> Result<()> {
@@ -88,6 +87,7 @@ pub fn check_command(command: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Runs the command and stores its output as a snapshot.
 pub fn backup_stream(repo: &Repository, opts: &StreamOptions) -> Result<(SnapshotId, Snapshot)> {
     let (program, args) = opts
         .command

@@ -109,8 +109,15 @@ fn pitr_restores_exactly_the_rows_committed_at_time_t() {
     let switched = r.switch_and_wait(&f.repo());
     assert!(switched.starts_with("00000002"), "{switched}");
     r.stop();
+    // Timeline 1 holds WAL past the fork (the rows after T), so the archive
+    // holds two histories at T2: refused, both named, until one is chosen.
     let to = c.root.join("at-t2");
-    let mut r2 = restore_and_recover(&f, &c.root, &to, &["--at", &t2]);
+    let err = f.fails(&["restore", "--at", &t2, "--to", to.to_str().unwrap()], 2);
+    assert!(
+        err.contains("--timeline 1") && err.contains("--timeline 2"),
+        "{err}"
+    );
+    let mut r2 = restore_and_recover(&f, &c.root, &to, &["--at", &t2, "--timeline", "2"]);
     assert_eq!(
         r2.sql("SELECT count(*) FROM t"),
         at_t2,
@@ -767,15 +774,35 @@ fn restore_to_a_named_restore_point_and_to_an_lsn() {
         assert_eq!(&r.sql("SELECT count(*) FROM t"), want, "{dir}");
         r.stop();
     }
-    // The restore to the point promoted to timeline 2 while timeline 1 had
-    // stopped (a restore that replaced it): timeline 2 took over, and the
-    // LSN, past the fork, is not on it yet. Said before anything is written,
-    // with the way out.
+    // The restores above promoted to new timelines forking from timeline 1,
+    // which holds WAL past their forks: the LSN lies on more than one
+    // history. Said before anything is written, with each way out.
     let out = restore(&f, &c.root.join("y"), &["--lsn", lsn.as_str()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--timeline current"), "{err}");
+    assert!(
+        err.contains("--timeline 1 ") && err.contains("--timeline 2 "),
+        "{err}"
+    );
     assert!(!c.root.join("y").exists());
+    // As the README writes it: `restore latest --lsn`.
+    let out = restore(
+        &f,
+        &c.root.join("z"),
+        &[
+            "latest",
+            "--lsn",
+            lsn.as_str(),
+            "--timeline",
+            "current",
+            "--dry-run",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // An LSN before the base backup ended cannot be reached from it.
     let err = f.fails(
         &[

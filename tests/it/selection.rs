@@ -181,6 +181,12 @@ fn a_mixed_repository_refuses_ambiguous_selections_and_restores_each_source_by_n
         .find(|l| l.starts_with(&second["short_id"].as_str().unwrap()[..8]))
         .unwrap_or_else(|| panic!("{listing}"));
     let shown = &line[10..29];
+    // Regression (review): the listing printed RFC 3339 with nanoseconds.
+    assert!(
+        jiff::civil::DateTime::strptime("%Y-%m-%d %H:%M:%S", shown).is_ok()
+            && line[29..].starts_with("  "),
+        "{line}"
+    );
     let plan: serde_json::Value = serde_json::from_str(&f.ok(&[
         "restore",
         "--at",
