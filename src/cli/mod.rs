@@ -36,9 +36,10 @@ use show::{human_bytes, print_forget, print_gc, print_run, print_status, snapsho
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
-  1  failure (I/O error, a source that could not be read; `wal fetch`: the file is not
-     archived; `wal push`: a different file is archived under that name; `check postgres`:
-     archiving does not work)
+  1  failure (I/O error, a source that could not be read, PostgreSQL unreachable or failing
+     a query, WAL not archived within --wal-wait; `wal fetch`: the file is not archived;
+     `wal push`: a different file is archived under that name; `check postgres`: archiving
+     does not work): running again can help once the cause is fixed
   2  usage error: bad arguments, a missing or non-database file, an unknown snapshot,
      a malformed time, a path that is not a repository
   3  the repository is locked by another rewindb process (see --lock-wait)

@@ -124,7 +124,7 @@ pub fn backup_postgres(
     let stop_time = jiff::Timestamp::now();
     tracing::info!("backup stopped at {}", stop.lsn);
     let timeline = postgres::label_timeline(&stop.label_file).ok_or_else(|| {
-        Error::Usage(format!(
+        Error::Failed(format!(
             "pg_backup_stop returned a backup label without START TIMELINE:\n{}",
             stop.label_file
         ))
@@ -370,10 +370,11 @@ fn wait_for_wal(
                 ),
                 _ => String::new(),
             };
-            return Err(Error::Usage(format!(
+            return Err(Error::Failed(format!(
                 "the backup needs WAL {first} to {last}, but {missing} did not reach the \
                  repository within {}s{failing}; no snapshot was saved. Run `rewindb check \
-                 postgres` to test archiving",
+                 postgres` to test archiving; running the backup again helps once archiving \
+                 works (or with a longer --wal-wait)",
                 wait.as_secs()
             )));
         }

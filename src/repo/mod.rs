@@ -113,10 +113,12 @@ pub struct OpenOptions {
 impl Repository {
     /// Creates a new repository at `root`, which must be missing or empty.
     ///
-    /// The repository is built in a temporary directory beside `root` and
-    /// renamed into place, so a killed `init` leaves `root` as it was (and at
-    /// most a `.rewindb-init-*` directory beside it), never a half-made
-    /// repository that blocks the next attempt.
+    /// A missing `root` is built in a temporary directory beside it and
+    /// renamed into place, so a killed `init` leaves nothing there (at most
+    /// a `.rewindb-init-*` directory beside it). An existing empty directory
+    /// (a mount point, or one made for rewindb in a parent it cannot write)
+    /// is initialised in place with `config.json` written last; what a killed
+    /// init left in it is taken up by the next one.
     pub fn init(root: &Path) -> Result<(), RepoError> {
         let root = &std::path::absolute(root).ctx(|| format!("resolving {}", root.display()))?;
         let exists = || RepoError::AlreadyExists {
@@ -125,36 +127,35 @@ impl Repository {
         if root.join("config.json").exists() || (root.exists() && !root.is_dir()) {
             return Err(exists());
         }
-        if root.is_dir()
-            && fs::read_dir(root)
-                .ctx(|| format!("reading {}", root.display()))?
-                .next()
-                .is_some()
-        {
-            return Err(exists());
+        let io = |what: &str| format!("creating {what} for {}", root.display());
+        if root.is_dir() {
+            // An existing directory (a mount point, or one made for us in a
+            // parent we cannot write) is initialised in place, never renamed
+            // over: config.json comes last, so until then it is no
+            // repository, and what a killed init left is taken up again.
+            let leftovers = ["packs", "snapshots", "tmp", "wal", "index.redb"];
+            let mut entries = fs::read_dir(root).ctx(|| format!("reading {}", root.display()))?;
+            let foreign = entries.any(|e| {
+                e.map_or(true, |e| {
+                    !leftovers.contains(&e.file_name().to_string_lossy().as_ref())
+                })
+            });
+            let has_data =
+                |sub: &str| fs::read_dir(root.join(sub)).is_ok_and(|mut d| d.next().is_some());
+            if foreign || has_data("snapshots") || has_data("wal") {
+                return Err(exists());
+            }
+            Self::lay_out(root, root)?;
+            return fsutil::sync_dir(root).ctx(|| io("the repository directory"));
         }
         let parent = root.parent().unwrap_or(Path::new("/"));
-        let io = |what: &str| format!("creating {what} for {}", root.display());
         fsutil::create_dir_durable(parent).ctx(|| io("the parent directory"))?;
         let staging = tempfile::Builder::new()
             .prefix(".rewindb-init-")
             .tempdir_in(parent)
             .ctx(|| io("a staging directory"))?;
-        let dir = staging.path();
-        for sub in ["packs", "snapshots", "tmp", "wal"] {
-            fs::create_dir(dir.join(sub)).ctx(|| io(sub))?;
-        }
-        for byte in 0..=255u8 {
-            fs::create_dir(dir.join("packs").join(format!("{byte:02x}"))).ctx(|| io("packs"))?;
-        }
-        fsutil::sync_dir(&dir.join("packs")).ctx(|| io("packs"))?;
-        drop(Index::create(&dir.join("index.redb"))?);
-        let config = Config::new(root);
-        let bytes = serde_json::to_vec_pretty(&config).expect("config serialises");
-        fsutil::write_atomic(&dir.join("tmp"), &dir.join("config.json"), &bytes)
-            .ctx(|| io("config.json"))?;
-        fsutil::sync_dir(dir).ctx(|| io("the repository directory"))?;
-        // rename(2) replaces a missing or empty `root` atomically.
+        Self::lay_out(staging.path(), root)?;
+        // rename(2) moves the finished repository to the missing `root`.
         let staged = staging.keep();
         if let Err(e) = fs::rename(&staged, root) {
             let _ = fs::remove_dir_all(&staged);
@@ -165,6 +166,34 @@ impl Repository {
             return Err(e).ctx(|| io("the repository directory"));
         }
         fsutil::sync_dir(parent).ctx(|| io("the repository directory"))
+    }
+
+    /// Creates a repository's layout in `dir`, config.json last (durable),
+    /// for a repository that will live at `root`.
+    fn lay_out(dir: &Path, root: &Path) -> Result<(), RepoError> {
+        let io = |what: &str| format!("creating {what} for {}", root.display());
+        let mkdir = |path: &Path| match fs::create_dir(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+            _ => Ok(()),
+        };
+        for sub in ["packs", "snapshots", "tmp", "wal"] {
+            mkdir(&dir.join(sub)).ctx(|| io(sub))?;
+        }
+        for byte in 0..=255u8 {
+            mkdir(&dir.join("packs").join(format!("{byte:02x}"))).ctx(|| io("packs"))?;
+        }
+        fsutil::sync_dir(&dir.join("packs")).ctx(|| io("packs"))?;
+        // An index left by a killed init holds nothing: made anew.
+        let index = dir.join("index.redb");
+        if index.exists() {
+            fs::remove_file(&index).ctx(|| io("index.redb"))?;
+        }
+        drop(Index::create(&index)?);
+        fsutil::sync_dir(dir).ctx(|| io("the repository directory"))?;
+        let config = Config::new(root);
+        let bytes = serde_json::to_vec_pretty(&config).expect("config serialises");
+        fsutil::write_atomic(&dir.join("tmp"), &dir.join("config.json"), &bytes)
+            .ctx(|| io("config.json"))
     }
 
     /// Opens an existing repository.

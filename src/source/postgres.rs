@@ -93,7 +93,9 @@ fn pg_err(conninfo: &str, what: &str) -> impl FnOnce(tokio_postgres::Error) -> E
             msg = format!("{msg}: {s}");
             source = s.source();
         }
-        Error::Usage(format!("PostgreSQL ({conninfo}): {what}: {msg}"))
+        // The server, not the command line: running again can help once it
+        // answers (exit 1, not the usage code).
+        Error::Failed(format!("PostgreSQL ({conninfo}): {what}: {msg}"))
     }
 }
 
@@ -118,7 +120,7 @@ impl PgSession {
                 .await
                 .map_err(pg_err(
                     conninfo,
-                    "cannot connect (check --conn: host or socket directory, port, user, dbname; and that the server runs)",
+                    "cannot connect (check --conn: host or socket directory, port, user, dbname; and that the server runs; running again helps once it accepts connections)",
                 ))?;
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
@@ -160,7 +162,7 @@ impl PgSession {
 
     pub fn server_info(&self) -> Result<ServerInfo> {
         let bad = |what: &str, v: &str| {
-            Error::Usage(format!(
+            Error::Failed(format!(
                 "PostgreSQL ({}): unexpected {what} {v:?}",
                 self.conninfo
             ))

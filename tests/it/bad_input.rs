@@ -120,6 +120,22 @@ fn bad_inputs_are_refused_and_leave_the_repository_untouched() {
             "no snapshot of \"other.db\"",
         ),
         (&["protect", "deadbeef"], 2, "no snapshot matches"),
+        // The server, not the command line: exit 1 (running again can help).
+        (
+            &[
+                "check",
+                "postgres",
+                "--conn",
+                "host=/nonexistent-socket-dir port=1 user=x",
+            ],
+            1,
+            "running again helps once it accepts connections",
+        ),
+        (
+            &["check", "postgres", "--conn", "host='unterminated"],
+            2,
+            "is not a connection string",
+        ),
         (
             &["gc", "--repack-threshold", "1.5"],
             2,
@@ -323,6 +339,43 @@ fn config_with_sizes_the_format_cannot_hold_is_refused() {
     .unwrap();
     let err = f.fails(&["snapshots"], 2);
     assert!(err.contains("frame_target_bytes must be"), "{err}");
+}
+
+/// Regression: `init` into an existing empty directory renamed a staging
+/// directory over it, which fails on a mount point (`/backups` on its own
+/// disk) and when the parent is not writable. It now initialises the
+/// directory in place (same inode), and takes up what a killed in-place init
+/// left (no config.json yet); a directory holding anything else is refused.
+#[test]
+fn init_initialises_an_existing_directory_in_place() {
+    use std::os::unix::fs::MetadataExt;
+    let f = Fixture::new();
+    std::fs::create_dir(f.repo()).unwrap();
+    let inode = std::fs::metadata(f.repo()).unwrap().ino();
+    f.ok(&["init"]);
+    assert_eq!(std::fs::metadata(f.repo()).unwrap().ino(), inode);
+    assert!(f.repo().join("config.json").is_file());
+    let db = f.path("app.db");
+    make_db(&db, 10, "wal");
+    f.backup(&[&db]);
+    f.ok(&["check", "--read-data"]);
+
+    // A killed in-place init: layout without config.json.
+    let g = Fixture::new();
+    std::fs::create_dir_all(g.repo().join("packs/00")).unwrap();
+    std::fs::create_dir(g.repo().join("tmp")).unwrap();
+    std::fs::write(g.repo().join("index.redb"), b"half an index").unwrap();
+    g.ok(&["init"]);
+    g.backup(&[&db]);
+    g.ok(&["check", "--read-data"]);
+
+    // Anything else in the directory: refused, untouched.
+    let h = Fixture::new();
+    std::fs::create_dir(h.repo()).unwrap();
+    std::fs::write(h.repo().join("notes.txt"), b"mine").unwrap();
+    let err = h.fails(&["init"], 2);
+    assert!(err.contains("not empty"), "{err}");
+    assert_eq!(std::fs::read_dir(h.repo()).unwrap().count(), 1);
 }
 
 /// Regression (review finding): init builds beside the target and renames it
