@@ -1,8 +1,9 @@
 //! The chunk index: chunk id → (pack, place in the pack), kept in redb.
 //!
 //! The index is a cache of what the packs' own entry tables say (invariant 3 in
-//! `docs/ARCHITECTURE.md`): [`Index::rebuild`] recreates it from the packs, so
-//! losing it loses no backup. Entries are added only after their pack is
+//! `docs/ARCHITECTURE.md`): `repair index`
+//! ([`crate::commands::maintenance::repair_index`]) recreates it from the
+//! packs, so losing it loses no backup. Entries are added only after their pack is
 //! durable on disk, in one transaction per backup.
 
 use std::path::{Path, PathBuf};
