@@ -72,6 +72,21 @@ impl ForgetOptions {
 
 /// Plans and (unless `dry_run`) removes snapshots. Needs the exclusive lock
 /// unless `dry_run`. Sources come out in a stable order (by name).
+/// `protect` / `unprotect`: marks (or unmarks) the snapshots `specs` name
+/// (ids or unique prefixes) so that no policy removes them. Every spec is
+/// resolved before anything changes. Returns the snapshots changed.
+pub fn protect(repo: &Repository, specs: &[String], on: bool) -> Result<Vec<SnapshotId>> {
+    let list = repo.snapshots()?;
+    let ids: Vec<SnapshotId> = specs
+        .iter()
+        .map(|spec| list.find(spec).map(|(id, _)| *id))
+        .collect::<Result<_, _>>()?;
+    for id in &ids {
+        repo.set_protected(id, on)?;
+    }
+    Ok(ids)
+}
+
 pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<Vec<SourcePlan>> {
     opts.validate()?;
     let list = repo.snapshots()?;

@@ -130,7 +130,9 @@ fn backup_one(repo: &Repository, source: &Source) -> Result<(SnapshotId, Snapsho
             repo,
             &PgBackupOptions {
                 pgdata: pgdata.clone(),
-                conninfo: conn.clone().unwrap_or_else(crate::cli::default_conninfo),
+                conninfo: conn
+                    .clone()
+                    .unwrap_or_else(crate::source::postgres::default_conninfo),
                 label: label.clone(),
                 name: Some(source.name().to_string()),
                 wal_wait: std::time::Duration::from_secs(*wal_wait),

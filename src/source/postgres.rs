@@ -16,6 +16,25 @@ use crate::error::{Error, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Lsn(pub u64);
 
+/// The connection string used when `--conn` is not given: libpq's
+/// environment variables where set, else the local server's default socket
+/// as the `postgres` user.
+pub fn default_conninfo() -> String {
+    let var = |name: &str, default: &str| {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| default.to_string())
+    };
+    format!(
+        "host={} port={} user={} dbname={}",
+        var("PGHOST", "/var/run/postgresql"),
+        var("PGPORT", "5432"),
+        var("PGUSER", "postgres"),
+        var("PGDATABASE", "postgres")
+    )
+}
+
 /// A `server_version_num` as people write versions: 150018 → "15.18"
 /// (from PostgreSQL 10 on, major * 10000 + minor).
 pub fn version_text(num: u32) -> String {
