@@ -5,6 +5,7 @@
 //!   pure values and logic, no I/O;
 //! - [`repo`]: the repository on disk (packs, index, snapshots, lock);
 //! - [`source`]: reading databases consistently;
+//! - [`pipeline`]: chunks into packs and a snapshot, and back into files;
 //! - [`commands`]: what each subcommand does, as library functions;
 //! - [`cli`]: argument parsing and output, the only place that prints.
 
@@ -15,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod filehash;
 pub mod id;
+pub mod pipeline;
 pub mod progress;
 pub mod repo;
 pub mod retention;

@@ -27,9 +27,7 @@ use repository::{create_default_repository, open, repo_path, run_repository};
 
 pub use args::{BackupSource, CheckTarget, Cli, Command, RepairTarget, WalAction};
 
-use crate::commands::backup::{
-    BackupOptions, backup_sqlite, settle_index, validate_sqlite_sources,
-};
+use crate::commands::backup::{BackupOptions, backup_sqlite, validate_sqlite_sources};
 use crate::commands::check::{CheckOptions, check, short_ids};
 use crate::commands::forget::{ForgetOptions, forget};
 use crate::commands::gc::{GcOptions, gc};
@@ -38,6 +36,7 @@ use crate::commands::pg_backup::{PgBackupOptions, backup_postgres};
 use crate::commands::pitr::archive_view;
 use crate::commands::stream::{StreamOptions, backup_stream, default_dump_name, pg_dump_command};
 use crate::error::{Error, RepoError, exit};
+use crate::pipeline::store::settle_index;
 use crate::repo::lock::LockMode;
 use crate::repo::snapshot::SourceKind;
 use crate::repo::wal::WalArchive;

@@ -15,9 +15,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::commands::backup::{Run, StoredFile, store_pages, store_small};
 use crate::error::{Error, Result, io_err};
 use crate::id::{ChunkId, SnapshotId};
+use crate::pipeline::store::{Run, StoredFile, store_pages, store_small};
 use crate::repo::Repository;
 use crate::repo::delta::DeltaEncoder;
 use crate::repo::snapshot::{DirEntry, FileEntry, PgBackupInfo, Snapshot, SourceKind};

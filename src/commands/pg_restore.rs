@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use jiff::Timestamp;
 
 use crate::commands::pitr::{ClusterArchive, RecoveryTarget, WalPlan, plan_wal};
-use crate::commands::restore::write_chunks;
 use crate::error::{Error, Result, io_err};
 use crate::id::SnapshotId;
+use crate::pipeline::fetch::write_chunks;
 use crate::repo::reader::BlobReader;
 use crate::repo::snapshot::{FileEntry, PgBackupInfo, Snapshot};
 use crate::repo::wal::WalArchive;

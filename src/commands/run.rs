@@ -102,7 +102,7 @@ pub fn run(repo: &mut Repository, cfg: &Loaded, now: Timestamp) -> RunReport {
         r.duration_secs = started.elapsed().as_secs_f64();
         sources.push(r);
     }
-    crate::commands::backup::settle_index(repo);
+    crate::pipeline::store::settle_index(repo);
     let gc = gc_if_due(repo, cfg, now);
     RunReport { sources, gc }
 }

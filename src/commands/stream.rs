@@ -15,9 +15,9 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use crate::commands::backup::{Run, StoredFile};
 use crate::error::{Error, Result, io_err};
 use crate::id::{ChunkId, SnapshotId};
+use crate::pipeline::store::{Run, StoredFile};
 use crate::repo::Repository;
 use crate::repo::delta::DeltaEncoder;
 use crate::repo::reader::BlobReader;
