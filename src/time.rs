@@ -1,5 +1,6 @@
-//! Parsing the TIME a user types (`restore --at`, `snapshots --since`),
-//! showing times the way listings do, and choosing a snapshot by time.
+//! Parsing the TIME a user types (`restore --at`, `snapshots --since`), and
+//! showing times the way listings do (choosing a snapshot by time is
+//! `crate::selection`'s).
 //!
 //! Listings show times to the second ([`show`]), so a time written to the
 //! second means that whole second: `--at "… 19:51:54+00"` includes a snapshot
@@ -88,12 +89,6 @@ pub fn show(t: Timestamp) -> String {
     t.strftime("%Y-%m-%d %H:%M:%S").to_string()
 }
 
-/// The index of the newest item whose time is at or before `at`, among items
-/// sorted oldest first.
-pub fn newest_at_or_before(times: &[Timestamp], at: Timestamp) -> Option<usize> {
-    times.iter().rposition(|t| *t <= at)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,30 +149,5 @@ mod tests {
             utc("2026-11-23T19:51:00.999999999Z")
         );
         assert_eq!(show(taken), "2026-11-23 19:51:54");
-    }
-
-    #[test]
-    fn picks_newest_at_or_before() {
-        let times = [
-            utc("2026-01-01T00:00:00Z"),
-            utc("2026-01-01T01:00:00Z"),
-            utc("2026-01-01T02:00:00Z"),
-        ];
-        assert_eq!(
-            newest_at_or_before(&times, utc("2025-12-31T23:59:59Z")),
-            None
-        );
-        assert_eq!(
-            newest_at_or_before(&times, utc("2026-01-01T00:00:00Z")),
-            Some(0)
-        );
-        assert_eq!(
-            newest_at_or_before(&times, utc("2026-01-01T01:30:00Z")),
-            Some(1)
-        );
-        assert_eq!(
-            newest_at_or_before(&times, utc("2027-01-01T00:00:00Z")),
-            Some(2)
-        );
     }
 }

@@ -255,7 +255,7 @@ fn check_wal(
                 .push(id.to_hex());
         }
     }
-    report.archive = crate::commands::pitr::archive_view(&archive, snapshots)?;
+    report.archive = crate::commands::pitr::archive_view_of(&archive, snapshots, clusters)?;
     Ok(())
 }
 

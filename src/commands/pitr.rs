@@ -479,22 +479,30 @@ pub fn archive_view(
     archive: &WalArchive,
     list: &[(SnapshotId, Snapshot)],
 ) -> Result<ArchiveView, RepoError> {
+    archive_view_of(archive, list, HashMap::new())
+}
+
+/// [`archive_view`] reusing the clusters a caller already read (`check`
+/// lists every archive anyway); the others are read here, once each.
+pub fn archive_view_of(
+    archive: &WalArchive,
+    list: &[(SnapshotId, Snapshot)],
+    mut clusters: HashMap<u64, ClusterArchive>,
+) -> Result<ArchiveView, RepoError> {
     let mut view = ArchiveView::default();
-    // Each cluster's archive is listed once, however many backups it has.
-    let mut clusters: HashMap<u64, ClusterArchive> = HashMap::new();
     let mut order = Vec::new();
     for (id, snap) in list {
         let Some(pg) = &snap.postgres else { continue };
+        if !order.contains(&pg.system_identifier) {
+            order.push(pg.system_identifier);
+        }
         let cluster = match clusters.entry(pg.system_identifier) {
             Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => {
-                order.push(pg.system_identifier);
-                e.insert(ClusterArchive::read(
-                    archive,
-                    pg.system_identifier,
-                    pg.wal_segment_size,
-                )?)
-            }
+            Entry::Vacant(e) => e.insert(ClusterArchive::read(
+                archive,
+                pg.system_identifier,
+                pg.wal_segment_size,
+            )?),
         };
         let seg = pg.wal_segment_size;
         let timelines = &cluster.timelines;
