@@ -39,7 +39,6 @@ use crate::error::{Error, RepoError, exit};
 use crate::pipeline::store::settle_index;
 use crate::repo::lock::LockMode;
 use crate::repo::snapshot::SourceKind;
-use crate::repo::wal::WalArchive;
 use crate::repo::{OpenOptions, Repository};
 use crate::retention::Policy;
 use crate::selection::is_of_source;
@@ -320,7 +319,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 );
             }
             // Timelines and windows from every snapshot, before filtering.
-            let view = archive_view(&WalArchive::new(repo.root()), &list.ok)?;
+            let view = archive_view(&repo.wal(), &list.ok)?;
             list.ok.retain(|(_, s)| {
                 source.as_deref().is_none_or(|src| is_of_source(s, src))
                     && label.as_ref().is_none_or(|l| s.label.as_ref() == Some(l))
@@ -365,7 +364,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             if !report.ok() {
                 eprintln!(
                     "rewindb: error: WAL archiving into {} does not work ({}); see above",
-                    repo.root().display(),
+                    repo.location(),
                     report
                         .items
                         .iter()

@@ -6,8 +6,6 @@
 //! between sealing a pack and committing the index leaves them, harmlessly.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::io::Read;
 
 use serde::Serialize;
 
@@ -84,11 +82,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport, Repo
             return Ok(report);
         }
     };
-    let on_disk: HashMap<PackId, u64> = repo
-        .pack_files()?
-        .into_iter()
-        .map(|(id, _, len)| (id, len))
-        .collect();
+    let on_disk: HashMap<PackId, u64> = repo.pack_files()?.into_iter().collect();
     let indexed: HashMap<PackId, u64> = index.packs()?.into_iter().collect();
     report.packs = indexed.len();
     report.orphan_packs = on_disk.keys().filter(|p| !indexed.contains_key(p)).count();
@@ -98,18 +92,15 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport, Repo
     let mut bad_packs: HashMap<PackId, String> = HashMap::new();
     let mut bad_chunks: HashMap<ChunkId, String> = HashMap::new();
     for (pack, len) in &indexed {
-        let path = repo.pack_path(pack);
+        let path = repo.describe_pack(pack);
         match on_disk.get(pack) {
             None => {
-                bad_packs.insert(*pack, format!("pack {} is missing", path.display()));
+                bad_packs.insert(*pack, format!("pack {} is missing", path));
             }
             Some(actual) if actual != len => {
                 bad_packs.insert(
                     *pack,
-                    format!(
-                        "pack {} is {actual} bytes, the index recorded {len}",
-                        path.display()
-                    ),
+                    format!("pack {} is {actual} bytes, the index recorded {len}", path),
                 );
             }
             Some(_) if opts.read_data => match read_whole_pack(repo, &mut reader, pack) {
@@ -117,16 +108,16 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport, Repo
                     report.chunks_read += entries as u64;
                     report.bytes_read += len;
                     for (chunk, why) in damaged {
-                        bad_chunks.insert(chunk, format!("pack {}: {why}", path.display()));
+                        bad_chunks.insert(chunk, format!("pack {}: {why}", path));
                     }
                 }
                 Err(why) => {
-                    bad_packs.insert(*pack, format!("pack {}: {why}", path.display()));
+                    bad_packs.insert(*pack, format!("pack {}: {why}", path));
                 }
             },
             Some(_) => {
                 if let Err(why) = repo.read_pack_table(pack, *len) {
-                    bad_packs.insert(*pack, format!("pack {}: {why}", path.display()));
+                    bad_packs.insert(*pack, format!("pack {}: {why}", path));
                 }
             }
         }
@@ -200,8 +191,8 @@ fn check_wal(
     affected: &mut HashMap<String, Vec<String>>,
 ) -> Result<(), RepoError> {
     use crate::commands::pitr::{ClusterArchive, wal_for_consistency};
-    use crate::repo::wal::{WalArchive, WalKind};
-    let archive = WalArchive::new(repo.root());
+    use crate::repo::wal::WalKind;
+    let archive = repo.wal();
     let mut clusters: HashMap<u64, ClusterArchive> = HashMap::new();
     for sysid in archive.clusters()? {
         // The segment size of the cluster's base backups (16 MiB without one:
@@ -213,16 +204,22 @@ fn check_wal(
             .map_or(16 << 20, |pg| pg.wal_segment_size);
         let cluster = ClusterArchive::read(&archive, sysid, seg_size)?;
         for name in &cluster.names {
-            // Removed since the listing (gc of WAL no backup needs): skip.
-            let Some(path) = archive.locate(sysid, name) else {
-                continue;
-            };
-            report.wal_files += 1;
             let result = match opts.read_data {
-                true => archive.read_file(&path, name).map(|_| ()),
-                false => archive.header(&path).map(|_| ()),
+                true => archive.read(sysid, name).map(|r| r.is_some()),
+                false => archive.header(sysid, name).map(|h| h.is_some()),
             };
-            let Err(e) = result else { continue };
+            let e = match result {
+                Ok(true) => {
+                    report.wal_files += 1;
+                    continue;
+                }
+                // Removed since the listing (gc of WAL no backup needs): skip.
+                Ok(false) => continue,
+                Err(e) => {
+                    report.wal_files += 1;
+                    e
+                }
+            };
             let users: Vec<String> = snapshots
                 .iter()
                 .filter(|(_, s)| {
@@ -312,10 +309,7 @@ fn read_whole_pack(
     reader: &mut BlobReader<'_>,
     pack: &PackId,
 ) -> Result<(usize, Vec<(ChunkId, String)>), String> {
-    let mut bytes = Vec::new();
-    File::open(repo.pack_path(pack))
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(|e| e.to_string())?;
+    let bytes = repo.read_pack(pack).map_err(|e| e.to_string())?;
     let entries = pack::decode_pack(&bytes).map_err(|e| e.0)?;
     let mut damaged = Vec::new();
     // Entries of one frame are consecutive: decompress each frame once.

@@ -24,8 +24,7 @@
 //! retained base backup's start, which a running server no longer pushes.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -34,15 +33,12 @@ use crate::id::{ChunkId, PackId};
 use crate::repo::index::SealedPack;
 use crate::repo::pack::{self, BlobEntry, BlobKind, Compression};
 use crate::repo::reader::BlobReader;
-use crate::repo::wal::{WalArchive, WalKind};
+use crate::repo::wal::{WalKind, WalName};
 use crate::repo::writer::BlobWriter;
-use crate::repo::{Repository, SnapshotList, fsutil};
+use crate::repo::{Repository, SnapshotList};
 
 /// Packs whose live share is below this are rewritten unless `--repack-threshold` says otherwise.
 pub const DEFAULT_REPACK_THRESHOLD: f64 = 0.8;
-
-/// A `.tmp-*` file in the WAL archive older than this is a killed push.
-const STALE_WAL_TEMP: Duration = Duration::from_secs(3600);
 
 /// The index is compacted when at least this share of its file is free.
 const COMPACT_INDEX_AT: f64 = 0.2;
@@ -184,22 +180,12 @@ pub fn gc(repo: &mut Repository, opts: &GcOptions) -> Result<GcReport> {
             .map(|(pack, e)| (e.id, pack))
             .collect();
         repo.index()?.replace_packs(&removed, &dead, &written)?;
-        delete_packs(repo, &removed)?;
-        for (path, _) in &wal {
-            match std::fs::remove_file(path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => Err(e).ctx(|| format!("removing {}", path.display()))?,
-            }
-        }
-        let wal_dirs: HashSet<PathBuf> = wal
-            .iter()
-            .filter_map(|(p, _)| p.parent().map(PathBuf::from))
-            .collect();
-        for dir in wal_dirs {
-            fsutil::sync_dir(&dir).ctx(|| format!("syncing {}", dir.display()))?;
-        }
-        report.pack_bytes_after = repo.pack_files()?.iter().map(|(_, _, len)| len).sum();
+        repo.delete_packs(&removed.iter().map(|p| p.id).collect::<Vec<_>>())?;
+        let wal_names: Vec<(u64, WalName)> = wal.iter().map(|(f, _)| f.clone()).collect();
+        repo.wal().remove(&wal_names)?;
+        // Killed pushes' uploads (an hour old: a running push removes its own).
+        report.wal_bytes_removed += repo.remove_abandoned_uploads()?;
+        report.pack_bytes_after = repo.pack_files()?.iter().map(|(_, len)| len).sum();
         // Only after entries went (a compaction of an unchanged index gains
         // nothing measurable and costs about a second per 60 MiB).
         if !removed.is_empty() || !dead.is_empty() {
@@ -283,7 +269,7 @@ fn plan_packs(
     notes: &mut Vec<String>,
 ) -> Result<Vec<PackPlan>> {
     let mut plans = Vec::new();
-    for (id, path, len) in repo.pack_files()? {
+    for (id, len) in repo.pack_files()? {
         let entries = match repo.read_pack_table(&id, len) {
             Ok(e) => e,
             Err(why) => {
@@ -291,7 +277,7 @@ fn plan_packs(
                 // stay served from it, and its dead ones leave the index.
                 notes.push(format!(
                     "pack {} left alone: its entry table is unreadable ({why})",
-                    path.display()
+                    repo.describe_pack(&id)
                 ));
                 continue;
             }
@@ -348,11 +334,10 @@ fn rewrite(repo: &Repository, plans: &[PackPlan], live: &Live) -> Result<Vec<Sea
     let mut writer = BlobWriter::new(repo)?;
     let mut dctx = zstd::bulk::Decompressor::new().ctx(|| "starting zstd".into())?;
     for plan in plans.iter().filter(|p| p.action == Action::Rewrite) {
-        let path = repo.pack_path(&plan.id);
-        let bytes = std::fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
+        let bytes = repo.read_pack(&plan.id)?;
         let corrupt = |detail: String| {
             Error::Repo(RepoError::corrupt(
-                format!("pack {}", path.display()),
+                format!("pack {}", repo.describe_pack(&plan.id)),
                 format!("{detail}; gc stopped before changing anything"),
             ))
         };
@@ -404,26 +389,6 @@ fn rewrite(repo: &Repository, plans: &[PackPlan], live: &Live) -> Result<Vec<Sea
     Ok(writer.finish_packs()?)
 }
 
-/// Deletes pack files the index no longer references, then syncs their directories.
-fn delete_packs(repo: &Repository, removed: &[SealedPack]) -> Result<()> {
-    let mut dirs = HashSet::new();
-    for pack in removed {
-        let path = repo.pack_path(&pack.id);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => Err(e).ctx(|| format!("removing {}", path.display()))?,
-        }
-        if let Some(dir) = path.parent() {
-            dirs.insert(dir.to_path_buf());
-        }
-    }
-    for dir in dirs {
-        fsutil::sync_dir(&dir).ctx(|| format!("syncing {}", dir.display()))?;
-    }
-    Ok(())
-}
-
 /// WAL archive files no retained base backup needs, with their sizes. A
 /// file on timeline T at segment S is needed when some base backup on
 /// timeline T or an earlier one (timelines only branch to higher numbers)
@@ -433,28 +398,10 @@ fn wal_garbage(
     repo: &Repository,
     list: &SnapshotList,
     notes: &mut Vec<String>,
-) -> Result<Vec<(PathBuf, u64)>> {
-    let archive = WalArchive::new(repo.root());
+) -> Result<Vec<((u64, WalName), u64)>> {
+    let archive = repo.wal();
     let mut out = Vec::new();
     for cluster in archive.clusters()? {
-        let dir = archive.cluster_dir(cluster);
-        // Killed pushes' temporary files. A running push removes its own
-        // once it is linked: a file gone since the listing is not an error.
-        for e in std::fs::read_dir(&dir).ctx(|| format!("listing {}", dir.display()))? {
-            let e = e.ctx(|| format!("listing {}", dir.display()))?;
-            if !e.file_name().to_string_lossy().starts_with(".tmp-") {
-                continue;
-            }
-            let Ok(meta) = e.metadata() else { continue };
-            let old = meta
-                .modified()
-                .ok()
-                .and_then(|m| SystemTime::now().duration_since(m).ok())
-                .is_some_and(|age| age > STALE_WAL_TEMP);
-            if old {
-                out.push((e.path(), meta.len()));
-            }
-        }
         let backups: Vec<(u32, u64, u64)> = list
             .ok
             .iter()
@@ -475,18 +422,19 @@ fn wal_garbage(
             ));
             continue;
         }
+        let files = archive.sizes(cluster)?;
         let Some(&(_, _, seg_size)) = backups.first() else {
-            let n = archive.list(cluster)?.len();
-            if n > 0 {
+            if !files.is_empty() {
                 notes.push(format!(
-                    "cluster {cluster} has no base backup in the repository: its {n} WAL \
+                    "cluster {cluster} has no base backup in the repository: its {} WAL \
                      file(s) are kept; if the cluster is gone, remove {} by hand",
-                    dir.display()
+                    files.len(),
+                    archive.describe_cluster(cluster)
                 ));
             }
             continue;
         };
-        for name in archive.list(cluster)? {
+        for (name, len) in files {
             if name.kind == WalKind::History {
                 continue;
             }
@@ -495,11 +443,7 @@ fn wal_garbage(
                 .iter()
                 .any(|&(tl, start, _)| tl <= name.timeline && segno >= start);
             if !needed {
-                let path = dir.join(name.as_str());
-                let len = std::fs::metadata(&path)
-                    .ctx(|| format!("stat {}", path.display()))?
-                    .len();
-                out.push((path, len));
+                out.push(((cluster, name), len));
             }
         }
     }
@@ -519,7 +463,7 @@ mod tests {
             &root,
             crate::repo::OpenOptions {
                 lock: Some(crate::repo::lock::LockMode::Exclusive),
-                lock_wait: Duration::from_secs(1),
+                lock_wait: std::time::Duration::from_secs(1),
             },
         )
         .unwrap();

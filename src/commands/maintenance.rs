@@ -1,14 +1,12 @@
 //! `stats` (what the repository holds) and `repair index` (rebuild the index from the packs).
 
-use std::fs;
-
 use serde::Serialize;
 
-use crate::error::{IoContext, RepoError};
+use crate::error::RepoError;
 use crate::id::ChunkId;
-use crate::repo::index::{Index, SealedPack};
+use crate::repo::Repository;
+use crate::repo::index::SealedPack;
 use crate::repo::pack::{self, Compression};
-use crate::repo::{Repository, fsutil};
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct RepoStats {
@@ -32,16 +30,7 @@ pub fn stats(repo: &Repository) -> Result<RepoStats, RepoError> {
     let packs = index.packs()?;
     let all = index.view()?.all()?;
     let pack_bytes: u64 = packs.iter().map(|(_, len)| len).sum();
-    let mut other = 0u64;
-    let index_len = fs::metadata(repo.index_path())
-        .ctx(|| "reading the index size".into())?
-        .len();
-    other += index_len;
-    let snap_dir = repo.root().join("snapshots");
-    for f in fs::read_dir(&snap_dir).ctx(|| format!("listing {}", snap_dir.display()))? {
-        let f = f.ctx(|| format!("listing {}", snap_dir.display()))?;
-        other += f.metadata().map(|m| m.len()).unwrap_or(0);
-    }
+    let other = repo.index_len()? + repo.stored_bytes("snapshots/")?;
     let logical: u64 = list.ok.iter().map(|(_, s)| s.logical_size()).sum();
     let stored = pack_bytes + other;
     Ok(RepoStats {
@@ -78,7 +67,6 @@ fn drop_deltas_without_base(
     sealed: &mut [SealedPack],
 ) -> Result<u64, RepoError> {
     use std::collections::{HashMap, HashSet};
-    use std::os::unix::fs::FileExt;
     let mut present: HashSet<ChunkId> = sealed
         .iter()
         .flat_map(|p| p.entries.iter().map(|e| e.id))
@@ -86,8 +74,7 @@ fn drop_deltas_without_base(
     // Each delta's base id, read from its 33-byte header.
     let mut bases: HashMap<ChunkId, ChunkId> = HashMap::new();
     for pack in sealed.iter() {
-        let path = repo.pack_path(&pack.id);
-        let file = fs::File::open(&path).ctx(|| format!("opening {}", path.display()))?;
+        let file = repo.open_pack(&pack.id)?;
         for e in pack
             .entries
             .iter()
@@ -95,7 +82,7 @@ fn drop_deltas_without_base(
         {
             let mut header = [0u8; pack::DELTA_HEADER_LEN];
             let base = file
-                .read_exact_at(&mut header, u64::from(e.frame_offset))
+                .read_at(&mut header, u64::from(e.frame_offset))
                 .ok()
                 .and_then(|()| pack::decode_delta_header(&header).ok())
                 .map(|(base, _, _)| base);
@@ -150,28 +137,17 @@ fn drop_deltas_without_base(
 /// midway leaves the old index in place.
 pub fn repair_index(repo: &mut Repository) -> Result<RepairReport, RepoError> {
     assert!(repo.is_exclusive(), "repair needs the exclusive lock");
-    repo.close_index();
-    let building = repo.tmp_dir().join("index.redb.rebuild");
-    if building.exists() {
-        fs::remove_file(&building).ctx(|| format!("removing {}", building.display()))?;
-    }
     let mut report = RepairReport::default();
     let mut sealed = Vec::new();
-    for (id, path, len) in repo.pack_files()? {
+    for (id, len) in repo.pack_files()? {
         match repo.read_pack_table(&id, len) {
             Ok(entries) => sealed.push(SealedPack { id, len, entries }),
-            Err(why) => report.packs_skipped.push((path.display().to_string(), why)),
+            Err(why) => report.packs_skipped.push((repo.describe_pack(&id), why)),
         }
     }
     report.deltas_dropped = drop_deltas_without_base(repo, &mut sealed)?;
     report.packs_indexed = sealed.len();
     report.chunks_indexed = sealed.iter().map(|p| p.entries.len() as u64).sum();
-    {
-        let index = Index::create(&building)?;
-        index.add_packs(&sealed)?;
-    }
-    let dest = repo.index_path();
-    fs::rename(&building, &dest).ctx(|| format!("replacing {}", dest.display()))?;
-    fsutil::sync_dir(repo.root()).ctx(|| format!("syncing {}", repo.root().display()))?;
+    repo.replace_index(|index| index.add_packs(&sealed))?;
     Ok(report)
 }

@@ -21,7 +21,7 @@ use crate::pipeline::store::{Run, StoredFile, store_pages, store_small};
 use crate::repo::Repository;
 use crate::repo::delta::DeltaEncoder;
 use crate::repo::snapshot::{DirEntry, FileEntry, PgBackupInfo, Snapshot, SourceKind};
-use crate::repo::wal::{WalArchive, WalName};
+use crate::repo::wal::WalName;
 use crate::repo::writer::BlobWriter;
 use crate::source::postgres::{self, Lsn, PgSession};
 
@@ -345,13 +345,13 @@ fn wait_for_wal(
     seg_size: u64,
     wait: Duration,
 ) -> Result<()> {
-    let archive = WalArchive::new(repo.root());
+    let archive = repo.wal();
     let deadline = Instant::now() + wait;
     let mut next = first.segno(seg_size);
     loop {
         while next <= last.segno(seg_size) {
             let name = WalName::segment(first.timeline, next, seg_size);
-            if archive.locate(sysid, &name).is_none() {
+            if !archive.contains(sysid, &name)? {
                 break;
             }
             next += 1;

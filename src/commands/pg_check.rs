@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::Result;
 use crate::repo::Repository;
-use crate::repo::wal::{WalArchive, WalName};
+use crate::repo::fsutil::{may, may_reach};
+use crate::repo::wal::WalName;
 use crate::source::postgres::PgSession;
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -84,33 +85,6 @@ fn shell_words(s: &str) -> Vec<String> {
     words
 }
 
-/// Whether the user `uid` (in group `gid`) may do `want` (an rwx mask of
-/// 4/2/1) on `path`, from its mode bits (ACLs are not consulted).
-fn may(path: &Path, uid: u32, gid: u32, want: u32) -> bool {
-    let Ok(m) = std::fs::metadata(path) else {
-        return false;
-    };
-    if uid == 0 {
-        return true;
-    }
-    let bits = if m.uid() == uid {
-        m.mode() >> 6
-    } else if m.gid() == gid {
-        m.mode() >> 3
-    } else {
-        m.mode()
-    } & 7;
-    bits & want == want
-}
-
-/// Whether every directory above `path` can be entered by `uid`/`gid`.
-fn may_reach(path: &Path, uid: u32, gid: u32) -> Option<PathBuf> {
-    path.ancestors()
-        .skip(1)
-        .find(|dir| !dir.as_os_str().is_empty() && !may(dir, uid, gid, 1))
-        .map(Path::to_path_buf)
-}
-
 /// Runs the checks against the server at `conninfo` for `repo`.
 pub fn check_postgres(repo: &Repository, conninfo: &str, wait: Duration) -> Result<PgCheckReport> {
     let started = Instant::now();
@@ -138,7 +112,7 @@ pub fn check_postgres(repo: &Repository, conninfo: &str, wait: Duration) -> Resu
         },
     );
     let words = shell_words(&server.archive_command);
-    let wanted = format!("rewindb --repo {} wal push %p", repo.root().display());
+    let wanted = format!("rewindb --repo {} wal push %p", repo.location());
     let calls_rewindb = words
         .first()
         .is_some_and(|w| Path::new(w).file_name().is_some_and(|n| n == "rewindb"));
@@ -155,7 +129,7 @@ pub fn check_postgres(repo: &Repository, conninfo: &str, wait: Duration) -> Resu
     let same_repo = repo_arg
         .as_ref()
         .and_then(|p| std::fs::canonicalize(p).ok())
-        .is_some_and(|p| p == repo.root());
+        .is_some_and(|p| Some(p.as_path()) == repo.local_dir());
     let command_ok = calls_rewindb && pushes && same_repo;
     report.add(
         "archive_command",
@@ -179,7 +153,7 @@ pub fn check_postgres(repo: &Repository, conninfo: &str, wait: Duration) -> Resu
                 "archive_command archives into {}, not into this repository ({}): set it to \
                  '{wanted}' and reload",
                 other.display(),
-                repo.root().display()
+                repo.location()
             ),
         },
     );
@@ -198,24 +172,7 @@ pub fn check_postgres(repo: &Repository, conninfo: &str, wait: Duration) -> Resu
                 problems.push(format!("cannot run {}", binary.display()));
             }
         }
-        let wal_dir = repo.root().join("wal");
-        if let Some(dir) = may_reach(&wal_dir, uid, gid) {
-            problems.push(format!("cannot enter {}", dir.display()));
-        } else {
-            if !may(&repo.root().join("config.json"), uid, gid, 4) {
-                problems.push(format!(
-                    "cannot read {}",
-                    repo.root().join("config.json").display()
-                ));
-            }
-            if !may(&wal_dir, uid, gid, 3) {
-                problems.push(format!("cannot write {}", wal_dir.display()));
-            }
-            let cluster = WalArchive::new(repo.root()).cluster_dir(server.system_identifier);
-            if cluster.exists() && !may(&cluster, uid, gid, 3) {
-                problems.push(format!("cannot write {}", cluster.display()));
-            }
-        }
+        problems.extend(repo.wal_access_problems(uid, gid, server.system_identifier));
         report.add(
             "permissions",
             problems.is_empty(),
@@ -226,7 +183,7 @@ pub fn check_postgres(repo: &Repository, conninfo: &str, wait: Duration) -> Resu
                     "the server's user (uid {uid}, owner of the data directory) {}; fix with \
                      e.g. `chown -R {uid} {}` or run backups as that user",
                     problems.join(", "),
-                    repo.root().display()
+                    repo.location()
                 )
             },
         );
@@ -245,10 +202,10 @@ pub fn check_postgres(repo: &Repository, conninfo: &str, wait: Duration) -> Resu
         .flatten()
         .unwrap_or_default();
     let name = WalName::parse(&segment).map_err(crate::error::Error::Usage)?;
-    let archive = WalArchive::new(repo.root());
+    let archive = repo.wal();
     let deadline = Instant::now() + wait;
     loop {
-        if archive.locate(server.system_identifier, &name).is_some() {
+        if archive.contains(server.system_identifier, &name)? {
             report.add(
                 "end to end",
                 true,

@@ -20,7 +20,6 @@ use crate::id::SnapshotId;
 use crate::pipeline::fetch::write_chunks;
 use crate::repo::reader::BlobReader;
 use crate::repo::snapshot::{FileEntry, PgBackupInfo, Snapshot};
-use crate::repo::wal::WalArchive;
 use crate::repo::{Repository, fsutil};
 use crate::time::show;
 use crate::timeline::TimelineChoice;
@@ -59,7 +58,7 @@ pub struct PgRestoreOptions {
     /// The rewindb binary restore_command runs (the server's OS user must be
     /// able to run it).
     pub rewindb_path: PathBuf,
-    pub repo_root: PathBuf,
+    pub repo_location: String,
     pub archive_mode: ArchiveMode,
 }
 
@@ -135,7 +134,7 @@ pub fn plan_postgres(
             pg.stop_lsn
         )));
     }
-    let archive = WalArchive::new(repo.root());
+    let archive = repo.wal();
     let cluster = ClusterArchive::read(&archive, pg.system_identifier, pg.wal_segment_size)?;
     let wal = plan_wal(&cluster, &archive, id, pg, &opts.target, opts.timeline)?;
     let archives_with = match opts.archive_mode {
@@ -355,7 +354,7 @@ fn recovery_settings(pg: &PgBackupInfo, opts: &PgRestoreOptions, timeline: u32) 
     let command = format!(
         "{} --repo {} wal fetch --system-id {} %f %p",
         shell_word(&opts.rewindb_path.display().to_string()),
-        shell_word(&opts.repo_root.display().to_string()),
+        shell_word(&opts.repo_location),
         pg.system_identifier
     );
     let mut out = vec![

@@ -86,7 +86,8 @@ impl ClusterArchive {
         // born: an unreadable header loses the time, not the timeline
         // (`check` reports the damage with the backups it affects).
         let pushed = |name: &WalName| -> Option<Timestamp> {
-            header(archive, system_identifier, name)
+            archive
+                .header(system_identifier, name)
                 .ok()
                 .flatten()
                 .map(|h| h.pushed_at)
@@ -99,21 +100,19 @@ impl ClusterArchive {
         for id in ids {
             let (history, forked_at) = match histories.get(&id) {
                 // Removed (by gc) since the listing: as if never archived.
-                Some(name) => match archive.locate(system_identifier, name) {
-                    Some(path) => match archive.read_file(&path, name) {
-                        Ok(text) => (
-                            timeline::parse_history(&String::from_utf8_lossy(&text)),
-                            pushed(name),
-                        ),
-                        Err(e) => {
-                            problems.push(format!(
-                                "history file {name} cannot be read ({e}), so it is not \
-                                 known where timeline {id} forked"
-                            ));
-                            (Vec::new(), None)
-                        }
-                    },
-                    None => (Vec::new(), None),
+                Some(name) => match archive.read(system_identifier, name) {
+                    Ok(Some(text)) => (
+                        timeline::parse_history(&String::from_utf8_lossy(&text)),
+                        pushed(name),
+                    ),
+                    Ok(None) => (Vec::new(), None),
+                    Err(e) => {
+                        problems.push(format!(
+                            "history file {name} cannot be read ({e}), so it is not \
+                             known where timeline {id} forked"
+                        ));
+                        (Vec::new(), None)
+                    }
                 },
                 None => (Vec::new(), None),
             };
@@ -141,17 +140,6 @@ impl ClusterArchive {
 
     fn have(&self, name: &WalName) -> bool {
         self.names.binary_search(name).is_ok()
-    }
-}
-
-fn header(
-    archive: &WalArchive,
-    system_identifier: u64,
-    name: &WalName,
-) -> Result<Option<ArchivedHeader>, RepoError> {
-    match archive.locate(system_identifier, name) {
-        Some(path) => Ok(Some(archive.header(&path)?)),
-        None => Ok(None),
     }
 }
 
@@ -366,7 +354,7 @@ fn walk_wal(
         {
             // Only here does a push time matter; a file removed (by gc)
             // since the listing ends the walk as a missing one would.
-            let Some(archived) = header(archive, pg.system_identifier, &name)? else {
+            let Some(archived) = archive.header(pg.system_identifier, &name)? else {
                 break;
             };
             if archived.pushed_at > *t {
@@ -528,7 +516,7 @@ pub fn archive_view_of(
                 continue;
             }
             // Damage is `check`'s to report, with what it affects.
-            let Some(h) = header(archive, pg.system_identifier, &last).ok().flatten() else {
+            let Some(h) = archive.header(pg.system_identifier, &last).ok().flatten() else {
                 continue;
             };
             any = true;

@@ -106,7 +106,7 @@ pub fn plan<'a>(
                 timeline: req.timeline,
                 target_action: req.target_action.clone(),
                 rewindb_path: req.rewindb_path.clone(),
-                repo_root: repo.root().to_path_buf(),
+                repo_location: repo.location(),
                 archive_mode: req.archive_mode,
             },
         )?;

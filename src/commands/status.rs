@@ -68,7 +68,7 @@ pub fn status(
     now: Timestamp,
 ) -> Result<StatusReport> {
     let list = repo.snapshots()?;
-    let view = archive_view(&crate::repo::wal::WalArchive::new(repo.root()), &list.ok)?;
+    let view = archive_view(&repo.wal(), &list.ok)?;
     let windows = &view.windows;
     let oldest_fresh = max_age.map(|span| {
         now.to_zoned_datetime(jiff::tz::TimeZone::UTC)
@@ -139,8 +139,8 @@ pub fn status(
         }
     }
     Ok(StatusReport {
-        repository: repo.root().to_path_buf(),
-        repository_bytes: dir_bytes(repo.root()),
+        repository: repo.location().into(),
+        repository_bytes: repo.stored_bytes("")? + repo.index_len().unwrap_or(0),
         snapshots: list.ok.len(),
         damaged_snapshots: list.damaged.len(),
         sources,
@@ -165,25 +165,6 @@ fn is_configured(c: &Source, s: &Snapshot) -> bool {
         }
         _ => false,
     }
-}
-
-/// Sum of the sizes of the files under `dir` (unreadable entries count 0).
-fn dir_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(e.path()),
-                Ok(_) => total += e.metadata().map(|m| m.len()).unwrap_or(0),
-                Err(_) => {}
-            }
-        }
-    }
-    total
 }
 
 /// "3d 4h", "2h 5m", "42s": an age for humans.

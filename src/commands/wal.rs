@@ -67,8 +67,8 @@ pub fn push(repo_root: &Path, path: &Path, system_id: Option<u64>) -> Result<(Wa
             ))
         })?,
     };
-    let archive = archive_for(repo_root)?;
-    let pushed = archive.push(sysid, &name, &file, len)?;
+    let repo = open_unlocked(repo_root)?;
+    let pushed = repo.wal().push(sysid, &name, &file, len)?;
     Ok((name, pushed))
 }
 
@@ -98,18 +98,17 @@ fn check_segment(
     Ok(())
 }
 
-/// The archive of an existing repository (checked like any other command
-/// would, without taking the lock).
-fn archive_for(repo_root: &Path) -> Result<WalArchive, RepoError> {
+/// An existing repository, checked like any other command would, without
+/// the lock: the WAL archive needs none (its objects are create-only).
+fn open_unlocked(repo_root: &Path) -> Result<crate::repo::Repository, RepoError> {
     // Opening without a lock validates config.json and reads nothing else.
-    let repo = crate::repo::Repository::open(
+    crate::repo::Repository::open(
         repo_root,
         crate::repo::OpenOptions {
             lock: None,
             lock_wait: std::time::Duration::ZERO,
         },
-    )?;
-    Ok(WalArchive::new(repo.root()))
+    )
 }
 
 /// Which cluster a fetch is for: `--system-id`, else the data directory it
@@ -137,17 +136,17 @@ pub fn fetch_cluster(archive: &WalArchive, system_id: Option<u64>) -> Result<u64
 
 /// Writes the archived WAL file `name` to `dest`, verified. A file that is not
 /// archived is an error (PostgreSQL reads the non-zero exit as "no such file").
-pub fn fetch(repo_root: &Path, name: &str, dest: &Path, system_id: Option<u64>) -> Result<PathBuf> {
+pub fn fetch(repo_root: &Path, name: &str, dest: &Path, system_id: Option<u64>) -> Result<()> {
     let name = WalName::parse(name).map_err(Error::Usage)?;
-    let archive = archive_for(repo_root)?;
+    let repo = open_unlocked(repo_root)?;
+    let archive = repo.wal();
     let sysid = fetch_cluster(&archive, system_id)?;
-    let path = archive
-        .locate(sysid, &name)
+    let data = archive
+        .read(sysid, &name)?
         .ok_or_else(|| RepoError::WalMissing {
             name: name.to_string(),
             detail: format!("cluster {sysid}"),
         })?;
-    let data = archive.read_file(&path, &name)?;
     let parent = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -161,5 +160,5 @@ pub fn fetch(repo_root: &Path, name: &str, dest: &Path, system_id: Option<u64>) 
     // PostgreSQL copies the file into place itself; it needs no fsync here.
     tmp.persist(dest)
         .map_err(|e| io_err(format!("writing {}", dest.display()))(e.error))?;
-    Ok(path)
+    Ok(())
 }

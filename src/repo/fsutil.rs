@@ -6,7 +6,8 @@
 
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 /// fsyncs a directory so that a rename or create inside it is durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -42,4 +43,31 @@ pub fn persist(tmp: tempfile::NamedTempFile, dest: &Path) -> io::Result<()> {
 pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
     fs::create_dir_all(dir)?;
     sync_dir(parent_of(dir))
+}
+
+/// Whether the user `uid` (in group `gid`) may do `want` (an rwx mask of
+/// 4/2/1) on `path`, from its mode bits (ACLs are not consulted).
+pub fn may(path: &Path, uid: u32, gid: u32, want: u32) -> bool {
+    let Ok(m) = std::fs::metadata(path) else {
+        return false;
+    };
+    if uid == 0 {
+        return true;
+    }
+    let bits = if m.uid() == uid {
+        m.mode() >> 6
+    } else if m.gid() == gid {
+        m.mode() >> 3
+    } else {
+        m.mode()
+    } & 7;
+    bits & want == want
+}
+
+/// Whether every directory above `path` can be entered by `uid`/`gid`.
+pub fn may_reach(path: &Path, uid: u32, gid: u32) -> Option<PathBuf> {
+    path.ancestors()
+        .skip(1)
+        .find(|dir| !dir.as_os_str().is_empty() && !may(dir, uid, gid, 1))
+        .map(Path::to_path_buf)
 }

@@ -1,6 +1,8 @@
-//! The content-addressed repository: a directory of packs, snapshots, an index and a config.
+//! The content-addressed repository: packs, snapshots, a WAL archive and a
+//! config, kept by a [`storage::Storage`], and an index beside them.
 //!
-//! [`Repository`] opens (or creates) the directory and takes the lock;
+//! [`Repository`] opens (or creates) a repository and takes the lock, and is
+//! the only code that knows how its objects are named;
 //! [`writer::BlobWriter`] stores new blobs durably; [`reader::BlobReader`]
 //! reads and verifies them. The layout and byte formats are in
 //! `docs/format.md`; the promises the code keeps are in `docs/ARCHITECTURE.md`.
@@ -12,12 +14,13 @@ pub mod lock;
 pub mod pack;
 pub mod reader;
 pub mod snapshot;
+pub mod storage;
 pub mod wal;
 pub mod writer;
 
 use std::collections::HashSet;
-use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -26,9 +29,12 @@ use crate::chunker::ChunkerParams;
 use crate::error::{IoContext, RepoError};
 use crate::id::{PackId, SnapshotId};
 use index::Index;
-use lock::{LockMode, RepoLock};
+use lock::LockMode;
 use pack::BlobEntry;
 use snapshot::Snapshot;
+use storage::local::LocalDir;
+use storage::{Lease, Object, Storage, is_not_found};
+use wal::WalArchive;
 
 /// The newest repository format this build reads and writes. Version 2
 /// added `pg_chunk` to the chunker parameters: a build that knows only
@@ -54,10 +60,10 @@ pub struct Config {
 }
 
 impl Config {
-    fn new(root: &Path) -> Config {
+    fn new(location: &str) -> Config {
         let seed = format!(
             "{}|{}|{}",
-            root.display(),
+            location,
             std::process::id(),
             jiff::Timestamp::now()
         );
@@ -94,109 +100,77 @@ impl Config {
 
 /// An open repository. Holds the lock it was opened with until dropped.
 pub struct Repository {
-    root: PathBuf,
+    storage: Arc<dyn Storage>,
+    /// Where `index.redb` lives: the repository's own directory when it is
+    /// local, a cache directory otherwise.
+    index_dir: PathBuf,
     config: Config,
     index: std::sync::OnceLock<Index>,
     mode: Option<LockMode>,
-    _lock: Option<RepoLock>,
+    lease: Option<Lease>,
 }
 
 /// How to open a repository.
 #[derive(Clone, Copy, Debug)]
 pub struct OpenOptions {
-    /// `None` reads only files that are written atomically (snapshots, config)
-    /// and takes no lock.
+    /// `None` reads only objects that are written atomically (snapshots,
+    /// config, WAL) and takes no lock.
     pub lock: Option<LockMode>,
     pub lock_wait: Duration,
 }
 
+/// The index file in its directory.
+const INDEX_FILE: &str = "index.redb";
+/// Where `repair index` builds the new index before it replaces the old one
+/// (a dot-name: not a repository object).
+const INDEX_REBUILD_FILE: &str = ".index.redb.rebuild";
+/// How old a `wal push` upload must be before gc takes it for abandoned:
+/// far longer than any push takes.
+const STALE_WAL_UPLOAD: Duration = Duration::from_secs(3600);
+
 impl Repository {
-    /// Creates a new repository at `root`, which must be missing or empty.
-    ///
-    /// A missing `root` is built in a temporary directory beside it and
-    /// renamed into place, so a killed `init` leaves nothing there (at most
-    /// a `.rewindb-init-*` directory beside it). An existing empty directory
-    /// (a mount point, or one made for rewindb in a parent it cannot write)
-    /// is initialised in place with `config.json` written last; what a killed
-    /// init left in it is taken up by the next one.
+    /// Creates a new repository in the local directory `root`, which must be
+    /// missing or empty (see [`LocalDir::create`]: a killed `init` leaves
+    /// nothing that is taken for a repository).
     pub fn init(root: &Path) -> Result<(), RepoError> {
         let root = &std::path::absolute(root).ctx(|| format!("resolving {}", root.display()))?;
-        let exists = || RepoError::AlreadyExists {
-            path: root.to_path_buf(),
-        };
-        if root.join("config.json").exists() || (root.exists() && !root.is_dir()) {
-            return Err(exists());
-        }
-        let io = |what: &str| format!("creating {what} for {}", root.display());
-        if root.is_dir() {
-            // An existing directory (a mount point, or one made for us in a
-            // parent we cannot write) is initialised in place, never renamed
-            // over: config.json comes last, so until then it is no
-            // repository, and what a killed init left is taken up again.
-            let leftovers = ["packs", "snapshots", "tmp", "wal", "index.redb"];
-            let mut entries = fs::read_dir(root).ctx(|| format!("reading {}", root.display()))?;
-            let foreign = entries.any(|e| {
-                e.map_or(true, |e| {
-                    !leftovers.contains(&e.file_name().to_string_lossy().as_ref())
-                })
+        LocalDir::create(root, |staged| {
+            let dir = staged.root();
+            // An index left by a killed init holds nothing: made anew.
+            let index = dir.join(INDEX_FILE);
+            if index.exists() {
+                std::fs::remove_file(&index).ctx(|| format!("removing {}", index.display()))?;
+            }
+            Self::lay_out(staged, dir, &root.display().to_string())
+        })?;
+        Ok(())
+    }
+
+    /// Creates a new repository in `storage`, its index in `index_dir`.
+    pub fn init_in(storage: &dyn Storage, index_dir: &Path) -> Result<(), RepoError> {
+        if storage
+            .stat("config.json")
+            .ctx(|| format!("reading {}", storage.describe("config.json")))?
+            .is_some()
+        {
+            return Err(RepoError::AlreadyExists {
+                path: storage.location().into(),
             });
-            let has_data =
-                |sub: &str| fs::read_dir(root.join(sub)).is_ok_and(|mut d| d.next().is_some());
-            if foreign || has_data("snapshots") || has_data("wal") {
-                return Err(exists());
-            }
-            Self::lay_out(root, root)?;
-            return fsutil::sync_dir(root).ctx(|| io("the repository directory"));
         }
-        let parent = root.parent().unwrap_or(Path::new("/"));
-        fsutil::create_dir_durable(parent).ctx(|| io("the parent directory"))?;
-        let staging = tempfile::Builder::new()
-            .prefix(".rewindb-init-")
-            .tempdir_in(parent)
-            .ctx(|| io("a staging directory"))?;
-        Self::lay_out(staging.path(), root)?;
-        // rename(2) moves the finished repository to the missing `root`.
-        let staged = staging.keep();
-        if let Err(e) = fs::rename(&staged, root) {
-            let _ = fs::remove_dir_all(&staged);
-            // Another process (a second cron job's first backup) got there first.
-            if root.join("config.json").is_file() {
-                return Ok(());
-            }
-            return Err(e).ctx(|| io("the repository directory"));
-        }
-        fsutil::sync_dir(parent).ctx(|| io("the repository directory"))
+        Self::lay_out(storage, index_dir, &storage.location())
     }
 
-    /// Creates a repository's layout in `dir`, config.json last (durable),
-    /// for a repository that will live at `root`.
-    fn lay_out(dir: &Path, root: &Path) -> Result<(), RepoError> {
-        let io = |what: &str| format!("creating {what} for {}", root.display());
-        let mkdir = |path: &Path| match fs::create_dir(path) {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
-            _ => Ok(()),
-        };
-        for sub in ["packs", "snapshots", "tmp", "wal"] {
-            mkdir(&dir.join(sub)).ctx(|| io(sub))?;
-        }
-        for byte in 0..=255u8 {
-            mkdir(&dir.join("packs").join(format!("{byte:02x}"))).ctx(|| io("packs"))?;
-        }
-        fsutil::sync_dir(&dir.join("packs")).ctx(|| io("packs"))?;
-        // An index left by a killed init holds nothing: made anew.
-        let index = dir.join("index.redb");
-        if index.exists() {
-            fs::remove_file(&index).ctx(|| io("index.redb"))?;
-        }
-        drop(Index::create(&index)?);
-        fsutil::sync_dir(dir).ctx(|| io("the repository directory"))?;
-        let config = Config::new(root);
+    /// An empty index, then `config.json` (which makes it a repository).
+    fn lay_out(storage: &dyn Storage, index_dir: &Path, seed: &str) -> Result<(), RepoError> {
+        drop(Index::create(&index_dir.join(INDEX_FILE))?);
+        let config = Config::new(seed);
         let bytes = serde_json::to_vec_pretty(&config).expect("config serialises");
-        fsutil::write_atomic(&dir.join("tmp"), &dir.join("config.json"), &bytes)
-            .ctx(|| io("config.json"))
+        storage
+            .put("config.json", &bytes)
+            .ctx(|| format!("writing {}", storage.describe("config.json")))
     }
 
-    /// Opens an existing repository.
+    /// Opens the existing repository in the local directory `root`.
     pub fn open(root: &Path, opts: OpenOptions) -> Result<Repository, RepoError> {
         let root = &std::path::absolute(root).ctx(|| format!("resolving {}", root.display()))?;
         if !root.exists() {
@@ -205,67 +179,72 @@ impl Repository {
                 reason: "the directory does not exist".into(),
             });
         }
-        let config_path = root.join("config.json");
-        if !config_path.is_file() {
-            return Err(RepoError::NotARepository {
-                path: root.to_path_buf(),
-                reason: "it has no config.json".into(),
-            });
+        Self::open_in(Arc::new(LocalDir::new(root)), root, opts)
+    }
+
+    /// Opens the existing repository in `storage`, its index in `index_dir`.
+    pub fn open_in(
+        storage: Arc<dyn Storage>,
+        index_dir: &Path,
+        opts: OpenOptions,
+    ) -> Result<Repository, RepoError> {
+        let location = || PathBuf::from(storage.location());
+        let not_a_repo = |reason: String| RepoError::NotARepository {
+            path: location(),
+            reason,
+        };
+        if storage
+            .stat("config.json")
+            .ctx(|| format!("reading {}", storage.describe("config.json")))?
+            .is_none()
+        {
+            return Err(not_a_repo("it has no config.json".into()));
         }
-        let lock = match opts.lock {
-            Some(mode) => Some(RepoLock::acquire(root, mode, opts.lock_wait)?),
+        let lease = match opts.lock {
+            Some(mode) => Some(storage.lock(mode, opts.lock_wait)?),
             None => None,
         };
-        let bytes = fs::read(&config_path).ctx(|| format!("reading {}", config_path.display()))?;
-        let config: Config =
-            serde_json::from_slice(&bytes).map_err(|e| RepoError::NotARepository {
-                path: root.to_path_buf(),
-                reason: format!("config.json is not valid: {e}"),
-            })?;
+        let bytes = storage
+            .get("config.json")
+            .ctx(|| format!("reading {}", storage.describe("config.json")))?;
+        let config: Config = serde_json::from_slice(&bytes)
+            .map_err(|e| not_a_repo(format!("config.json is not valid: {e}")))?;
         if config.format != CONFIG_FORMAT {
-            return Err(RepoError::NotARepository {
-                path: root.to_path_buf(),
-                reason: format!("config.json names format {:?}", config.format),
-            });
+            return Err(not_a_repo(format!(
+                "config.json names format {:?}",
+                config.format
+            )));
         }
         if config.version > FORMAT_VERSION {
             return Err(RepoError::UnsupportedVersion {
-                path: root.to_path_buf(),
+                path: location(),
                 found: config.version,
                 supported: FORMAT_VERSION,
             });
         }
-        config.validate().map_err(|e| RepoError::NotARepository {
-            path: root.to_path_buf(),
-            reason: format!("config.json: {e}"),
-        })?;
+        config
+            .validate()
+            .map_err(|e| not_a_repo(format!("config.json: {e}")))?;
         let mut repo = Repository {
-            root: root.to_path_buf(),
+            storage,
+            index_dir: index_dir.to_path_buf(),
             config,
             index: std::sync::OnceLock::new(),
             mode: opts.lock,
-            _lock: lock,
+            lease,
         };
         match opts.lock {
             Some(LockMode::Shared) => repo.recover_index_for_readers(opts.lock_wait)?,
-            Some(LockMode::Exclusive) => repo.remove_stale_temp_files()?,
+            // Under the exclusive lock nobody else stages objects (but `wal
+            // push`, whose uploads are left alone here).
+            Some(LockMode::Exclusive) => {
+                repo.storage
+                    .remove_abandoned(None)
+                    .ctx(|| format!("removing temporary files in {}", repo.location()))?;
+            }
             None => {}
         }
         Ok(repo)
-    }
-
-    /// Under the exclusive lock nobody else writes to `tmp/`: anything there
-    /// is a partial pack or snapshot from a run that was killed.
-    fn remove_stale_temp_files(&self) -> Result<(), RepoError> {
-        let tmp = self.tmp_dir();
-        for f in fs::read_dir(&tmp).ctx(|| format!("listing {}", tmp.display()))? {
-            let path = f.ctx(|| format!("listing {}", tmp.display()))?.path();
-            if path.is_file() {
-                tracing::debug!("removing stale temporary file {}", path.display());
-                fs::remove_file(&path).ctx(|| format!("removing {}", path.display()))?;
-            }
-        }
-        Ok(())
     }
 
     /// A writer killed while it had the index open leaves redb needing a
@@ -282,30 +261,37 @@ impl Repository {
             return Ok(());
         }
         tracing::info!("recovering the index after an interrupted run");
-        self._lock = None;
+        self.lease = None;
         {
-            let _exclusive = RepoLock::acquire(&self.root, LockMode::Exclusive, wait)?;
+            let _exclusive = self.storage.lock(LockMode::Exclusive, wait)?;
             // Any error is reported again by the read-only open in index().
             let _ = Index::open(&path, true);
         }
-        self._lock = Some(RepoLock::acquire(&self.root, LockMode::Shared, wait)?);
+        self.lease = Some(self.storage.lock(LockMode::Shared, wait)?);
         Ok(())
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The repository's address (a directory, or a URL), for messages.
+    pub fn location(&self) -> String {
+        self.storage.location()
+    }
+
+    /// The repository's directory when it is one on this machine.
+    pub fn local_dir(&self) -> Option<&Path> {
+        self.storage.local_dir()
+    }
+
+    /// The WAL archive.
+    pub fn wal(&self) -> WalArchive<'_> {
+        WalArchive::new(self.storage.as_ref())
     }
 
     pub fn config(&self) -> &Config {
         &self.config
     }
 
-    pub fn index_path(&self) -> PathBuf {
-        self.root.join("index.redb")
-    }
-
-    pub fn tmp_dir(&self) -> PathBuf {
-        self.root.join("tmp")
+    fn index_path(&self) -> PathBuf {
+        self.index_dir.join(INDEX_FILE)
     }
 
     /// The index, opened on first use (writable under the exclusive lock).
@@ -319,6 +305,14 @@ impl Repository {
             let _ = self.index.set(Index::open(&self.index_path(), writable)?);
         }
         Ok(self.index.get().expect("opened above"))
+    }
+
+    /// The index file's size in bytes.
+    pub fn index_len(&self) -> Result<u64, RepoError> {
+        let path = self.index_path();
+        Ok(std::fs::metadata(&path)
+            .ctx(|| format!("reading {}", path.display()))?
+            .len())
     }
 
     /// Compacts the index when at least `min_fraction` of its file is free
@@ -340,15 +334,29 @@ impl Repository {
             return Ok(None);
         }
         index.compact()?;
-        let after = fs::metadata(&path)
-            .ctx(|| format!("reading {}", path.display()))?
-            .len();
-        Ok(Some((len, after)))
+        Ok(Some((len, self.index_len()?)))
     }
 
-    /// Closes the index (so that `repair` can replace the file).
-    pub fn close_index(&mut self) {
+    /// Replaces the index with one `build` fills (`repair index`): built
+    /// beside the old one and renamed over it, so a crash midway leaves the
+    /// old index in place.
+    pub fn replace_index(
+        &mut self,
+        build: impl FnOnce(&Index) -> Result<(), RepoError>,
+    ) -> Result<(), RepoError> {
+        assert!(self.is_exclusive(), "repair needs the exclusive lock");
         self.index.take();
+        let building = self.index_dir.join(INDEX_REBUILD_FILE);
+        match std::fs::remove_file(&building) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).ctx(|| format!("removing {}", building.display()));
+            }
+            _ => {}
+        }
+        build(&Index::create(&building)?)?;
+        let dest = self.index_path();
+        std::fs::rename(&building, &dest).ctx(|| format!("replacing {}", dest.display()))?;
+        fsutil::sync_dir(&self.index_dir).ctx(|| format!("syncing {}", self.index_dir.display()))
     }
 
     /// Whether this handle holds the exclusive lock.
@@ -356,158 +364,180 @@ impl Repository {
         self.mode == Some(LockMode::Exclusive)
     }
 
-    pub fn pack_path(&self, id: &PackId) -> PathBuf {
-        let hex = id.to_hex();
-        self.root.join("packs").join(&hex[..2]).join(hex + ".pack")
+    /// How a pack is named in messages (its path in a local repository).
+    pub fn describe_pack(&self, id: &PackId) -> String {
+        self.storage.describe(&storage::pack_name(id))
     }
 
-    /// Every pack file present on disk.
-    pub fn pack_files(&self) -> Result<Vec<(PackId, PathBuf, u64)>, RepoError> {
-        let mut out = Vec::new();
-        let packs = self.root.join("packs");
-        for dir in fs::read_dir(&packs).ctx(|| format!("listing {}", packs.display()))? {
-            let dir = dir.ctx(|| format!("listing {}", packs.display()))?.path();
-            if !dir.is_dir() {
-                continue;
+    /// Stores a sealed pack, durably. A pack is named by the hash of its
+    /// bytes, so one already there (a killed run's, written again) is the same.
+    pub fn put_pack(&self, id: &PackId, bytes: &[u8]) -> Result<(), RepoError> {
+        match self.storage.put(&storage::pack_name(id), bytes) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                Err(e).ctx(|| format!("writing pack {}", self.describe_pack(id)))
             }
-            for f in fs::read_dir(&dir).ctx(|| format!("listing {}", dir.display()))? {
-                let f = f.ctx(|| format!("listing {}", dir.display()))?;
-                let path = f.path();
-                let Some(id) = id_from_file_name::<PackId>(&path, ".pack") else {
-                    continue;
-                };
-                let len = f
-                    .metadata()
-                    .ctx(|| format!("stat {}", path.display()))?
-                    .len();
-                out.push((id, path, len));
-            }
+            _ => Ok(()),
         }
-        out.sort_by_key(|(id, _, _)| *id);
+    }
+
+    /// Opens a pack for positioned reads; a missing one is `PackMissing`.
+    pub fn open_pack(&self, id: &PackId) -> Result<Box<dyn Object>, RepoError> {
+        self.storage
+            .open(&storage::pack_name(id))
+            .map_err(|e| match is_not_found(&e) {
+                true => RepoError::PackMissing {
+                    pack: *id,
+                    path: self.describe_pack(id).into(),
+                },
+                false => RepoError::Io {
+                    context: format!("opening pack {}", self.describe_pack(id)),
+                    source: e,
+                },
+            })
+    }
+
+    /// A whole pack's bytes.
+    pub fn read_pack(&self, id: &PackId) -> Result<Vec<u8>, RepoError> {
+        self.storage
+            .get(&storage::pack_name(id))
+            .ctx(|| format!("reading {}", self.describe_pack(id)))
+    }
+
+    /// Removes packs the index no longer references (gc), durably.
+    pub fn delete_packs(&self, ids: &[PackId]) -> Result<(), RepoError> {
+        let names: Vec<String> = ids.iter().map(storage::pack_name).collect();
+        self.storage
+            .delete_many(&names)
+            .ctx(|| format!("removing packs from {}", self.location()))
+    }
+
+    /// Every pack present in the repository, with its size, by id.
+    pub fn pack_files(&self) -> Result<Vec<(PackId, u64)>, RepoError> {
+        let mut out: Vec<(PackId, u64)> = self
+            .storage
+            .list("packs/")
+            .ctx(|| format!("listing the packs of {}", self.location()))?
+            .into_iter()
+            .filter_map(|o| Some((storage::id_in_name(&o.name, ".pack")?, o.size)))
+            .collect();
+        out.sort_by_key(|(id, _)| *id);
         Ok(out)
     }
 
     /// Reads and validates a pack's entry table without reading its blobs.
     pub fn read_pack_table(&self, pack: &PackId, len: u64) -> Result<Vec<BlobEntry>, String> {
-        use std::os::unix::fs::FileExt;
-        let file = fs::File::open(self.pack_path(pack)).map_err(|e| e.to_string())?;
+        let file = self
+            .storage
+            .open(&storage::pack_name(pack))
+            .map_err(|e| e.to_string())?;
         if len < pack::TRAILER_LEN as u64 {
             return Err("too short to be a pack".into());
         }
         let mut trailer = [0u8; pack::TRAILER_LEN];
-        file.read_exact_at(&mut trailer, len - pack::TRAILER_LEN as u64)
+        file.read_at(&mut trailer, len - pack::TRAILER_LEN as u64)
             .map_err(|e| e.to_string())?;
         let (table_len, hash) = pack::decode_trailer(len, &trailer).map_err(|e| e.0)?;
         let mut table = vec![0u8; table_len];
-        file.read_exact_at(&mut table, len - (pack::TRAILER_LEN + table_len) as u64)
+        file.read_at(&mut table, len - (pack::TRAILER_LEN + table_len) as u64)
             .map_err(|e| e.to_string())?;
         pack::decode_entries(len, &table, &hash).map_err(|e| e.0)
-    }
-
-    fn snapshot_path(&self, id: &SnapshotId) -> PathBuf {
-        self.root
-            .join("snapshots")
-            .join(format!("{}.json", id.to_hex()))
     }
 
     /// Makes a snapshot visible. Call only once everything it references is durable.
     pub fn commit_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId, RepoError> {
         let (id, bytes) = snap.encode();
-        let path = self.snapshot_path(&id);
-        fsutil::write_atomic(&self.tmp_dir(), &path, &bytes)
-            .ctx(|| format!("writing snapshot {}", path.display()))?;
-        Ok(id)
+        let name = storage::snapshot_name(&id);
+        match self.storage.put(&name, &bytes) {
+            // Named by its bytes' hash: the same snapshot, committed again.
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                Err(e).ctx(|| format!("writing snapshot {}", self.describe(&name)))
+            }
+            _ => Ok(id),
+        }
     }
 
     /// When the last gc finished (`gc.json`), if one ever did.
     pub fn last_gc(&self) -> Result<Option<jiff::Timestamp>, RepoError> {
-        let path = self.root.join("gc.json");
-        let bytes = match fs::read(&path) {
+        let bytes = match self.storage.get("gc.json") {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).ctx(|| format!("reading {}", path.display())),
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(e).ctx(|| format!("reading {}", self.describe("gc.json"))),
         };
         #[derive(Deserialize)]
         struct Last {
             time: jiff::Timestamp,
         }
         let last: Last = serde_json::from_slice(&bytes)
-            .map_err(|e| RepoError::corrupt(format!("{}", path.display()), e.to_string()))?;
+            .map_err(|e| RepoError::corrupt(self.describe("gc.json"), e.to_string()))?;
         Ok(Some(last.time))
     }
 
     /// Records that a gc finished at `time` (read by `run` to space gc runs).
     pub fn record_gc(&self, time: jiff::Timestamp) -> Result<(), RepoError> {
-        let path = self.root.join("gc.json");
         let bytes = serde_json::to_vec(&serde_json::json!({ "time": time })).expect("serialises");
-        fsutil::write_atomic(&self.tmp_dir(), &path, &bytes)
-            .ctx(|| format!("writing {}", path.display()))
+        self.storage
+            .replace("gc.json", &bytes)
+            .ctx(|| format!("writing {}", self.describe("gc.json")))
     }
 
-    fn protected_dir(&self) -> PathBuf {
-        self.root.join("protected")
+    /// How an object is named in messages.
+    pub fn describe(&self, name: &str) -> String {
+        self.storage.describe(name)
     }
 
     /// Snapshots that no retention policy removes (`rewindb protect`): one
-    /// empty file `protected/<snapshot id>` each.
+    /// empty object `protected/<snapshot id>` each.
     pub fn protected(&self) -> Result<HashSet<SnapshotId>, RepoError> {
-        let dir = self.protected_dir();
-        let mut out = HashSet::new();
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(e).ctx(|| format!("listing {}", dir.display())),
-        };
-        for f in entries {
-            let path = f.ctx(|| format!("listing {}", dir.display()))?.path();
-            if let Some(id) = id_from_file_name::<SnapshotId>(&path, "") {
-                out.insert(id);
-            }
-        }
-        Ok(out)
+        Ok(self
+            .storage
+            .list("protected/")
+            .ctx(|| format!("listing {}", self.describe("protected")))?
+            .iter()
+            .filter_map(|o| storage::id_in_name(&o.name, ""))
+            .collect())
     }
 
     /// Protects a snapshot from retention policies, or lifts the protection.
     pub fn set_protected(&self, id: &SnapshotId, on: bool) -> Result<(), RepoError> {
-        let dir = self.protected_dir();
-        let path = dir.join(id.to_hex());
-        if on {
-            fsutil::create_dir_durable(&dir).ctx(|| format!("creating {}", dir.display()))?;
-            fsutil::write_atomic(&self.tmp_dir(), &path, b"")
-                .ctx(|| format!("writing {}", path.display()))
-        } else {
-            match fs::remove_file(&path) {
-                Ok(()) => fsutil::sync_dir(&dir).ctx(|| format!("syncing {}", dir.display())),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(e).ctx(|| format!("removing {}", path.display())),
-            }
-        }
+        let name = format!("protected/{}", id.to_hex());
+        let done = match on {
+            true => match self.storage.put(&name, b"") {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                other => other,
+            },
+            false => self.storage.delete(&name),
+        };
+        done.ctx(|| format!("writing {}", self.describe(&name)))
     }
 
-    /// Removes a snapshot's file (`forget`); the data only it referenced
-    /// stays in the packs until `gc`. Needs the exclusive lock.
+    /// Removes a snapshot (`forget`); the data only it referenced stays in
+    /// the packs until `gc`. Needs the exclusive lock.
     pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<(), RepoError> {
         assert!(self.is_exclusive(), "forgetting needs the exclusive lock");
-        let path = self.snapshot_path(id);
-        fs::remove_file(&path).ctx(|| format!("removing snapshot {}", path.display()))?;
-        let dir = self.root.join("snapshots");
-        fsutil::sync_dir(&dir).ctx(|| format!("syncing {}", dir.display()))
+        let name = storage::snapshot_name(id);
+        self.storage
+            .delete(&name)
+            .ctx(|| format!("removing snapshot {}", self.describe(&name)))
     }
 
-    /// All snapshots, oldest first, and the snapshot files that could not be read.
+    /// All snapshots, oldest first, and the snapshot objects that could not be read.
     pub fn snapshots(&self) -> Result<SnapshotList, RepoError> {
-        let dir = self.root.join("snapshots");
         let mut list = SnapshotList::default();
-        for f in fs::read_dir(&dir).ctx(|| format!("listing {}", dir.display()))? {
-            let path = f.ctx(|| format!("listing {}", dir.display()))?.path();
-            let Some(id) = id_from_file_name::<SnapshotId>(&path, ".json") else {
+        let listed = self
+            .storage
+            .list("snapshots/")
+            .ctx(|| format!("listing {}", self.describe("snapshots")))?;
+        for object in listed {
+            let Some(id) = storage::id_in_name::<SnapshotId>(&object.name, ".json") else {
                 continue;
             };
-            let bytes = match fs::read(&path) {
+            let bytes = match self.storage.get(&object.name) {
                 Ok(b) => b,
                 // Forgotten since the listing (readers take no lock against `forget`).
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e).ctx(|| format!("reading {}", path.display())),
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => {
+                    return Err(e).ctx(|| format!("reading {}", self.describe(&object.name)));
+                }
             };
             match Snapshot::decode(&id, &bytes) {
                 Ok(s) => list.ok.push((id, s)),
@@ -518,15 +548,54 @@ impl Repository {
             .sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
         Ok(list)
     }
-}
 
-/// The id a repository file is named by (`<hex id><suffix>`); other files are ignored.
-fn id_from_file_name<T: std::str::FromStr>(path: &Path, suffix: &str) -> Option<T> {
-    path.file_name()?
-        .to_str()?
-        .strip_suffix(suffix)?
-        .parse()
-        .ok()
+    /// Bytes the repository holds under `prefix` ("" for all of it; the
+    /// index, which lives beside it or in a cache, not included).
+    pub fn stored_bytes(&self, prefix: &str) -> Result<u64, RepoError> {
+        Ok(self
+            .storage
+            .list(prefix)
+            .ctx(|| format!("listing {}", self.location()))?
+            .iter()
+            .map(|o| o.size)
+            .sum())
+    }
+
+    /// Why the user `uid` (group `gid`), PostgreSQL's, could not archive
+    /// WAL of cluster `system_identifier` here: the directories it must enter
+    /// and write in a local repository, from their mode bits.
+    pub fn wal_access_problems(&self, uid: u32, gid: u32, system_identifier: u64) -> Vec<String> {
+        let Some(root) = self.local_dir() else {
+            return Vec::new(); // a remote repository: credentials, not modes
+        };
+        let mut problems = Vec::new();
+        let wal_dir = root.join("wal");
+        if let Some(dir) = fsutil::may_reach(&wal_dir, uid, gid) {
+            problems.push(format!("cannot enter {}", dir.display()));
+            return problems;
+        }
+        let config = root.join("config.json");
+        if !fsutil::may(&config, uid, gid, 4) {
+            problems.push(format!("cannot read {}", config.display()));
+        }
+        if !fsutil::may(&wal_dir, uid, gid, 3) {
+            problems.push(format!("cannot write {}", wal_dir.display()));
+        }
+        let cluster = wal_dir.join(system_identifier.to_string());
+        if cluster.exists() && !fsutil::may(&cluster, uid, gid, 3) {
+            problems.push(format!("cannot write {}", cluster.display()));
+        }
+        problems
+    }
+
+    /// Removes what killed runs left while staging objects, `wal push`'s
+    /// uploads included once they are an hour old (gc). Returns the bytes freed.
+    pub fn remove_abandoned_uploads(&self) -> Result<u64, RepoError> {
+        assert!(self.is_exclusive(), "needs the exclusive lock");
+        self.storage
+            .remove_abandoned(Some(STALE_WAL_UPLOAD))
+            .ctx(|| format!("removing temporary files in {}", self.location()))
+    }
 }
 
 #[derive(Default)]

@@ -4,8 +4,6 @@
 //! (invariant 4); a mismatch is an error naming the chunk and pack, never bytes.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 
 use crate::error::{IoContext, RepoError};
 use crate::id::{ChunkId, PackId};
@@ -13,6 +11,7 @@ use crate::repo::Repository;
 use crate::repo::index::IndexView;
 use crate::repo::pack::{self, BlobEntry, Compression};
 use crate::repo::snapshot::{FileEntry, decode_manifest};
+use crate::repo::storage::Object;
 
 /// Open pack files kept at once; more are closed oldest-first.
 const MAX_OPEN_PACKS: usize = 64;
@@ -23,7 +22,7 @@ const CACHED_FRAMES: usize = 32;
 pub struct BlobReader<'r> {
     repo: &'r Repository,
     view: IndexView,
-    open: HashMap<PackId, File>,
+    open: HashMap<PackId, Box<dyn Object>>,
     order: Vec<PackId>,
     /// Most recently used last.
     frames: Vec<((PackId, u32), Vec<u8>)>,
@@ -51,16 +50,9 @@ impl<'r> BlobReader<'r> {
             .ok_or(RepoError::ChunkMissing { chunk: *id })
     }
 
-    fn pack_file(&mut self, pack: &PackId) -> Result<&File, RepoError> {
+    fn pack_file(&mut self, pack: &PackId) -> Result<&dyn Object, RepoError> {
         if !self.open.contains_key(pack) {
-            let path = self.repo.pack_path(pack);
-            let file = match File::open(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(RepoError::PackMissing { pack: *pack, path });
-                }
-                Err(e) => return Err(e).ctx(|| format!("opening pack {}", path.display())),
-            };
+            let file = self.repo.open_pack(pack)?;
             if self.order.len() >= MAX_OPEN_PACKS {
                 let oldest = self.order.remove(0);
                 self.open.remove(&oldest);
@@ -68,7 +60,7 @@ impl<'r> BlobReader<'r> {
             self.order.push(*pack);
             self.open.insert(*pack, file);
         }
-        Ok(&self.open[pack])
+        Ok(self.open[pack].as_ref())
     }
 
     /// Reads, decompresses and verifies one blob.
@@ -110,7 +102,7 @@ impl<'r> BlobReader<'r> {
             }
         };
         let blob = pack::blob_in_frame(entry, &self.frames[pos].1).map_err(|e| {
-            RepoError::corrupt(format!("pack {}", self.repo.pack_path(pack).display()), e.0)
+            RepoError::corrupt(format!("pack {}", self.repo.describe_pack(pack)), e.0)
         })?;
         Ok((blob.to_vec(), 0))
     }
@@ -123,9 +115,10 @@ impl<'r> BlobReader<'r> {
         entry: &BlobEntry,
         depth_left: u8,
     ) -> Result<(Vec<u8>, u8), RepoError> {
-        let path = self.repo.pack_path(pack);
-        let corrupt =
-            |detail: String| RepoError::corrupt(format!("pack {}", path.display()), detail);
+        let repo = self.repo;
+        let corrupt = |detail: String| {
+            RepoError::corrupt(format!("pack {}", repo.describe_pack(pack)), detail)
+        };
         let stored = self.read_stored(pack, entry)?;
         let (base, depth, frame) = pack::decode_delta_header(&stored)
             .map_err(|e| corrupt(format!("chunk {}: {}", entry.id, e.0)))?;
@@ -180,13 +173,13 @@ impl<'r> BlobReader<'r> {
         let repo = self.repo;
         let mut header = [0u8; pack::DELTA_HEADER_LEN];
         self.pack_file(pack)?
-            .read_exact_at(&mut header, u64::from(entry.frame_offset))
-            .ctx(|| format!("reading pack {}", repo.pack_path(pack).display()))?;
+            .read_at(&mut header, u64::from(entry.frame_offset))
+            .ctx(|| format!("reading pack {}", repo.describe_pack(pack)))?;
         pack::decode_delta_header(&header)
             .map(|(base, _, _)| base)
             .map_err(|e| {
                 RepoError::corrupt(
-                    format!("pack {}", repo.pack_path(pack).display()),
+                    format!("pack {}", repo.describe_pack(pack)),
                     format!("chunk {}: {}", entry.id, e.0),
                 )
             })
@@ -195,15 +188,16 @@ impl<'r> BlobReader<'r> {
     /// The stored bytes of an entry's frame, as they are in the pack.
     fn read_stored(&mut self, pack: &PackId, entry: &BlobEntry) -> Result<Vec<u8>, RepoError> {
         let mut buf = vec![0u8; entry.frame_len as usize];
-        let path = self.repo.pack_path(pack);
+        let repo = self.repo;
         let file = self.pack_file(pack)?;
-        match file.read_exact_at(&mut buf, u64::from(entry.frame_offset)) {
+        // The pack's name is formatted only for errors (this is the restore loop).
+        match file.read_at(&mut buf, u64::from(entry.frame_offset)) {
             Ok(()) => Ok(buf),
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(RepoError::corrupt(
-                format!("pack {}", path.display()),
+                format!("pack {}", repo.describe_pack(pack)),
                 format!("truncated: chunk {} lies past its end", entry.id),
             )),
-            Err(e) => Err(e).ctx(|| format!("reading pack {}", path.display())),
+            Err(e) => Err(e).ctx(|| format!("reading pack {}", repo.describe_pack(pack))),
         }
     }
 
@@ -211,7 +205,7 @@ impl<'r> BlobReader<'r> {
         let stored = self.read_stored(pack, entry)?;
         pack::decode_frame(&mut self.dctx, entry.compression, &stored).map_err(|e| {
             RepoError::corrupt(
-                format!("pack {}", self.repo.pack_path(pack).display()),
+                format!("pack {}", self.repo.describe_pack(pack)),
                 format!("chunk {}: {}", entry.id, e.0),
             )
         })

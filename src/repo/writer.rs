@@ -1,7 +1,7 @@
 //! Storing new blobs: dedup against the index, compress, fill packs, seal them durably.
 //!
 //! [`BlobWriter::add`] returns a blob's id whether or not the blob was new.
-//! Sealed packs are fsynced and renamed into `packs/` as they fill;
+//! Sealed packs are stored durably as they fill;
 //! [`BlobWriter::commit`] seals the last one and records them all in the index
 //! in one transaction. Only after `commit` returns may a snapshot reference the
 //! blobs (invariant 1).
@@ -12,7 +12,6 @@ use crate::chunker::ChunkerParams;
 use crate::error::{IoContext, RepoError};
 use crate::id::ChunkId;
 use crate::repo::Repository;
-use crate::repo::fsutil;
 use crate::repo::index::{IndexView, SealedPack};
 use crate::repo::pack::{BlobKind, Compression, PackBuilder};
 use crate::repo::reader::BlobReader;
@@ -240,7 +239,7 @@ impl<'r> BlobWriter<'r> {
         Ok(())
     }
 
-    /// Writes the current pack: temp file, fsync, rename into `packs/`, fsync the directory.
+    /// Stores the current pack, durably (create-only: [`Repository::put_pack`]).
     fn seal(&mut self) -> Result<(), RepoError> {
         if !self.frame_blobs.is_empty() {
             // flush_frame seals again once the frame is in the pack.
@@ -251,9 +250,7 @@ impl<'r> BlobWriter<'r> {
         }
         let builder = std::mem::take(&mut self.pack);
         let (bytes, id, entries) = builder.finish();
-        let dest = self.repo.pack_path(&id);
-        fsutil::write_atomic(&self.repo.tmp_dir(), &dest, &bytes)
-            .ctx(|| format!("writing pack {}", dest.display()))?;
+        self.repo.put_pack(&id, &bytes)?;
         tracing::debug!(pack = %id.short(), blobs = entries.len(), bytes = bytes.len(), "sealed pack");
         self.sealed.push(SealedPack {
             id,

@@ -13,17 +13,18 @@
 //! (magic, compression, raw length, blake3 of the raw file, push time) then
 //! the file's bytes, zstd-compressed.
 
+mod archive;
+
 use std::fmt;
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use jiff::Timestamp;
 
-use crate::error::{IoContext, RepoError};
+pub use archive::{Pushed, WalArchive};
+
 use crate::filehash;
-use crate::repo::fsutil;
 
 const MAGIC: &[u8; 8] = b"RWDBWAL1";
 const HEADER_LEN: usize = 64;
@@ -236,200 +237,6 @@ impl ArchivedHeader {
     }
 }
 
-/// The WAL archive of one repository.
-pub struct WalArchive {
-    root: PathBuf,
-}
-
-/// What `push` did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pushed {
-    Stored,
-    /// The same file was already archived (PostgreSQL retries a push whose
-    /// success it did not see).
-    AlreadyArchived,
-}
-
-impl WalArchive {
-    /// The archive of the repository at `repo_root` (its directory is created
-    /// on the first push).
-    pub fn new(repo_root: &Path) -> WalArchive {
-        WalArchive {
-            root: repo_root.join("wal"),
-        }
-    }
-
-    pub fn cluster_dir(&self, system_identifier: u64) -> PathBuf {
-        self.root.join(system_identifier.to_string())
-    }
-
-    /// The clusters (system identifiers) that have WAL in the archive.
-    pub fn clusters(&self) -> Result<Vec<u64>, RepoError> {
-        let mut out = Vec::new();
-        let entries = match fs::read_dir(&self.root) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(e).ctx(|| format!("listing {}", self.root.display())),
-        };
-        for e in entries {
-            let e = e.ctx(|| format!("listing {}", self.root.display()))?;
-            if let Some(id) = e.file_name().to_str().and_then(|s| s.parse().ok()) {
-                out.push(id);
-            }
-        }
-        out.sort();
-        Ok(out)
-    }
-
-    /// Archives the file of `len` bytes that `source` reads (at an offset)
-    /// as `name` for the cluster `system_identifier`: durable before it
-    /// returns. An identical file already archived is success; a different
-    /// one is an error, and nothing is overwritten.
-    pub fn push(
-        &self,
-        system_identifier: u64,
-        name: &WalName,
-        source: &(impl ReadAt + Sync + ?Sized),
-        len: u64,
-    ) -> Result<Pushed, RepoError> {
-        let dir = self.cluster_dir(system_identifier);
-        let dest = dir.join(name.as_str());
-        let read_all = || -> Result<Vec<u8>, RepoError> {
-            let mut data = vec![0u8; len as usize];
-            source
-                .read_at(&mut data, 0)
-                .ctx(|| format!("reading {name}"))?;
-            Ok(data)
-        };
-        if dest.exists() {
-            let data = read_all()?;
-            return self.compare_existing(&dest, name, &data, &blake3::hash(&data));
-        }
-        if !dir.is_dir() {
-            fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
-            fsutil::sync_dir(&self.root).ctx(|| format!("syncing {}", self.root.display()))?;
-            fsutil::sync_dir(self.root.parent().unwrap_or(Path::new(".")))
-                .ctx(|| format!("syncing {}", self.root.display()))?;
-        }
-        let (hash, compression, payload) =
-            pack(source, len).ctx(|| format!("compressing {name}"))?;
-        let payload = match compression {
-            COMPRESSION_NONE => read_all()?,
-            _ => payload,
-        };
-        let header = ArchivedHeader {
-            compression,
-            raw_len: len,
-            blake3: *hash.as_bytes(),
-            pushed_at: Timestamp::now(),
-        };
-        // The temporary file sits beside its final name (same filesystem,
-        // and not in tmp/, which a backup empties when it starts).
-        let mut tmp = tempfile::Builder::new()
-            .prefix(&format!(".tmp-{name}-"))
-            .tempfile_in(&dir)
-            .ctx(|| format!("creating a temporary file in {}", dir.display()))?;
-        let tmp_path = tmp.path().to_path_buf();
-        let io = || format!("writing {}", tmp_path.display());
-        tmp.write_all(&header.encode()).ctx(io)?;
-        tmp.write_all(&payload).ctx(io)?;
-        tmp.as_file().sync_all().ctx(io)?;
-        // link(2) fails when `dest` exists: of two pushes racing, one wins
-        // and the other compares against what the winner stored.
-        match fs::hard_link(tmp.path(), &dest) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let data = read_all()?;
-                return self.compare_existing(&dest, name, &data, &hash);
-            }
-            Err(e) => return Err(e).ctx(|| format!("linking {}", dest.display())),
-        }
-        drop(tmp); // removes the temporary name
-        fsutil::sync_dir(&dir).ctx(|| format!("syncing {}", dir.display()))?;
-        Ok(Pushed::Stored)
-    }
-
-    /// A push found `dest` already there.
-    fn compare_existing(
-        &self,
-        dest: &Path,
-        name: &WalName,
-        data: &[u8],
-        hash: &blake3::Hash,
-    ) -> Result<Pushed, RepoError> {
-        let existing = self.read_file(dest, name);
-        match existing {
-            Ok(stored) if blake3::hash(&stored) == *hash => {
-                // Make sure the earlier push's directory entry is durable too.
-                let dir = dest.parent().unwrap_or(Path::new("."));
-                fsutil::sync_dir(dir).ctx(|| format!("syncing {}", dir.display()))?;
-                Ok(Pushed::AlreadyArchived)
-            }
-            Ok(stored) => Err(RepoError::WalConflict {
-                name: name.to_string(),
-                path: dest.to_path_buf(),
-                detail: format!(
-                    "the archived copy has {} bytes and blake3 {}, the one pushed now {} bytes \
-                     and blake3 {hash}",
-                    stored.len(),
-                    blake3::hash(&stored),
-                    data.len()
-                ),
-            }),
-            Err(e) => Err(RepoError::WalConflict {
-                name: name.to_string(),
-                path: dest.to_path_buf(),
-                detail: format!("the archived copy cannot be read ({e})"),
-            }),
-        }
-    }
-
-    /// Where `name` of cluster `system_identifier` is archived, if it is.
-    pub fn locate(&self, system_identifier: u64, name: &WalName) -> Option<PathBuf> {
-        let path = self.cluster_dir(system_identifier).join(name.as_str());
-        path.is_file().then_some(path)
-    }
-
-    /// Reads an archived file back, verified against its blake3.
-    pub fn read_file(&self, path: &Path, name: &WalName) -> Result<Vec<u8>, RepoError> {
-        let bytes = fs::read(path).ctx(|| format!("reading {}", path.display()))?;
-        decode_archived(&bytes)
-            .map(|(_, raw)| raw)
-            .map_err(|detail| {
-                RepoError::corrupt(format!("WAL file {name} ({})", path.display()), detail)
-            })
-    }
-
-    /// Reads only an archived file's header.
-    pub fn header(&self, path: &Path) -> Result<ArchivedHeader, RepoError> {
-        let mut h = [0u8; HEADER_LEN];
-        File::open(path)
-            .and_then(|f| f.read_exact_at(&mut h, 0))
-            .ctx(|| format!("reading {}", path.display()))?;
-        ArchivedHeader::decode(&h)
-            .map_err(|e| RepoError::corrupt(format!("WAL archive file {}", path.display()), e))
-    }
-
-    /// Every file archived for a cluster, by name.
-    pub fn list(&self, system_identifier: u64) -> Result<Vec<WalName>, RepoError> {
-        let dir = self.cluster_dir(system_identifier);
-        let mut out = Vec::new();
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(e).ctx(|| format!("listing {}", dir.display())),
-        };
-        for e in entries {
-            let e = e.ctx(|| format!("listing {}", dir.display()))?;
-            if let Some(name) = e.file_name().to_str().and_then(|s| WalName::parse(s).ok()) {
-                out.push(name);
-            }
-        }
-        out.sort();
-        Ok(out)
-    }
-}
-
 /// Largest archive file decoded in one call (its output allocated at once).
 const BULK_DECODE_MAX: u64 = 64 << 20;
 
@@ -490,25 +297,33 @@ impl ReadAt for [u8] {
 /// into a fresh buffer took 25 ms of a 40 ms push).
 const PACK_BLOCK: usize = 1 << 20;
 
-/// The blake3 of the `len` bytes `source` holds and their stored form: zstd
-/// (when it pays; otherwise the payload returned is empty and the caller
-/// stores the bytes as they are). The two halves are read, hashed and
+/// The blake3 of the `len` bytes `source` holds and their stored form,
+/// after `reserve` zero bytes (room for a header): zstd when it pays,
+/// otherwise the bytes as they are. The two halves are read, hashed and
 /// compressed on two threads (`wal push` is paid per segment, see
 /// `docs/benchmarks.md`); the payload is a run of zstd frames, one per block,
 /// which zstd decompresses as one.
 fn pack(
     source: &(impl ReadAt + Sync + ?Sized),
     len: u64,
+    reserve: usize,
 ) -> std::io::Result<(blake3::Hash, u8, Vec<u8>)> {
+    let stored_as_is = || -> std::io::Result<Vec<u8>> {
+        let mut out = vec![0u8; reserve + len as usize];
+        source.read_at(&mut out[reserve..], 0)?;
+        Ok(out)
+    };
     if len < 2 * blake3::CHUNK_LEN as u64 {
-        let mut data = vec![0u8; len as usize];
-        source.read_at(&mut data, 0)?;
-        let packed = zstd::bulk::compress(&data, WAL_ZSTD_LEVEL)?;
-        let hash = blake3::hash(&data);
-        return Ok(match packed.len() < data.len() {
-            true => (hash, COMPRESSION_ZSTD, packed),
-            false => (hash, COMPRESSION_NONE, Vec::new()),
-        });
+        let raw = stored_as_is()?;
+        let data = &raw[reserve..];
+        let packed = zstd::bulk::compress(data, WAL_ZSTD_LEVEL)?;
+        let hash = blake3::hash(data);
+        if packed.len() >= data.len() {
+            return Ok((hash, COMPRESSION_NONE, raw));
+        }
+        let mut out = vec![0u8; reserve];
+        out.extend_from_slice(&packed);
+        return Ok((hash, COMPRESSION_ZSTD, out));
     }
     // The left half a power of two, so that both are subtrees of blake3's tree.
     let split = blake3::hazmat::left_subtree_len(len);
@@ -522,7 +337,10 @@ fn pack(
         let mut compressor = zstd::bulk::Compressor::new(WAL_ZSTD_LEVEL)?;
         let mut buf = vec![0u8; PACK_BLOCK.min(part as usize)];
         let mut frame = Vec::with_capacity(zstd::zstd_safe::compress_bound(buf.len()));
-        let mut out = Vec::new();
+        let mut out = match offset {
+            0 => vec![0u8; reserve],
+            _ => Vec::new(),
+        };
         let mut done = 0u64;
         while done < part {
             let n = (part - done).min(buf.len() as u64) as usize;
@@ -544,9 +362,9 @@ fn pack(
     let ((left_piece, mut packed), (right_piece, right_packed)) = (left?, right?);
     packed.extend_from_slice(&right_packed);
     let hash = filehash::combine(&[left_piece, right_piece]).expect("two halves tile the tree");
-    Ok(match (packed.len() as u64) < len {
+    Ok(match ((packed.len() - reserve) as u64) < len {
         true => (hash, COMPRESSION_ZSTD, packed),
-        false => (hash, COMPRESSION_NONE, Vec::new()),
+        false => (hash, COMPRESSION_NONE, stored_as_is()?),
     })
 }
 
@@ -587,40 +405,51 @@ mod tests {
 
     #[test]
     fn packed_files_read_back_and_hash_like_b3sum() {
+        use crate::error::RepoError;
+        use crate::repo::storage::{Storage, local::LocalDir};
+        // On both a local directory and memory: the same bytes come back.
         let dir = tempfile::tempdir().unwrap();
-        let archive = WalArchive::new(dir.path());
-        for (i, len) in [0usize, 1, 1500, 4096, 16 << 20].into_iter().enumerate() {
-            let data: Vec<u8> = (0..len).map(|j| (j / 7 % 251) as u8).collect();
-            let (hash, _, _) = pack(data.as_slice(), len as u64).unwrap();
-            assert_eq!(hash, blake3::hash(&data), "len {len}");
-            let name = WalName::parse(&format!("{:08X}.history", i + 1)).unwrap();
-            let push = |d: &[u8]| archive.push(1, &name, d, d.len() as u64);
-            assert_eq!(push(&data).unwrap(), Pushed::Stored);
-            let path = archive.locate(1, &name).unwrap();
-            assert_eq!(archive.read_file(&path, &name).unwrap(), data);
-            assert_eq!(push(&data).unwrap(), Pushed::AlreadyArchived);
-            let mut other = data.clone();
-            other.push(1);
-            assert!(matches!(push(&other), Err(RepoError::WalConflict { .. })));
+        std::fs::create_dir(dir.path().join("tmp")).unwrap();
+        let local = LocalDir::new(dir.path());
+        let memory = crate::repo::storage::memory::Memory::new();
+        for storage in [&local as &dyn Storage, &memory] {
+            let archive = WalArchive::new(storage);
+            for (i, len) in [0usize, 1, 1500, 4096, 16 << 20].into_iter().enumerate() {
+                let data: Vec<u8> = (0..len).map(|j| (j / 7 % 251) as u8).collect();
+                let (hash, _, _) = pack(data.as_slice(), len as u64, 0).unwrap();
+                assert_eq!(hash, blake3::hash(&data), "len {len}");
+                let name = WalName::parse(&format!("{:08X}.history", i + 1)).unwrap();
+                let push = |d: &[u8]| archive.push(1, &name, d, d.len() as u64);
+                assert_eq!(push(&data).unwrap(), Pushed::Stored);
+                assert_eq!(archive.read(1, &name).unwrap().unwrap(), data);
+                assert_eq!(push(&data).unwrap(), Pushed::AlreadyArchived);
+                let mut other = data.clone();
+                other.push(1);
+                assert!(matches!(push(&other), Err(RepoError::WalConflict { .. })));
+            }
+            // Random bytes do not compress: stored as they are, read back the same.
+            let mut noise = vec![0u8; 100_000];
+            blake3::Hasher::new().finalize_xof().fill(&mut noise);
+            let name = WalName::parse("0000000A.history").unwrap();
+            archive
+                .push(1, &name, noise.as_slice(), noise.len() as u64)
+                .unwrap();
+            assert_eq!(archive.read(1, &name).unwrap().unwrap(), noise);
+            let header = archive.header(1, &name).unwrap().unwrap();
+            assert_eq!(header.compression, COMPRESSION_NONE);
+            // Past BULK_DECODE_MAX, decoding streams; the result is the same.
+            let big = vec![7u8; (BULK_DECODE_MAX + 4096) as usize];
+            let name = WalName::parse("0000000B.history").unwrap();
+            archive
+                .push(1, &name, big.as_slice(), big.len() as u64)
+                .unwrap();
+            assert!(archive.read(1, &name).unwrap().unwrap() == big);
+            assert_eq!(archive.clusters().unwrap(), vec![1]);
+            assert_eq!(archive.list(1).unwrap().len(), 7);
+            let missing = WalName::parse("0000000C.history").unwrap();
+            assert_eq!(archive.read(1, &missing).unwrap(), None);
+            assert_eq!(archive.header(1, &missing).unwrap(), None);
         }
-        // Random bytes do not compress: stored as they are, read back the same.
-        let mut noise = vec![0u8; 100_000];
-        blake3::Hasher::new().finalize_xof().fill(&mut noise);
-        let name = WalName::parse("0000000A.history").unwrap();
-        archive
-            .push(1, &name, noise.as_slice(), noise.len() as u64)
-            .unwrap();
-        let path = archive.locate(1, &name).unwrap();
-        assert_eq!(archive.read_file(&path, &name).unwrap(), noise);
-        assert_eq!(archive.header(&path).unwrap().compression, COMPRESSION_NONE);
-        // Past BULK_DECODE_MAX, decoding streams; the result is the same.
-        let big = vec![7u8; (BULK_DECODE_MAX + 4096) as usize];
-        let name = WalName::parse("0000000B.history").unwrap();
-        archive
-            .push(1, &name, big.as_slice(), big.len() as u64)
-            .unwrap();
-        let path = archive.locate(1, &name).unwrap();
-        assert!(archive.read_file(&path, &name).unwrap() == big);
     }
 
     #[test]
