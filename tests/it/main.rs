@@ -1,6 +1,7 @@
 //! The integration tests: real SQLite databases, the real binary, real processes.
 
 mod bad_input;
+mod compat;
 mod gc;
 mod helpers;
 mod operate;
