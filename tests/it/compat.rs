@@ -21,7 +21,10 @@ const SECOND_BLAKE3: &str = "1201bac164cc2ed106331276d9bfeb281b8258c010db5533ef6
 
 fn unpack() -> Fixture {
     let f = Fixture::new();
-    let tarball = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/repo-0.1.0.tar.gz");
+    let tarball = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/repo-0.1.0.tar.gz"
+    );
     let status = Command::new("tar")
         .args(["xzf", tarball, "-C"])
         .arg(f.dir.path())
@@ -83,7 +86,10 @@ fn a_repository_made_by_release_0_1_0_keeps_working() {
     std::fs::copy(f.path(&format!("{}.db", &SECOND[..8])), &db).unwrap();
     rusqlite::Connection::open(&db)
         .unwrap()
-        .execute("UPDATE notes SET body = body || ' again' WHERE id < 200", [])
+        .execute(
+            "UPDATE notes SET body = body || ' again' WHERE id < 200",
+            [],
+        )
         .unwrap();
     let third = f.backup(&[&db]);
     f.ok(&["forget", SECOND]);

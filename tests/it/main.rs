@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod compat;
+mod faults;
 mod gc;
 mod helpers;
 mod operate;

@@ -65,6 +65,15 @@ impl Memory {
         self.objects.lock().expect("objects")
     }
 
+    /// An independent copy of every object, with a lock of its own (a test
+    /// runs one crash point per copy of a prepared repository).
+    pub fn fork(&self) -> Memory {
+        Memory {
+            objects: Arc::new(Mutex::new(self.objects().clone())),
+            lock: Arc::default(),
+        }
+    }
+
     /// Every object's bytes (tests compare states and damage objects).
     pub fn snapshot(&self) -> BTreeMap<String, Vec<u8>> {
         self.objects()
