@@ -46,7 +46,16 @@ fuzz_target!(|data: &[u8]| {
         .map(|e| e - ins_len)
         .collect();
     if let Some(&first) = before.iter().find(|e| **e > ins_at && after.contains(e)) {
-        let tail = |v: &[usize]| v.iter().copied().filter(|e| *e >= first).collect::<Vec<_>>();
-        assert_eq!(tail(&before), tail(&after), "cuts diverged after re-synchronising");
+        let tail = |v: &[usize]| {
+            v.iter()
+                .copied()
+                .filter(|e| *e >= first)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            tail(&before),
+            tail(&after),
+            "cuts diverged after re-synchronising"
+        );
     }
 });

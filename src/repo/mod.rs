@@ -7,6 +7,7 @@
 //! reads and verifies them. The layout and byte formats are in
 //! `docs/format.md`; the promises the code keeps are in `docs/ARCHITECTURE.md`.
 
+pub mod config;
 pub mod delta;
 pub mod fsutil;
 pub mod index;
@@ -23,11 +24,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use crate::chunker::ChunkerParams;
 use crate::error::{IoContext, RepoError};
 use crate::id::{PackId, SnapshotId};
+pub use config::{CONFIG_FORMAT, Config, FORMAT_VERSION};
 use index::Index;
 use lock::LockMode;
 use pack::BlobEntry;
@@ -35,68 +36,6 @@ use snapshot::Snapshot;
 use storage::local::LocalDir;
 use storage::{Lease, Object, Storage, is_not_found};
 use wal::WalArchive;
-
-/// The newest repository format this build reads and writes. Version 2
-/// added `pg_chunk` to the chunker parameters: a build that knows only
-/// version 1 would ignore it and cut PostgreSQL files differently from the
-/// repository's earlier backups, so it must refuse the repository. Version 1
-/// repositories are read and written as they are (single-page chunks).
-pub const FORMAT_VERSION: u32 = 2;
-const CONFIG_FORMAT: &str = "rewindb-repository";
-
-/// `config.json`: written once by `init`, never changed.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct Config {
-    pub format: String,
-    pub version: u32,
-    pub id: String,
-    pub chunker: ChunkerParams,
-    /// zstd level for new blobs.
-    pub compression_level: i32,
-    /// New blobs are compressed together in frames of about this many bytes.
-    pub frame_target_bytes: u64,
-    /// A pack is sealed once its frames reach this many bytes.
-    pub pack_target_bytes: u64,
-}
-
-impl Config {
-    fn new(location: &str) -> Config {
-        let seed = format!(
-            "{}|{}|{}",
-            location,
-            std::process::id(),
-            jiff::Timestamp::now()
-        );
-        Config {
-            format: CONFIG_FORMAT.into(),
-            version: FORMAT_VERSION,
-            id: blake3::hash(seed.as_bytes()).to_hex()[..16].to_string(),
-            chunker: ChunkerParams::default(),
-            compression_level: 3,
-            frame_target_bytes: 64 * 1024,
-            pack_target_bytes: 16 << 20,
-        }
-    }
-}
-
-impl Config {
-    /// Sizes the pack format can address (`docs/format.md`): frames are
-    /// refused above `MAX_FRAME_LEN` and pack offsets are 32-bit.
-    fn validate(&self) -> Result<(), String> {
-        self.chunker.validate()?;
-        let frame_max = u64::from(pack::MAX_FRAME_LEN) / 2;
-        if !(4096..=frame_max).contains(&self.frame_target_bytes) {
-            return Err(format!("frame_target_bytes must be 4096..={frame_max}"));
-        }
-        if !(65536..=1 << 30).contains(&self.pack_target_bytes) {
-            return Err("pack_target_bytes must be 65536..=1073741824".into());
-        }
-        if !(1..=19).contains(&self.compression_level) {
-            return Err("compression_level must be 1..=19".into());
-        }
-        Ok(())
-    }
-}
 
 /// An open repository. Holds the lock it was opened with until dropped.
 pub struct Repository {
