@@ -8,6 +8,8 @@
 #   CHURN_SECS=60     pgbench -c 2 -j 2 -T CHURN_SECS between the two base backups
 #   PUSH_SEGMENTS=30  WAL segments each tool pushes for the latency figure
 #   SKIP_BUILD=1      use target/release/rewindb as it is
+#   REWINDB=PATH      the rewindb binary to measure (default target/release/rewindb;
+#                     implies SKIP_BUILD=1)
 #
 # Runs as root (PostgreSQL and both tools run as the `postgres` user). One
 # cluster archives into both repositories (archive_command calls rewindb, then
@@ -39,9 +41,10 @@ if ((${#need[@]})); then
         { apt-get update >/dev/null && apt-get install -y "${need[@]}" >/dev/null; }
 fi
 
-if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+if [[ ${SKIP_BUILD:-0} != 1 && -z ${REWINDB:-} ]]; then
     (cd "$ROOT" && cargo build --release --quiet)
 fi
+REWINDB=${REWINDB:-$ROOT/target/release/rewindb}
 
 as_pg() { runuser -u postgres -- "$@"; }
 ms_now() { date +%s%3N; }
@@ -59,7 +62,7 @@ done
 rm -rf "$WORK"
 mkdir -p "$WORK"
 chmod 755 "$WORK"
-install -m 755 "$ROOT/target/release/rewindb" "$WORK/rewindb"
+install -m 755 "$REWINDB" "$WORK/rewindb"
 mkdir -p "$WORK/br-log" "$WORK/br-lock"
 chown -R postgres:postgres "$WORK"
 RW="$WORK/rewindb"

@@ -5,7 +5,7 @@
 # usage: benches/wal_push.sh BINARY [BINARY...]     (run as root)
 #
 # Environment (optional):
-#   WORKDIR=/tmp/rewindb-walpush   SEGMENTS=30   SCALE=10 (pgbench -i -s SCALE)
+#   WORKDIR=/tmp/rewindb-walpush   SEGMENTS=30   SCALE=30 (pgbench -i -s SCALE)
 #   PGBIN=/usr/lib/postgresql/15/bin
 #
 # Makes a PostgreSQL cluster as the `postgres` user, loads pgbench data so that
@@ -18,7 +18,7 @@ set -euo pipefail
 [[ $# -ge 1 ]] || { echo "usage: $0 BINARY [BINARY...]" >&2; exit 2; }
 WORK=${WORKDIR:-/tmp/rewindb-walpush}
 SEGMENTS=${SEGMENTS:-30}
-SCALE=${SCALE:-10}
+SCALE=${SCALE:-30}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 
 rm -rf "$WORK"
@@ -27,7 +27,9 @@ chown postgres "$WORK"
 as_pg() { runuser -u postgres -- "$@"; }
 as_pg "$PGBIN/initdb" -D "$WORK/data" -A trust >/dev/null
 PORT=$((20000 + RANDOM % 20000))
-as_pg "$PGBIN/pg_ctl" -D "$WORK/data" -o "-p $PORT -k $WORK -c listen_addresses=''" -w start >/dev/null
+# Keep every segment written, and none recycled under a future name.
+as_pg "$PGBIN/pg_ctl" -D "$WORK/data" -o "-p $PORT -k $WORK -c listen_addresses='' \
+    -c wal_keep_size=4GB -c wal_recycle=off" -w start >/dev/null
 as_pg "$PGBIN/pgbench" -h "$WORK" -p "$PORT" -i -s "$SCALE" postgres >/dev/null 2>&1
 as_pg "$PGBIN/psql" -h "$WORK" -p "$PORT" -qAtc "SELECT pg_switch_wal()" postgres >/dev/null
 as_pg "$PGBIN/pg_ctl" -D "$WORK/data" -w stop >/dev/null

@@ -164,7 +164,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 Some(file) => run_repository(&crate::config::load(file)?, cli),
                 None => repo_path(cli).0,
             };
-            if *if_missing && path.join("config.json").is_file() {
+            if *if_missing && Repository::exists_at(&path) {
                 Repository::open(
                     &path,
                     OpenOptions {

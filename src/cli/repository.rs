@@ -30,7 +30,7 @@ pub fn repo_path(cli: &Cli) -> (PathBuf, bool) {
 /// `--repo` must fail loudly rather than fill a home directory unnoticed.
 pub fn create_default_repository(cli: &Cli) -> Result<(), CliError> {
     let (path, is_default) = repo_path(cli);
-    if !is_default || path.join("config.json").exists() {
+    if !is_default || Repository::exists_at(&path) {
         return Ok(());
     }
     if !io::IsTerminal::is_terminal(&io::stdin()) {
@@ -58,7 +58,7 @@ fn no_repository(default: &std::path::Path) -> Error {
 
 pub fn open(cli: &Cli, lock: Option<LockMode>) -> Result<Repository, Error> {
     let (path, is_default) = repo_path(cli);
-    if is_default && !path.join("config.json").exists() {
+    if is_default && !Repository::exists_at(&path) {
         return Err(no_repository(&path));
     }
     Ok(Repository::open(

@@ -261,6 +261,47 @@ fn mark(repo: &Repository, list: &SnapshotList) -> Result<Live> {
     Ok(home)
 }
 
+/// What becomes of one pack, and its live share in stored bytes: deleted
+/// when no blob in it is live (the index points elsewhere for a blob stored
+/// twice), rewritten when the live share is below `threshold`, else kept.
+/// A frame's stored bytes count as live in proportion to its live raw bytes.
+fn judge(pack: &PackId, entries: &[BlobEntry], live: &Live, threshold: f64) -> (Action, u64) {
+    let is_live: Vec<bool> = entries
+        .iter()
+        .map(|e| live.get(&e.id) == Some(pack))
+        .collect();
+    // Per frame: stored length, uncompressed bytes, live uncompressed bytes.
+    let mut frames: BTreeMap<u32, (u64, u64, u64)> = BTreeMap::new();
+    for (e, &l) in entries.iter().zip(&is_live) {
+        let f = frames
+            .entry(e.frame_offset)
+            .or_insert((u64::from(e.frame_len), 0, 0));
+        f.1 += u64::from(e.raw_len);
+        if l {
+            f.2 += u64::from(e.raw_len);
+        }
+    }
+    let total: u64 = frames.values().map(|f| f.0).sum();
+    let live_bytes: u64 = frames
+        .values()
+        .map(|&(stored, raw, live_raw)| {
+            if raw == 0 {
+                0
+            } else {
+                (stored as u128 * live_raw as u128 / raw as u128) as u64
+            }
+        })
+        .sum();
+    let action = if !is_live.contains(&true) {
+        Action::Delete
+    } else if (live_bytes as f64) < threshold * total as f64 {
+        Action::Rewrite
+    } else {
+        Action::Keep
+    };
+    (action, live_bytes)
+}
+
 /// Decides, for every pack on disk, whether it is kept, deleted or rewritten.
 fn plan_packs(
     repo: &Repository,
@@ -282,39 +323,7 @@ fn plan_packs(
                 continue;
             }
         };
-        let mut is_live = Vec::with_capacity(entries.len());
-        for e in &entries {
-            is_live.push(live.get(&e.id) == Some(&id));
-        }
-        // Per frame: stored length, uncompressed bytes, live uncompressed bytes.
-        let mut frames: BTreeMap<u32, (u64, u64, u64)> = BTreeMap::new();
-        for (e, &l) in entries.iter().zip(&is_live) {
-            let f = frames
-                .entry(e.frame_offset)
-                .or_insert((u64::from(e.frame_len), 0, 0));
-            f.1 += u64::from(e.raw_len);
-            if l {
-                f.2 += u64::from(e.raw_len);
-            }
-        }
-        let total: u64 = frames.values().map(|f| f.0).sum();
-        let live_bytes: u64 = frames
-            .values()
-            .map(|&(stored, raw, live_raw)| {
-                if raw == 0 {
-                    0
-                } else {
-                    (stored as u128 * live_raw as u128 / raw as u128) as u64
-                }
-            })
-            .sum();
-        let action = if !is_live.contains(&true) {
-            Action::Delete
-        } else if (live_bytes as f64) < threshold * total as f64 {
-            Action::Rewrite
-        } else {
-            Action::Keep
-        };
+        let (action, live_bytes) = judge(&id, &entries, live, threshold);
         plans.push(PackPlan {
             id,
             len,
@@ -453,6 +462,48 @@ fn wal_garbage(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packs_are_judged_by_their_live_share() {
+        let pack = PackId::of(b"p");
+        let other = PackId::of(b"q");
+        let id = |n: u8| ChunkId::of(&[n]);
+        // Two frames: 0..100 holding chunks 1 and 2 (raw 300 + 100),
+        // 100..400 holding chunk 3 (raw 600).
+        let entry = |n: u8, frame_offset: u32, frame_len: u32, raw_len: u32| BlobEntry {
+            id: id(n),
+            kind: BlobKind::Data,
+            compression: Compression::Zstd,
+            frame_offset,
+            frame_len,
+            offset_in_frame: 0,
+            raw_len,
+        };
+        let entries = [
+            entry(1, 0, 100, 300),
+            entry(2, 0, 100, 100),
+            entry(3, 100, 300, 600),
+        ];
+        let live =
+            |ids: &[(u8, PackId)]| -> Live { ids.iter().map(|&(n, p)| (id(n), p)).collect() };
+        // All live: kept, all 400 stored bytes live.
+        let all = live(&[(1, pack), (2, pack), (3, pack)]);
+        assert_eq!(judge(&pack, &entries, &all, 0.8), (Action::Keep, 400));
+        // Chunk 3 dead: 75 of the first frame's 100 bytes live (300 of 400 raw).
+        let some = live(&[(1, pack)]);
+        assert_eq!(judge(&pack, &entries, &some, 0.8), (Action::Rewrite, 75));
+        assert_eq!(judge(&pack, &entries, &some, 0.1), (Action::Keep, 75));
+        // Live, but the index serves them from another pack: nothing here is.
+        let elsewhere = live(&[(1, other), (2, other), (3, other)]);
+        assert_eq!(judge(&pack, &entries, &elsewhere, 0.0), (Action::Delete, 0));
+        assert_eq!(
+            judge(&pack, &entries, &Live::new(), 0.8),
+            (Action::Delete, 0)
+        );
+        // A threshold of 1 rewrites any pack with a dead byte.
+        let most = live(&[(1, pack), (3, pack)]);
+        assert_eq!(judge(&pack, &entries, &most, 1.0), (Action::Rewrite, 375));
+    }
 
     #[test]
     fn threshold_is_validated_before_anything_is_read() {

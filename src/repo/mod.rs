@@ -109,6 +109,12 @@ impl Repository {
             .ctx(|| format!("writing {}", storage.describe("config.json")))
     }
 
+    /// Whether the local directory `root` holds a repository (its
+    /// `config.json`; whether that is valid, opening tells).
+    pub fn exists_at(root: &Path) -> bool {
+        root.join("config.json").is_file()
+    }
+
     /// Opens the existing repository in the local directory `root`.
     pub fn open(root: &Path, opts: OpenOptions) -> Result<Repository, RepoError> {
         let root = &std::path::absolute(root).ctx(|| format!("resolving {}", root.display()))?;
@@ -567,3 +573,6 @@ impl SnapshotList {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,179 @@
+//! The writer, reader, index and delta code on the in-memory storage: no
+//! directory, no fsync, the same code paths a local repository takes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::delta::{DeltaEncoder, FAST_LEVEL};
+use super::pack::BlobKind;
+use super::reader::BlobReader;
+use super::storage::memory::Memory;
+use super::writer::BlobWriter;
+use super::*;
+use crate::id::ChunkId;
+
+fn memory_repo() -> (Memory, tempfile::TempDir, Repository) {
+    let mem = Memory::new();
+    let index = tempfile::tempdir().unwrap();
+    Repository::init_in(&mem, index.path()).unwrap();
+    let repo = Repository::open_in(
+        Arc::new(mem.clone()),
+        index.path(),
+        OpenOptions {
+            lock: Some(LockMode::Exclusive),
+            lock_wait: Duration::from_secs(1),
+        },
+    )
+    .unwrap();
+    (mem, index, repo)
+}
+
+/// A 4 KiB page of text-like bytes, different per `salt`.
+fn page(salt: u8) -> Vec<u8> {
+    let mut page = vec![0u8; 4096];
+    blake3::Hasher::new()
+        .update(&[salt])
+        .finalize_xof()
+        .fill(&mut page);
+    page.iter_mut().for_each(|b| *b = b'a' + *b % 26);
+    page
+}
+
+#[test]
+fn blobs_are_stored_once_and_read_back_verified() {
+    let (mem, _index, repo) = memory_repo();
+    let mut writer = BlobWriter::new(&repo).unwrap();
+    let a = writer.add(BlobKind::Data, &page(1)).unwrap();
+    let b = writer.add(BlobKind::Data, &page(2)).unwrap();
+    assert_eq!(writer.add(BlobKind::Data, &page(1)).unwrap(), a);
+    let stats = writer.commit().unwrap();
+    assert_eq!((stats.chunks, stats.chunks_new), (3, 2));
+    // One pack object, listed with its size, and in the index.
+    let packs = repo.pack_files().unwrap();
+    assert_eq!(packs.len(), 1);
+    assert_eq!(repo.index().unwrap().packs().unwrap(), packs);
+    assert!(mem.list("packs/").unwrap()[0].name.ends_with(".pack"));
+    let mut reader = BlobReader::new(&repo).unwrap();
+    assert_eq!(reader.read(&a).unwrap(), page(1));
+    assert_eq!(reader.read(&b).unwrap(), page(2));
+    // A second writer finds both in the index and stores nothing.
+    let mut writer = BlobWriter::new(&repo).unwrap();
+    writer.add(BlobKind::Data, &page(2)).unwrap();
+    assert_eq!(writer.commit().unwrap().chunks_new, 0);
+    assert_eq!(repo.pack_files().unwrap().len(), 1);
+}
+
+#[test]
+fn deltas_read_back_through_their_base() {
+    let (_mem, _index, repo) = memory_repo();
+    let base = page(1);
+    let mut writer = BlobWriter::new(&repo).unwrap();
+    let base_id = writer.add(BlobKind::Data, &base).unwrap();
+    writer.commit().unwrap();
+    let mut changed = base.clone();
+    changed[100..120].copy_from_slice(b"twenty changed bytes");
+    let id = ChunkId::of(&changed);
+    let delta = DeltaEncoder::new(&repo, FAST_LEVEL)
+        .unwrap()
+        .encode(id, &changed, base_id)
+        .unwrap()
+        .expect("a small change pays as a delta");
+    assert!(delta.len() < 200, "{} bytes", delta.len());
+    let mut writer = BlobWriter::new(&repo).unwrap();
+    writer.add_with_base(id, &changed, Some(delta)).unwrap();
+    assert_eq!(writer.commit().unwrap().chunks_delta, 1);
+    let mut reader = BlobReader::new(&repo).unwrap();
+    assert_eq!(reader.read_with_depth(&id).unwrap(), (changed, 1));
+}
+
+#[test]
+fn damaged_packs_are_errors_that_name_them() {
+    let (mem, _index, repo) = memory_repo();
+    let mut writer = BlobWriter::new(&repo).unwrap();
+    let id = writer.add(BlobKind::Data, &page(3)).unwrap();
+    writer.commit().unwrap();
+    let name = mem.list("packs/").unwrap()[0].name.clone();
+    let mut bytes = mem.get(&name).unwrap();
+    bytes[10] ^= 0xff; // inside the first frame
+    mem.tamper(&name, bytes);
+    let err = BlobReader::new(&repo).unwrap().read(&id).unwrap_err();
+    assert!(matches!(err, RepoError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains(&name), "{err}");
+    // Gone altogether: the pack is missing, by name.
+    mem.delete(&name).unwrap();
+    let err = BlobReader::new(&repo).unwrap().read(&id).unwrap_err();
+    assert!(matches!(err, RepoError::PackMissing { .. }), "{err}");
+}
+
+#[test]
+fn the_index_is_rebuilt_from_the_pack_tables() {
+    let (_mem, index_dir, mut repo) = memory_repo();
+    let mut writer = BlobWriter::new(&repo).unwrap();
+    let ids: Vec<ChunkId> = (0..20)
+        .map(|i| writer.add(BlobKind::Data, &page(i)).unwrap())
+        .collect();
+    writer.commit().unwrap();
+    let before = repo.index().unwrap().view().unwrap().all().unwrap();
+    // An empty index in its place, then the repair.
+    repo.replace_index(|_| Ok(())).unwrap();
+    assert!(
+        repo.index()
+            .unwrap()
+            .view()
+            .unwrap()
+            .all()
+            .unwrap()
+            .is_empty()
+    );
+    let report = crate::commands::maintenance::repair_index(&mut repo).unwrap();
+    assert_eq!(report.chunks_indexed, 20);
+    assert_eq!(repo.index().unwrap().view().unwrap().all().unwrap(), before);
+    let mut reader = BlobReader::new(&repo).unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(reader.read(id).unwrap(), page(i as u8));
+    }
+    // The rebuild happened beside the index, which is all that is left there.
+    let files: Vec<_> = std::fs::read_dir(index_dir.path()).unwrap().collect();
+    assert_eq!(files.len(), 1);
+}
+
+#[test]
+fn snapshots_markers_and_gc_time_are_objects() {
+    let (mem, _index, repo) = memory_repo();
+    let snap = snapshot::Snapshot {
+        version: snapshot::SNAPSHOT_VERSION,
+        time: jiff::Timestamp::from_second(1_700_000_000).unwrap(),
+        source: snapshot::SourceKind::Sqlite,
+        label: Some("x".into()),
+        name: None,
+        hostname: "test".into(),
+        files: Vec::new(),
+        stats: Default::default(),
+        postgres: None,
+        stream: None,
+    };
+    let id = repo.commit_snapshot(&snap).unwrap();
+    assert_eq!(
+        repo.commit_snapshot(&snap).unwrap(),
+        id,
+        "committing again is the same"
+    );
+    let list = repo.snapshots().unwrap();
+    assert_eq!(list.ok.len(), 1);
+    repo.set_protected(&id, true).unwrap();
+    repo.set_protected(&id, true).unwrap();
+    assert!(repo.protected().unwrap().contains(&id));
+    repo.set_protected(&id, false).unwrap();
+    assert!(repo.protected().unwrap().is_empty());
+    assert_eq!(repo.last_gc().unwrap(), None);
+    let t = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+    repo.record_gc(t).unwrap();
+    repo.record_gc(t).unwrap();
+    assert_eq!(repo.last_gc().unwrap(), Some(t));
+    // A damaged snapshot object is listed as damaged, not skipped or trusted.
+    mem.tamper(&storage::snapshot_name(&id), b"{".to_vec());
+    let list = repo.snapshots().unwrap();
+    assert_eq!((list.ok.len(), list.damaged.len()), (0, 1));
+    repo.remove_snapshot(&id).unwrap();
+    assert!(repo.snapshots().unwrap().damaged.is_empty());
+}
