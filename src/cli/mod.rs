@@ -27,6 +27,7 @@ use repository::{create_default_repository, open, repo_path, run_repository};
 
 pub use args::{BackupSource, CheckTarget, Cli, Command, RepairTarget, WalAction};
 
+use crate::commands::Operation;
 use crate::commands::backup::{BackupOptions, backup_sqlite, validate_sqlite_sources};
 use crate::commands::check::{CheckOptions, check, short_ids};
 use crate::commands::forget::{ForgetOptions, forget};
@@ -37,7 +38,6 @@ use crate::commands::pitr::archive_view;
 use crate::commands::stream::{StreamOptions, backup_stream, default_dump_name, pg_dump_command};
 use crate::error::{Error, RepoError, exit};
 use crate::pipeline::store::settle_index;
-use crate::repo::lock::LockMode;
 use crate::repo::snapshot::SourceKind;
 use crate::repo::{OpenOptions, Repository};
 use crate::retention::Policy;
@@ -146,7 +146,7 @@ fn stream_backup(
 ) -> Result<(), CliError> {
     crate::commands::stream::check_command(&opts.command)?;
     create_default_repository(cli)?;
-    let mut repo = open(cli, Some(LockMode::Exclusive))?;
+    let mut repo = open(cli, Operation::Backup.lock())?;
     let (id, snap) = backup_stream(&repo, opts)?;
     let value = snapshot_json(&id.to_hex(), &snap);
     emit(w, cli, json, &value, |w| report::print_backup(w, id, &snap))?;
@@ -192,7 +192,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             // Validate every input before the repository is touched.
             let dbs = validate_sqlite_sources(dbs)?;
             create_default_repository(cli)?;
-            let mut repo = open(cli, Some(LockMode::Exclusive))?;
+            let mut repo = open(cli, Operation::Backup.lock())?;
             let opts = BackupOptions {
                 label: label.clone(),
                 name: None,
@@ -215,7 +215,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 },
         } => {
             let pgdata = crate::commands::pg_backup::validate_pgdata(pgdata)?;
-            let mut repo = open(cli, Some(LockMode::Exclusive))?;
+            let mut repo = open(cli, Operation::Backup.lock())?;
             let opts = PgBackupOptions {
                 pgdata,
                 conninfo: conn
@@ -311,7 +311,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 .map(|t| crate::time::parse_time(t, &jiff::tz::TimeZone::system()))
                 .transpose()
                 .map_err(Error::Usage)?;
-            let repo = open(cli, None)?;
+            let repo = open(cli, Operation::List.lock())?;
             let mut list = repo.snapshots()?;
             for (id, why) in &list.damaged {
                 eprintln!(
@@ -347,7 +347,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             target: Some(CheckTarget::Postgres { conn, wait, json }),
             ..
         } => {
-            let repo = open(cli, None)?;
+            let repo = open(cli, Operation::List.lock())?;
             let conninfo = conn
                 .clone()
                 .unwrap_or_else(crate::source::postgres::default_conninfo);
@@ -381,7 +381,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             read_data,
             json,
         } => {
-            let repo = open(cli, Some(LockMode::Shared))?;
+            let repo = open(cli, Operation::Read.lock())?;
             let report = check(
                 &repo,
                 &CheckOptions {
@@ -411,7 +411,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             }
         }
         Command::Stats { json } => {
-            let repo = open(cli, Some(LockMode::Shared))?;
+            let repo = open(cli, Operation::Read.lock())?;
             let s = stats(&repo)?;
             emit(&mut w, cli, *json, &s, |w| report::print_stats(w, &s))?;
         }
@@ -451,12 +451,11 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 dry_run: *dry_run,
             };
             opts.validate()?;
-            let lock = if *dry_run {
-                LockMode::Shared
-            } else {
-                LockMode::Exclusive
+            let op = match *dry_run {
+                true => Operation::Read,
+                false => Operation::Maintain,
             };
-            let repo = open(cli, Some(lock))?;
+            let repo = open(cli, op.lock())?;
             let plans = forget(&repo, &opts)?;
             emit(&mut w, cli, *json, &plans, |w| {
                 print_forget(w, &plans, *dry_run)
@@ -464,7 +463,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
         }
         Command::Protect { ids } | Command::Unprotect { ids } => {
             let on = matches!(cli.command, Command::Protect { .. });
-            let repo = open(cli, Some(LockMode::Exclusive))?;
+            let repo = open(cli, Operation::Maintain.lock())?;
             let changed = crate::commands::forget::protect(&repo, ids, on)?;
             let verb = if on {
                 "protected"
@@ -487,7 +486,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 repack_threshold: *repack_threshold,
             };
             opts.validate()?;
-            let mut repo = open(cli, Some(LockMode::Exclusive))?;
+            let mut repo = open(cli, Operation::Maintain.lock())?;
             let report = gc(&mut repo, &opts)?;
             emit(&mut w, cli, *json, &report, |w| print_gc(w, &report))?;
         }
@@ -529,7 +528,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             let mut repo = Repository::open(
                 &path,
                 OpenOptions {
-                    lock: Some(LockMode::Exclusive),
+                    lock: Operation::Backup.lock(),
                     lock_wait: Duration::from_secs(cli.lock_wait),
                 },
             )?;
@@ -559,11 +558,11 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 Some(cfg) => Repository::open(
                     &run_repository(cfg, cli),
                     OpenOptions {
-                        lock: None,
+                        lock: Operation::List.lock(),
                         lock_wait: Duration::ZERO,
                     },
                 )?,
-                None => open(cli, None)?,
+                None => open(cli, Operation::List.lock())?,
             };
             let configured = cfg.map(|c| c.sources).unwrap_or_default();
             let report = crate::commands::status::status(
@@ -592,7 +591,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
         Command::Repair {
             what: RepairTarget::CompactIndex,
         } => {
-            let mut repo = open(cli, Some(LockMode::Exclusive))?;
+            let mut repo = open(cli, Operation::Maintain.lock())?;
             let started = std::time::Instant::now();
             match repo.compact_index(0.0)? {
                 Some((before, after)) if !cli.quiet => out(writeln!(
@@ -608,7 +607,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
         Command::Repair {
             what: RepairTarget::Index,
         } => {
-            let mut repo = open(cli, Some(LockMode::Exclusive))?;
+            let mut repo = open(cli, Operation::Maintain.lock())?;
             let report = repair_index(&mut repo)?;
             for (pack, why) in &report.packs_skipped {
                 eprintln!("rewindb: warning: pack {pack} skipped: {why}");

@@ -12,7 +12,6 @@ use crate::commands::pitr::RecoveryTarget;
 use crate::commands::restore::Verify;
 use crate::commands::restore_plan::{self, Plan, RestoreRequest, Restored};
 use crate::error::Error;
-use crate::repo::lock::LockMode;
 use crate::selection::{Selector, kind_name};
 use crate::time::show;
 
@@ -98,7 +97,7 @@ pub fn restore(cli: &Cli, w: &mut impl Write) -> Result<(), CliError> {
         rewindb_path,
         archive_mode: archive_mode.parse().map_err(Error::Usage)?,
     };
-    let repo = open(cli, Some(LockMode::Shared))?;
+    let repo = open(cli, crate::commands::Operation::Read.lock())?;
     let list = repo.snapshots()?;
     let plan = restore_plan::plan(&repo, &list, &req)?;
     if *dry_run {

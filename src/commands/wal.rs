@@ -105,7 +105,7 @@ fn open_unlocked(repo_root: &Path) -> Result<crate::repo::Repository, RepoError>
     crate::repo::Repository::open(
         repo_root,
         crate::repo::OpenOptions {
-            lock: None,
+            lock: crate::commands::Operation::List.lock(),
             lock_wait: std::time::Duration::ZERO,
         },
     )
