@@ -528,7 +528,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             let mut repo = Repository::open(
                 &path,
                 OpenOptions {
-                    lock: Operation::Backup.lock(),
+                    lock: Operation::Maintain.lock(),
                     lock_wait: Duration::from_secs(cli.lock_wait),
                 },
             )?;

@@ -22,10 +22,10 @@ use crate::repo::lock::LockMode;
 /// (one place, so that a caller other than the CLI takes the same ones).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Operation {
-    /// A backup of any source, `run`: adds packs and a snapshot and writes
-    /// the index.
+    /// A backup of any source: adds packs and a snapshot and writes the index.
     Backup,
-    /// `forget`, `protect`, `gc`, `repair`: removes or rewrites what others read.
+    /// `forget`, `protect`, `gc`, `repair`, and `run` (which applies
+    /// retention and runs gc): removes or rewrites what others read.
     Maintain,
     /// `restore`, `check`, `stats`, `forget --dry-run`: read the index, which
     /// a writer must not change under them.
@@ -40,7 +40,8 @@ impl Operation {
     /// The lock to open the repository with (`None`: no lock).
     pub fn lock(self) -> Option<LockMode> {
         match self {
-            Operation::Backup | Operation::Maintain => Some(LockMode::Exclusive),
+            Operation::Backup => Some(LockMode::Append),
+            Operation::Maintain => Some(LockMode::Exclusive),
             Operation::Read => Some(LockMode::Shared),
             Operation::List => None,
         }

@@ -12,10 +12,23 @@ use crate::error::{IoContext, RepoError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LockMode {
-    /// Writers: backup, repair. Excludes everyone else.
+    /// Removers and rewriters: forget, gc, repair, `run`. Excludes everyone else.
     Exclusive,
+    /// Backups: add objects and write the index. Where the index lives with
+    /// the objects (a local repository) this is `Exclusive`; where each
+    /// machine has its own index cache (object storage) it excludes only
+    /// `Exclusive` holders on the repository, and other writers of the same
+    /// cache.
+    Append,
     /// Readers: restore, check, stats. Exclude writers only.
     Shared,
+}
+
+impl LockMode {
+    /// Whether the holder may write the index.
+    pub fn writes_index(self) -> bool {
+        matches!(self, LockMode::Exclusive | LockMode::Append)
+    }
 }
 
 /// Held for as long as the value lives.
@@ -38,7 +51,7 @@ impl RepoLock {
         let mut announced = false;
         loop {
             let attempt = match mode {
-                LockMode::Exclusive => file.try_lock(),
+                LockMode::Exclusive | LockMode::Append => file.try_lock(),
                 LockMode::Shared => file.try_lock_shared(),
             };
             match attempt {

@@ -7,6 +7,7 @@
 //! reads and verifies them. The layout and byte formats are in
 //! `docs/format.md`; the promises the code keeps are in `docs/ARCHITECTURE.md`.
 
+pub mod cache;
 pub mod config;
 pub mod delta;
 pub mod fsutil;
@@ -14,6 +15,7 @@ pub mod index;
 pub mod lock;
 pub mod pack;
 pub mod reader;
+pub mod rebuild;
 pub mod snapshot;
 pub mod storage;
 pub mod wal;
@@ -47,6 +49,8 @@ pub struct Repository {
     index: std::sync::OnceLock<Index>,
     mode: Option<LockMode>,
     lease: Option<Lease>,
+    /// The index cache's own lock, when the index is not in the repository.
+    cache_lock: Option<lock::RepoLock>,
 }
 
 /// How to open a repository.
@@ -72,6 +76,9 @@ impl Repository {
     /// missing or empty (see [`LocalDir::create`]: a killed `init` leaves
     /// nothing that is taken for a repository).
     pub fn init(root: &Path) -> Result<(), RepoError> {
+        if let Some(remote) = cache::remote(root)? {
+            return cache::init_remote(remote.as_ref());
+        }
         let root = &std::path::absolute(root).ctx(|| format!("resolving {}", root.display()))?;
         LocalDir::create(root, |staged| {
             let dir = staged.root();
@@ -109,14 +116,28 @@ impl Repository {
             .ctx(|| format!("writing {}", storage.describe("config.json")))
     }
 
-    /// Whether the local directory `root` holds a repository (its
-    /// `config.json`; whether that is valid, opening tells).
+    /// Whether `root` holds a repository (its `config.json`; whether that is
+    /// valid, opening tells). A remote one is assumed to: opening tells.
     pub fn exists_at(root: &Path) -> bool {
-        root.join("config.json").is_file()
+        cache::is_remote(root) || root.join("config.json").is_file()
     }
 
     /// Opens the existing repository in the local directory `root`.
     pub fn open(root: &Path, opts: OpenOptions) -> Result<Repository, RepoError> {
+        Self::open_cached(root, None, opts)
+    }
+
+    /// Opens the repository at `root`: a local directory, or
+    /// `s3://BUCKET/PREFIX`, whose index is cached under `cache_root`
+    /// ([`cache::default_root`] if `None`).
+    pub fn open_cached(
+        root: &Path,
+        cache_root: Option<&Path>,
+        opts: OpenOptions,
+    ) -> Result<Repository, RepoError> {
+        if let Some(remote) = cache::remote(root)? {
+            return cache::open_remote(remote, cache_root, opts);
+        }
         let root = &std::path::absolute(root).ctx(|| format!("resolving {}", root.display()))?;
         if !root.exists() {
             return Err(RepoError::NotFound {
@@ -177,12 +198,16 @@ impl Repository {
             index: std::sync::OnceLock::new(),
             mode: opts.lock,
             lease,
+            cache_lock: None,
         };
+        let local = repo.storage.local_dir() == Some(index_dir);
         match opts.lock {
+            // The index of a repository kept elsewhere is this machine's cache.
+            Some(_) if !local => repo.prepare_cache(opts.lock_wait)?,
             Some(LockMode::Shared) => repo.recover_index_for_readers(opts.lock_wait)?,
             // Under the exclusive lock nobody else stages objects (but `wal
             // push`, whose uploads are left alone here).
-            Some(LockMode::Exclusive) => {
+            Some(LockMode::Exclusive | LockMode::Append) => {
                 repo.storage
                     .remove_abandoned(None)
                     .ctx(|| format!("removing temporary files in {}", repo.location()))?;
@@ -243,8 +268,7 @@ impl Repository {
     pub fn index(&self) -> Result<&Index, RepoError> {
         if self.index.get().is_none() {
             let writable = match self.mode {
-                Some(LockMode::Exclusive) => true,
-                Some(LockMode::Shared) => false,
+                Some(mode) => mode.writes_index(),
                 None => panic!("the index needs a repository lock"),
             };
             let _ = self.index.set(Index::open(&self.index_path(), writable)?);
@@ -265,7 +289,7 @@ impl Repository {
     /// replaced free, and the file grows by them). Returns (before, after)
     /// file lengths when it compacted.
     pub fn compact_index(&mut self, min_fraction: f64) -> Result<Option<(u64, u64)>, RepoError> {
-        assert!(self.is_exclusive(), "compaction needs the exclusive lock");
+        assert!(self.writes_index(), "compaction needs a writer's lock");
         let path = self.index_path();
         let index = match self.index.get_mut() {
             Some(index) => index,
@@ -302,6 +326,11 @@ impl Repository {
         let dest = self.index_path();
         std::fs::rename(&building, &dest).ctx(|| format!("replacing {}", dest.display()))?;
         fsutil::sync_dir(&self.index_dir).ctx(|| format!("syncing {}", self.index_dir.display()))
+    }
+
+    /// Whether this handle may write the index (`Exclusive` or `Append`).
+    pub fn writes_index(&self) -> bool {
+        self.mode.is_some_and(LockMode::writes_index)
     }
 
     /// Whether this handle holds the exclusive lock.
@@ -358,34 +387,24 @@ impl Repository {
 
     /// Every pack present in the repository, with its size, by id.
     pub fn pack_files(&self) -> Result<Vec<(PackId, u64)>, RepoError> {
-        let mut out: Vec<(PackId, u64)> = self
-            .storage
-            .list("packs/")
-            .ctx(|| format!("listing the packs of {}", self.location()))?
-            .into_iter()
-            .filter_map(|o| Some((storage::id_in_name(&o.name, ".pack")?, o.size)))
-            .collect();
-        out.sort_by_key(|(id, _)| *id);
-        Ok(out)
+        rebuild::pack_files(self.storage.as_ref())
     }
 
     /// Reads and validates a pack's entry table without reading its blobs.
     pub fn read_pack_table(&self, pack: &PackId, len: u64) -> Result<Vec<BlobEntry>, String> {
-        let file = self
-            .storage
-            .open(&storage::pack_name(pack))
-            .map_err(|e| e.to_string())?;
-        if len < pack::TRAILER_LEN as u64 {
-            return Err("too short to be a pack".into());
-        }
-        let mut trailer = [0u8; pack::TRAILER_LEN];
-        file.read_at(&mut trailer, len - pack::TRAILER_LEN as u64)
-            .map_err(|e| e.to_string())?;
-        let (table_len, hash) = pack::decode_trailer(len, &trailer).map_err(|e| e.0)?;
-        let mut table = vec![0u8; table_len];
-        file.read_at(&mut table, len - (pack::TRAILER_LEN + table_len) as u64)
-            .map_err(|e| e.to_string())?;
-        pack::decode_entries(len, &table, &hash).map_err(|e| e.0)
+        rebuild::read_pack_table(self.storage.as_ref(), pack, len)
+    }
+
+    /// Rebuilds the index from the packs' tables (`repair index`), beside
+    /// the old one, which it then replaces.
+    pub fn rebuild_index(&mut self) -> Result<rebuild::RepairReport, RepoError> {
+        let storage = self.storage.clone();
+        let mut report = None;
+        self.replace_index(|index| {
+            report = Some(rebuild::rebuild(storage.as_ref(), index)?);
+            Ok(())
+        })?;
+        Ok(report.expect("set by the rebuild"))
     }
 
     /// Makes a snapshot visible. Call only once everything it references is durable.
@@ -417,12 +436,15 @@ impl Repository {
         Ok(Some(last.time))
     }
 
-    /// Records that a gc finished at `time` (read by `run` to space gc runs).
+    /// Records that a gc finished at `time` (read by `run` to space gc runs,
+    /// and by other machines' caches, which rebuild after a gc).
     pub fn record_gc(&self, time: jiff::Timestamp) -> Result<(), RepoError> {
         let bytes = serde_json::to_vec(&serde_json::json!({ "time": time })).expect("serialises");
         self.storage
             .replace("gc.json", &bytes)
-            .ctx(|| format!("writing {}", self.describe("gc.json")))
+            .ctx(|| format!("writing {}", self.describe("gc.json")))?;
+        // This machine's cache saw the gc it ran.
+        self.cache_saw_gc(&bytes)
     }
 
     /// How an object is named in messages.

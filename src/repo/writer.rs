@@ -49,7 +49,7 @@ pub struct BlobWriter<'r> {
 impl<'r> BlobWriter<'r> {
     /// Needs a repository opened with the exclusive lock.
     pub fn new(repo: &'r Repository) -> Result<Self, RepoError> {
-        assert!(repo.is_exclusive(), "writing needs the exclusive lock");
+        assert!(repo.writes_index(), "writing needs a writer's lock");
         let view = repo.index()?.view()?;
         let compressor = zstd::bulk::Compressor::new(repo.config().compression_level)
             .ctx(|| "starting zstd".into())?;

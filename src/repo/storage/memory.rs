@@ -35,7 +35,7 @@ impl Drop for Held {
         let mut held = self.state.held.lock().expect("lock state");
         match self.mode {
             LockMode::Shared => held.0 -= 1,
-            LockMode::Exclusive => held.1 = false,
+            LockMode::Exclusive | LockMode::Append => held.1 = false,
         }
         self.state.changed.notify_all();
     }
@@ -171,12 +171,12 @@ impl Storage for Memory {
         loop {
             let free = match mode {
                 LockMode::Shared => !held.1,
-                LockMode::Exclusive => !held.1 && held.0 == 0,
+                LockMode::Exclusive | LockMode::Append => !held.1 && held.0 == 0,
             };
             if free {
                 match mode {
                     LockMode::Shared => held.0 += 1,
-                    LockMode::Exclusive => held.1 = true,
+                    LockMode::Exclusive | LockMode::Append => held.1 = true,
                 }
                 return Ok(Lease::new(Held {
                     state: self.lock.clone(),

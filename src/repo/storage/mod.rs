@@ -30,6 +30,7 @@
 pub mod fault;
 pub mod local;
 pub mod memory;
+pub mod s3;
 
 use std::io;
 use std::path::Path;

@@ -1,0 +1,510 @@
+//! A repository in an S3-compatible bucket: `s3://BUCKET/PREFIX`, each object
+//! at `PREFIX/<name>` (AWS, Backblaze B2, Cloudflare R2, MinIO, Ceph,
+//! SeaweedFS...).
+//!
+//! The client is `object_store` (see `docs/ARCHITECTURE.md`, "Dependencies"):
+//! credentials, region and endpoint come from the standard `AWS_*` variables;
+//! a create-only put is a PUT with `If-None-Match: *`; requests that time out,
+//! are reset or answered 5xx / `SlowDown` are retried with backoff within a
+//! bounded total time. Calls are made on a small runtime this backend owns,
+//! so the rest of rewindb stays synchronous.
+//!
+//! Locks are lease objects (`docs/format.md`, "Lock"): `locks/<mode>-<id>`,
+//! created create-only, rewritten every [`REFRESH`] while held, deleted on
+//! release, and dead once the bucket's own clock says they are older than
+//! [`lease_ttl`]. A killed holder therefore blocks others for at most that long.
+
+use std::future::Future;
+use std::io;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    BackoffConfig, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+};
+
+use super::{Lease, Object, ObjectInfo, Storage};
+use crate::error::RepoError;
+use crate::repo::lock::LockMode;
+
+/// How often a held lease is rewritten.
+const REFRESH: Duration = Duration::from_secs(30);
+/// Bytes fetched at once when a pack is read in pieces: a restore reads a
+/// pack's frames in order, so one request serves many of them.
+const READ_WINDOW: u64 = 4 << 20;
+
+/// How long a lease lives without a refresh (`REWINDB_LEASE_SECS` shortens it
+/// in tests; it must stay well above [`REFRESH`] in use).
+pub fn lease_ttl() -> Duration {
+    let secs = std::env::var("REWINDB_LEASE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    Duration::from_secs(secs)
+}
+
+struct Inner {
+    store: AmazonS3,
+    /// `""` or `"prefix/"`.
+    prefix: String,
+    url: String,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Inner {
+    fn block<F: Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    fn path(&self, name: &str) -> ObjectPath {
+        ObjectPath::from(format!("{}{name}", self.prefix))
+    }
+
+    /// The object name of a listed path (its prefix taken off).
+    fn name_of<'a>(&self, path: &'a ObjectPath) -> Option<&'a str> {
+        path.as_ref().strip_prefix(self.prefix.as_str())
+    }
+}
+
+/// A bucket (and prefix) holding a repository.
+#[derive(Clone)]
+pub struct S3 {
+    inner: Arc<Inner>,
+}
+
+/// What `s3://BUCKET/PREFIX` names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3Url {
+    pub bucket: String,
+    pub prefix: String,
+}
+
+impl S3Url {
+    /// Parses `s3://BUCKET` or `s3://BUCKET/PREFIX`; `None` for anything else.
+    pub fn parse(url: &str) -> Option<Result<S3Url, String>> {
+        let rest = url.strip_prefix("s3://")?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let prefix = prefix.trim_matches('/');
+        if bucket.is_empty() {
+            return Some(Err(format!(
+                "{url}: no bucket (expected s3://BUCKET/PREFIX)"
+            )));
+        }
+        if prefix.split('/').any(|p| p == "." || p == "..") {
+            return Some(Err(format!("{url}: the prefix may not contain . or ..")));
+        }
+        Some(Ok(S3Url {
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+        }))
+    }
+}
+
+impl std::fmt::Display for S3Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.prefix.is_empty() {
+            true => write!(f, "s3://{}", self.bucket),
+            false => write!(f, "s3://{}/{}", self.bucket, self.prefix),
+        }
+    }
+}
+
+fn io_error(e: object_store::Error) -> io::Error {
+    match e {
+        object_store::Error::NotFound { .. } => io::Error::new(io::ErrorKind::NotFound, e),
+        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
+            io::Error::new(io::ErrorKind::AlreadyExists, e)
+        }
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => {
+            io::Error::new(io::ErrorKind::PermissionDenied, e)
+        }
+        e => io::Error::other(e),
+    }
+}
+
+impl S3 {
+    /// A client for `url`, configured from the `AWS_*` environment
+    /// (`AWS_ENDPOINT_URL` for S3-compatible servers, which are addressed
+    /// path-style; an `http://` endpoint is allowed because it is written out).
+    pub fn new(url: &S3Url) -> Result<S3, RepoError> {
+        let bad = |reason: String| RepoError::NotFound {
+            path: url.to_string().into(),
+            reason,
+        };
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(&url.bucket);
+        let endpoint = std::env::var("AWS_ENDPOINT_URL")
+            .or_else(|_| std::env::var("AWS_ENDPOINT_URL_S3"))
+            .ok();
+        if let Some(endpoint) = &endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"))
+                .with_virtual_hosted_style_request(false);
+        }
+        if std::env::var_os("AWS_REGION").is_none()
+            && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+        {
+            builder = builder.with_region("us-east-1");
+        }
+        let retry = RetryConfig {
+            backoff: BackoffConfig::default(),
+            max_retries: 8,
+            retry_timeout: Duration::from_secs(120),
+        };
+        let store = builder
+            .with_retry(retry)
+            .build()
+            .map_err(|e| bad(format!("cannot configure the S3 client: {e}")))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| bad(format!("cannot start the I/O runtime: {e}")))?;
+        let prefix = match url.prefix.is_empty() {
+            true => String::new(),
+            false => format!("{}/", url.prefix),
+        };
+        Ok(S3 {
+            inner: Arc::new(Inner {
+                store,
+                prefix,
+                url: url.to_string(),
+                rt,
+            }),
+        })
+    }
+
+    fn list_meta(&self, dir: &str) -> io::Result<Vec<object_store::ObjectMeta>> {
+        let inner = &self.inner;
+        let prefix = inner.path(dir.trim_end_matches('/'));
+        let prefix = (!prefix.as_ref().is_empty()).then_some(prefix);
+        inner.block(async {
+            let mut out = Vec::new();
+            let mut stream = inner.store.list(prefix.as_ref());
+            while let Some(meta) = stream.next().await {
+                out.push(meta.map_err(io_error)?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn put_mode(&self, name: &str, data: &[u8], mode: PutMode) -> io::Result<()> {
+        let inner = &self.inner;
+        let payload = PutPayload::from(bytes::Bytes::copy_from_slice(data));
+        let opts = PutOptions {
+            mode,
+            ..PutOptions::default()
+        };
+        inner
+            .block(inner.store.put_opts(&inner.path(name), payload, opts))
+            .map(|_| ())
+            .map_err(io_error)
+    }
+}
+
+/// An object read in windows of [`READ_WINDOW`] bytes.
+struct S3Object {
+    inner: Arc<Inner>,
+    path: ObjectPath,
+    len: u64,
+    window: Mutex<Option<(u64, bytes::Bytes)>>,
+}
+
+impl Object for S3Object {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let end = offset + buf.len() as u64;
+        if end > self.len {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let mut window = self.window.lock().expect("window");
+        let hit = window
+            .as_ref()
+            .is_some_and(|(start, b)| *start <= offset && end <= start + b.len() as u64);
+        if !hit {
+            let range: Range<u64> =
+                offset..self.len.min(offset + READ_WINDOW.max(buf.len() as u64));
+            let bytes = self
+                .inner
+                .block(self.inner.store.get_range(&self.path, range))
+                .map_err(io_error)?;
+            *window = Some((offset, bytes));
+        }
+        let (start, bytes) = window.as_ref().expect("filled above");
+        let from = (offset - start) as usize;
+        buf.copy_from_slice(&bytes[from..from + buf.len()]);
+        Ok(())
+    }
+}
+
+impl Storage for S3 {
+    fn location(&self) -> String {
+        self.inner.url.clone()
+    }
+
+    fn describe(&self, name: &str) -> String {
+        format!("{}/{name}", self.inner.url)
+    }
+
+    fn put(&self, name: &str, data: &[u8]) -> io::Result<()> {
+        self.put_mode(name, data, PutMode::Create)
+    }
+
+    fn replace(&self, name: &str, data: &[u8]) -> io::Result<()> {
+        self.put_mode(name, data, PutMode::Overwrite)
+    }
+
+    fn get(&self, name: &str) -> io::Result<Vec<u8>> {
+        let inner = &self.inner;
+        inner.block(async {
+            let got = inner.store.get(&inner.path(name)).await.map_err(io_error)?;
+            Ok(got.bytes().await.map_err(io_error)?.to_vec())
+        })
+    }
+
+    fn open(&self, name: &str) -> io::Result<Box<dyn Object>> {
+        let inner = &self.inner;
+        let path = inner.path(name);
+        let meta = inner.block(inner.store.head(&path)).map_err(io_error)?;
+        Ok(Box::new(S3Object {
+            inner: inner.clone(),
+            path,
+            len: meta.size,
+            window: Mutex::new(None),
+        }))
+    }
+
+    fn get_range(&self, name: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let inner = &self.inner;
+        let range = offset..offset + len as u64;
+        let bytes = inner
+            .block(inner.store.get_range(&inner.path(name), range))
+            .map_err(io_error)?;
+        if bytes.len() != len {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(bytes.to_vec())
+    }
+
+    fn stat(&self, name: &str) -> io::Result<Option<u64>> {
+        let inner = &self.inner;
+        match inner.block(inner.store.head(&inner.path(name))) {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(io_error(e)),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> io::Result<Vec<ObjectInfo>> {
+        let dir = prefix.rfind('/').map_or("", |i| &prefix[..i]);
+        let mut out: Vec<ObjectInfo> = self
+            .list_meta(dir)?
+            .iter()
+            .filter_map(|m| {
+                let name = self.inner.name_of(&m.location)?;
+                (name.starts_with(prefix) && !name.starts_with("locks/")).then(|| ObjectInfo {
+                    name: name.to_string(),
+                    size: m.size,
+                })
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    fn groups(&self, prefix: &str) -> io::Result<Vec<String>> {
+        let inner = &self.inner;
+        let path = inner.path(prefix.trim_end_matches('/'));
+        let listed = inner
+            .block(inner.store.list_with_delimiter(Some(&path)))
+            .map_err(io_error)?;
+        let mut out: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    fn delete(&self, name: &str) -> io::Result<()> {
+        let inner = &self.inner;
+        match inner.block(inner.store.delete(&inner.path(name))) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(io_error(e)),
+        }
+    }
+
+    fn lock(&self, mode: LockMode, wait: Duration) -> Result<Lease, RepoError> {
+        acquire_lease(&self.inner, mode, wait)
+    }
+
+    fn remove_abandoned(&self, _: Option<Duration>) -> io::Result<u64> {
+        Ok(0) // a PUT is atomic: a killed upload leaves nothing visible
+    }
+}
+
+/// A held lease: refreshed by a thread until dropped, then deleted.
+struct HeldLease {
+    inner: Arc<Inner>,
+    name: String,
+    stop: Arc<AtomicBool>,
+    refresher: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.refresher.take() {
+            let _ = t.join();
+        }
+        let path = self.inner.path(&self.name);
+        if let Err(e) = self.inner.block(self.inner.store.delete(&path)) {
+            tracing::warn!(
+                "could not remove lease {}: {e} (it expires by itself)",
+                self.name
+            );
+        }
+    }
+}
+
+fn mode_tag(mode: LockMode) -> &'static str {
+    match mode {
+        LockMode::Exclusive => "x",
+        // Each machine's backups write only their own cache and create-only
+        // objects: a shared lease (the cache has its own local lock).
+        LockMode::Append | LockMode::Shared => "s",
+    }
+}
+
+/// Takes a lease: writes its own, then looks at the others (format.md, "Lock").
+fn acquire_lease(inner: &Arc<Inner>, mode: LockMode, wait: Duration) -> Result<Lease, RepoError> {
+    let ttl = lease_ttl();
+    let io_err = |e: io::Error| RepoError::Io {
+        context: format!("taking the lock of {}", inner.url),
+        source: e,
+    };
+    let start = Instant::now();
+    let mut attempt = 0u32;
+    loop {
+        let id = blake3::hash(
+            format!(
+                "{}|{}|{attempt}|{:?}",
+                std::process::id(),
+                jiff::Timestamp::now(),
+                std::thread::current().id()
+            )
+            .as_bytes(),
+        )
+        .to_hex()[..16]
+            .to_string();
+        let name = format!("locks/{}-{id}", mode_tag(mode));
+        let body = serde_json::json!({
+            "mode": mode_tag(mode),
+            "pid": std::process::id(),
+            "created": jiff::Timestamp::now(),
+        });
+        let path = inner.path(&name);
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        let payload = PutPayload::from(serde_json::to_vec(&body).expect("serialises"));
+        inner
+            .block(inner.store.put_opts(&path, payload, opts))
+            .map_err(|e| io_err(io_error(e)))?;
+        let conflict = inner.block(async {
+            let mine = inner.store.head(&path).await.map_err(io_error)?;
+            let now = mine.last_modified;
+            let locks = inner.path("locks");
+            let mut stream = inner.store.list(Some(&locks));
+            let mut conflict = false;
+            while let Some(meta) = stream.next().await {
+                let meta = meta.map_err(io_error)?;
+                if meta.location == path {
+                    continue;
+                }
+                let age = (now - meta.last_modified).to_std().unwrap_or_default();
+                if age > ttl {
+                    // Its holder died or was cut off: whoever meets it removes it.
+                    let _ = inner.store.delete(&meta.location).await;
+                    continue;
+                }
+                let theirs = meta.location.filename().unwrap_or_default();
+                if mode == LockMode::Exclusive || theirs.starts_with("x-") {
+                    conflict = true;
+                }
+            }
+            Ok::<bool, io::Error>(conflict)
+        });
+        let conflict = match conflict {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = inner.block(inner.store.delete(&path));
+                return Err(io_err(e));
+            }
+        };
+        if !conflict {
+            let stop = Arc::new(AtomicBool::new(false));
+            let refresher = {
+                let (inner, stop, name) = (inner.clone(), stop.clone(), name.clone());
+                std::thread::spawn(move || refresh(&inner, &name, &stop))
+            };
+            return Ok(Lease::new(HeldLease {
+                inner: inner.clone(),
+                name,
+                stop,
+                refresher: Some(refresher),
+            }));
+        }
+        let _ = inner.block(inner.store.delete(&path));
+        if start.elapsed() >= wait {
+            return Err(RepoError::Locked {
+                path: inner.url.clone().into(),
+                waited_secs: wait.as_secs(),
+            });
+        }
+        if attempt == 2 {
+            tracing::info!(
+                "waiting up to {}s for another rewindb process to release {}",
+                wait.as_secs(),
+                inner.url
+            );
+        }
+        attempt += 1;
+        // Two claimants that saw each other both step back, for different times.
+        let jitter = u64::from(blake3::hash(id.as_bytes()).as_bytes()[0]);
+        let backoff = Duration::from_millis((100 << attempt.min(4)) + jitter * 2);
+        std::thread::sleep(
+            backoff
+                .min(wait.saturating_sub(start.elapsed()))
+                .max(Duration::from_millis(10)),
+        );
+    }
+}
+
+/// Rewrites the lease every [`REFRESH`] until `stop`.
+fn refresh(inner: &Inner, name: &str, stop: &AtomicBool) {
+    let mut last = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(200));
+        if last.elapsed() < REFRESH.min(lease_ttl() / 4) {
+            continue;
+        }
+        last = Instant::now();
+        let body = serde_json::json!({ "refreshed": jiff::Timestamp::now() });
+        let payload = PutPayload::from(serde_json::to_vec(&body).expect("serialises"));
+        if let Err(e) = inner.block(inner.store.put(&inner.path(name), payload)) {
+            tracing::warn!("could not refresh lease {name}: {e}");
+        }
+    }
+}
