@@ -9,6 +9,7 @@ mod operate;
 mod pg;
 mod postgres;
 mod robustness;
+mod s3;
 mod selection;
 mod sqlite;
 mod timelines;

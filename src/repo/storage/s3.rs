@@ -152,10 +152,16 @@ impl S3 {
         {
             builder = builder.with_region("us-east-1");
         }
+        // Timeouts, resets, 5xx and SlowDown are retried with backoff, for
+        // at most this long in all (`REWINDB_S3_RETRY_SECS`, default 120).
+        let retry_secs = std::env::var("REWINDB_S3_RETRY_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(120);
         let retry = RetryConfig {
             backoff: BackoffConfig::default(),
-            max_retries: 8,
-            retry_timeout: Duration::from_secs(120),
+            max_retries: 10,
+            retry_timeout: Duration::from_secs(retry_secs),
         };
         let store = builder
             .with_retry(retry)
