@@ -143,7 +143,7 @@ fn http(port: u16, method: &str, path: &str) -> Option<u16> {
 /// needs to use it.
 pub struct Bucket {
     pub url: String,
-    port: u16,
+    pub port: u16,
     pub dir: tempfile::TempDir,
 }
 
@@ -474,4 +474,117 @@ fn bad_buckets_and_credentials_are_clear_errors() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn postgres_archives_into_s3_and_recovers_to_a_time() {
+    use crate::pg::{Cluster, PgFixture};
+    use std::os::unix::fs::PermissionsExt;
+    let b = Bucket::new("postgres");
+    b.ok("c", &["init"]);
+    let f = PgFixture::new();
+    // PostgreSQL runs archive_command and restore_command with its own
+    // environment: a wrapper gives them the bucket's credentials (as an
+    // operator would with an environment file).
+    let wrapper = f.path("rewindb-s3");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexport AWS_ACCESS_KEY_ID={ACCESS_KEY} AWS_SECRET_ACCESS_KEY={SECRET_KEY} \
+             AWS_ENDPOINT_URL=http://127.0.0.1:{}\nexec {} \"$@\"\n",
+            b.port,
+            f.bin().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut c = f.cluster("primary");
+    let mut conf = std::fs::OpenOptions::new()
+        .append(true)
+        .open(c.data.join("postgresql.conf"))
+        .unwrap();
+    writeln!(
+        conf,
+        "archive_command = '{} --repo {} wal push %p'",
+        wrapper.display(),
+        b.url
+    )
+    .unwrap();
+    drop(conf);
+    c.start();
+    c.sql(
+        "CREATE TABLE t (id bigserial PRIMARY KEY, v text); \
+         INSERT INTO t (v) SELECT repeat(md5(i::text), 3) FROM generate_series(1, 20000) i",
+    );
+    let data = c.data.to_str().unwrap().to_string();
+    let out = b.ok(
+        "c",
+        &[
+            "backup",
+            "postgres",
+            "--pgdata",
+            &data,
+            "--conn",
+            &c.conninfo(),
+        ],
+    );
+    assert!(out.contains("base backup"), "{out}");
+    c.sql("INSERT INTO t (v) SELECT 'after backup' FROM generate_series(1, 1234)");
+    std::thread::sleep(Duration::from_millis(100));
+    let t = c.sql("SELECT clock_timestamp()");
+    let at_t = c.sql("SELECT count(*) FROM t");
+    std::thread::sleep(Duration::from_millis(100));
+    c.sql("INSERT INTO t (v) SELECT 'after T' FROM generate_series(1, 999)");
+    c.sql("SELECT pg_create_restore_point('s3-test')");
+    let segment = c.sql("SELECT pg_walfile_name(pg_switch_wal())");
+    let sysid = c.system_identifier();
+    // Wait until the server has archived the segment into the bucket.
+    let fetched = b.path("fetched");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !b
+        .run(
+            "c",
+            &[
+                "wal",
+                "fetch",
+                "--system-id",
+                &sysid,
+                &segment,
+                fetched.to_str().unwrap(),
+            ],
+        )
+        .status
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{segment} never reached the bucket"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let to = c.root.join("at-t");
+    let out = b.run(
+        "c",
+        &[
+            "restore",
+            "--to",
+            to.to_str().unwrap(),
+            "--at",
+            &t,
+            "--rewindb-path",
+            wrapper.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let settings = std::fs::read_to_string(to.join("postgresql.auto.conf")).unwrap();
+    assert!(settings.contains(&b.url), "{settings}");
+    let mut r = Cluster::restored(&c.root, &to);
+    c.stop(); // same socket directory and port: one server at a time
+    r.start();
+    crate::postgres::wait_until_promoted(&r);
+    assert_eq!(r.sql("SELECT count(*) FROM t"), at_t, "rows at T");
 }
