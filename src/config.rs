@@ -276,7 +276,13 @@ pub fn load(path: &Path) -> Result<Loaded> {
         ));
     }
     Ok(Loaded {
-        repository: cfg.repository.map(|r| base.join(r)),
+        // A relative directory is relative to the config file; a URL is as written.
+        repository: cfg
+            .repository
+            .map(|r| match r.to_str().is_some_and(|t| t.contains("://")) {
+                true => r,
+                false => base.join(r),
+            }),
         gc_every,
         repack_threshold,
         sources,
@@ -311,7 +317,16 @@ pgdata = "/var/lib/postgresql/15/main"
 "#,
         )
         .unwrap();
-        assert!(cfg.repository.unwrap().ends_with("repo"));
+        assert!(cfg.repository.as_ref().unwrap().ends_with("repo"));
+        // A URL is kept as written, not joined to the config's directory.
+        let remote = load_str(
+            "repository = \"s3://bucket/crm\"\n[[sqlite]]\nname = \"crm\"\npaths = [\"/srv/crm.db\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            remote.repository.unwrap(),
+            std::path::PathBuf::from("s3://bucket/crm")
+        );
         assert!(cfg.gc_every.is_some());
         assert_eq!(cfg.sources.len(), 2);
         assert_eq!(cfg.sources[0].policy().daily, 7);

@@ -115,7 +115,13 @@ pub fn check_postgres(repo: &Repository, conninfo: &str, wait: Duration) -> Resu
     let wanted = format!("rewindb --repo {} wal push %p", repo.location());
     let calls_rewindb = words
         .first()
-        .is_some_and(|w| Path::new(w).file_name().is_some_and(|n| n == "rewindb"));
+        // `rewindb`, or a wrapper named like it that sets up its environment.
+        .is_some_and(|w| {
+            Path::new(w)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("rewindb"))
+        });
     let pushes = words.windows(3).any(|w| w == ["wal", "push", "%p"]);
     let repo_arg = words
         .windows(2)
@@ -126,10 +132,11 @@ pub fn check_postgres(repo: &Repository, conninfo: &str, wait: Duration) -> Resu
                 .iter()
                 .find_map(|w| w.strip_prefix("--repo=").map(PathBuf::from))
         });
-    let same_repo = repo_arg
-        .as_ref()
-        .and_then(|p| std::fs::canonicalize(p).ok())
-        .is_some_and(|p| Some(p.as_path()) == repo.local_dir());
+    let same_repo = repo_arg.as_ref().is_some_and(|p| match repo.local_dir() {
+        Some(dir) => std::fs::canonicalize(p).is_ok_and(|p| p == dir),
+        // A bucket: the URL as written (a trailing slash aside).
+        None => p.to_str().map(|s| s.trim_end_matches('/')) == Some(repo.location().as_str()),
+    });
     let command_ok = calls_rewindb && pushes && same_repo;
     report.add(
         "archive_command",

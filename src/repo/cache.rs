@@ -25,11 +25,6 @@ use crate::repo::lock::{LockMode, RepoLock};
 /// The copy of `gc.json` a cache was last brought up to date with.
 const GC_SEEN_FILE: &str = "gc-seen";
 
-/// Whether `root` names a remote repository (`s3://…`).
-pub fn is_remote(root: &Path) -> bool {
-    root.to_str().is_some_and(|s| s.starts_with("s3://"))
-}
-
 /// The storage `root` names, if it is remote.
 pub fn remote(root: &Path) -> Result<Option<Arc<dyn Storage>>, RepoError> {
     let Some(text) = root.to_str() else {

@@ -117,9 +117,13 @@ impl Repository {
     }
 
     /// Whether `root` holds a repository (its `config.json`; whether that is
-    /// valid, opening tells). A remote one is assumed to: opening tells.
+    /// valid, opening tells). A remote one that cannot be reached does not.
     pub fn exists_at(root: &Path) -> bool {
-        cache::is_remote(root) || root.join("config.json").is_file()
+        match cache::remote(root) {
+            Ok(Some(storage)) => storage.stat("config.json").is_ok_and(|s| s.is_some()),
+            Ok(None) => root.join("config.json").is_file(),
+            Err(_) => false,
+        }
     }
 
     /// Opens the existing repository in the local directory `root`.

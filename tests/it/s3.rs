@@ -344,6 +344,7 @@ fn gc_waits_for_a_backup_on_another_machine_and_a_killed_holder_expires() {
                 "sleep 4; cat data.txt",
             ],
         )
+        .stdout(Stdio::null())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
@@ -442,7 +443,9 @@ fn bad_buckets_and_credentials_are_clear_errors() {
     // Not a repository (nothing there yet).
     let err = b.fails("c", &["snapshots"], 2);
     assert!(err.contains("no config.json"), "{err}");
-    b.ok("c", &["init"]);
+    b.ok("c", &["init", "--if-missing"]);
+    let out = b.ok("c", &["init", "--if-missing"]);
+    assert!(out.contains("already exists"), "{out}");
     // init again: refused, nothing changed.
     let err = b.fails("c", &["init"], 2);
     assert!(err.contains("already exists"), "{err}");
@@ -516,6 +519,9 @@ fn postgres_archives_into_s3_and_recovers_to_a_time() {
         "CREATE TABLE t (id bigserial PRIMARY KEY, v text); \
          INSERT INTO t (v) SELECT repeat(md5(i::text), 3) FROM generate_series(1, 20000) i",
     );
+    // check postgres accepts the wrapper and follows a segment into the bucket.
+    let out = b.ok("c", &["check", "postgres", "--conn", &c.conninfo()]);
+    assert!(out.contains("arrived in the repository"), "{out}");
     let data = c.data.to_str().unwrap().to_string();
     let out = b.ok(
         "c",
