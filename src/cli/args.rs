@@ -37,6 +37,10 @@ pub struct Cli {
     /// Repository directory.
     #[arg(long, global = true, env = "REWINDB_REPOSITORY", value_name = "DIR")]
     pub repo: Option<PathBuf>,
+    /// Where the index of a remote (s3://) repository is cached (default
+    /// $REWINDB_CACHE_DIR, else $XDG_CACHE_HOME/rewindb, else ~/.cache/rewindb).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
     /// Seconds to wait for another rewindb process to release the repository.
     #[arg(long, global = true, default_value_t = 60, value_name = "SECONDS")]
     pub lock_wait: u64,
@@ -224,6 +228,20 @@ pub enum Command {
     Unprotect {
         #[arg(required = true, value_name = "ID")]
         ids: Vec<String>,
+    },
+    /// Copy snapshots into another repository (a local one to a bucket, or
+    /// back): only the chunks it lacks are sent, snapshots keep their ids and
+    /// times, and the WAL of copied base backups and protect markers come
+    /// along. A copy cut off is completed by running it again.
+    Copy {
+        /// The destination repository (a directory or s3://BUCKET/PREFIX).
+        #[arg(long, value_name = "REPO")]
+        to: std::path::PathBuf,
+        /// Snapshots to copy (ids or `latest`); all when none is given.
+        snapshots: Vec<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Reclaim space: delete packs no snapshot needs, rewrite packs that are
     /// mostly garbage, and delete PostgreSQL WAL older than every retained base

@@ -476,6 +476,34 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                     .try_for_each(|id| writeln!(w, "snapshot {} {verb}", id.short()))
             })?;
         }
+        Command::Copy {
+            to,
+            snapshots,
+            json,
+        } => {
+            let src = open(cli, Operation::Read.lock())?;
+            let dst = Repository::open_cached(
+                to,
+                cli.cache_dir.as_deref(),
+                OpenOptions {
+                    lock: Operation::Backup.lock(),
+                    lock_wait: Duration::from_secs(cli.lock_wait),
+                },
+            )?;
+            let report = crate::commands::copy::copy(&src, &dst, snapshots)?;
+            emit(&mut w, cli, *json, &report, |w| {
+                writeln!(
+                    w,
+                    "copied {} snapshot(s) to {} ({} already there): {} chunks, {} bytes, {} WAL files sent",
+                    report.copied.len(),
+                    dst.location(),
+                    report.already_there,
+                    report.chunks_sent,
+                    report.bytes_sent,
+                    report.wal_files_sent
+                )
+            })?;
+        }
         Command::Gc {
             dry_run,
             repack_threshold,

@@ -61,8 +61,9 @@ pub fn open(cli: &Cli, lock: Option<LockMode>) -> Result<Repository, Error> {
     if is_default && !Repository::exists_at(&path) {
         return Err(no_repository(&path));
     }
-    Ok(Repository::open(
+    Ok(Repository::open_cached(
         &path,
+        cli.cache_dir.as_deref(),
         OpenOptions {
             lock,
             lock_wait: Duration::from_secs(cli.lock_wait),

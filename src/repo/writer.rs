@@ -124,6 +124,11 @@ impl<'r> BlobWriter<'r> {
         Ok(id)
     }
 
+    /// Whether the repository (or this writer) already has blob `id`.
+    pub fn has(&self, id: &ChunkId) -> Result<bool, RepoError> {
+        Ok(self.added.contains(id) || self.view.contains(id)?)
+    }
+
     /// Reads blobs already in the repository (a previous snapshot's manifest, say).
     pub fn reader(&mut self) -> &mut BlobReader<'r> {
         &mut self.reader

@@ -163,9 +163,14 @@ impl Bucket {
 
     /// rewindb on this bucket with the cache directory `cache`.
     pub fn command(&self, cache: &str, args: &[&str]) -> Command {
+        self.command_on(&self.url, cache, args)
+    }
+
+    /// rewindb on `repo`, with this bucket's credentials.
+    pub fn command_on(&self, repo: &str, cache: &str, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
         c.arg("--repo")
-            .arg(&self.url)
+            .arg(repo)
             .args(args)
             .env_remove("REWINDB_REPOSITORY")
             .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
@@ -593,4 +598,70 @@ fn postgres_archives_into_s3_and_recovers_to_a_time() {
     r.start();
     crate::postgres::wait_until_promoted(&r);
     assert_eq!(r.sql("SELECT count(*) FROM t"), at_t, "rows at T");
+}
+
+#[test]
+fn copy_sends_a_local_repository_off_site_and_back() {
+    let b = Bucket::new("copy");
+    let local = b.path("local");
+    let on = |repo: &Path, args: &[&str]| {
+        succeeded(
+            args,
+            b.command_on(repo.to_str().unwrap(), "c", args)
+                .output()
+                .unwrap(),
+        )
+    };
+    let run_local = |args: &[&str]| on(&local, args);
+    run_local(&["init"]);
+    let db = b.path("app.db");
+    make_db(&db, 20_000, "wal");
+    let first = run_local(&["backup", "sqlite", "--json", db.to_str().unwrap()]);
+    let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let first_id = first["id"].as_str().unwrap();
+    run_local(&["protect", first_id]);
+    update_rows(&db, 500, 4);
+    run_local(&["backup", "sqlite", db.to_str().unwrap()]);
+    b.ok("c", &["init"]);
+    // --repo names the source; the bucket is the destination.
+    let out = run_local(&["copy", "--to", &b.url, "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["copied"].as_array().unwrap().len(), 2, "{out}");
+    let sent = report["chunks_sent"].as_u64().unwrap();
+    assert!(sent > 0);
+    // Same ids and times in the bucket; the protection came along.
+    let here: Vec<serde_json::Value> =
+        serde_json::from_str(&run_local(&["snapshots", "--json"])).unwrap();
+    let there: Vec<serde_json::Value> =
+        serde_json::from_str(&b.ok("c", &["snapshots", "--json"])).unwrap();
+    let key = |v: &Vec<serde_json::Value>| -> Vec<(String, String, bool)> {
+        v.iter()
+            .map(|s| {
+                (
+                    s["id"].as_str().unwrap().to_string(),
+                    s["time"].as_str().unwrap().to_string(),
+                    s["protected"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(key(&here), key(&there));
+    let newest = there.last().unwrap()["id"].as_str().unwrap();
+    assert_eq!(b.restored("c", newest), std::fs::read(&db).unwrap());
+    b.ok("c", &["check", "--read-data"]);
+    // Again: nothing to send.
+    let out = run_local(&["copy", "--to", &b.url, "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["copied"].as_array().unwrap().len(), 0, "{out}");
+    assert_eq!(report["already_there"], 2);
+    // And back, into a new local repository, from the bucket.
+    let back = b.path("back");
+    on(&back, &["init"]);
+    b.ok("c", &["copy", "--to", back.to_str().unwrap(), first_id]);
+    let to = b.path("first.db");
+    on(&back, &["restore", first_id, "--to", to.to_str().unwrap()]);
+    assert_eq!(
+        blake3::hash(&std::fs::read(&to).unwrap()).to_hex().as_str(),
+        first["files"][0]["blake3"].as_str().unwrap()
+    );
 }

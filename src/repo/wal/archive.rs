@@ -191,6 +191,34 @@ impl<'s> WalArchive<'s> {
         Ok(out)
     }
 
+    /// Copies, as they are stored, the files of cluster `system_identifier`
+    /// that `to` lacks (`copy`). Returns how many it copied.
+    pub fn copy_missing(&self, system_identifier: u64, to: &WalArchive) -> Result<u64, RepoError> {
+        let there: std::collections::HashSet<WalName> =
+            to.list(system_identifier)?.into_iter().collect();
+        let mut copied = 0;
+        for name in self.list(system_identifier)? {
+            if there.contains(&name) {
+                continue;
+            }
+            let object = Self::object(system_identifier, &name);
+            let bytes = match self.storage.get(&object) {
+                Ok(b) => b,
+                Err(e) if is_not_found(&e) => continue, // removed since the listing
+                Err(e) => {
+                    return Err(e).ctx(|| format!("reading {}", self.storage.describe(&object)));
+                }
+            };
+            match to.storage.put(&object, &bytes) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(e).ctx(|| format!("writing {}", to.storage.describe(&object)));
+                }
+                _ => copied += 1,
+            }
+        }
+        Ok(copied)
+    }
+
     /// Removes archived files (gc: WAL no retained base backup needs), durably.
     pub fn remove(&self, files: &[(u64, WalName)]) -> Result<(), RepoError> {
         let names: Vec<String> = files
