@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::pg::{Cluster, PgFixture, wait_for_wal};
 
 /// A table of `rows` rows of about 100 bytes.
-fn make_table(c: &Cluster, rows: u64) {
+pub fn make_table(c: &Cluster, rows: u64) {
     c.sql(&format!(
         "CREATE TABLE t (id bigserial PRIMARY KEY, v text); \
          INSERT INTO t (v) SELECT repeat(md5(i::text), 3) FROM generate_series(1, {rows}) i"

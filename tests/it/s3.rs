@@ -329,6 +329,14 @@ fn two_machines_back_up_into_one_bucket_at_once() {
     b.ok("a", &["check", "--read-data"]);
 }
 
+/// A command backup whose command (`sleep N; cat data.txt`) keeps it, and
+/// its lease, running for a while before it reads anything.
+fn slow_backup(script: &str) -> [&str; 8] {
+    [
+        "backup", "command", "--name", "slow", "--", "sh", "-c", script,
+    ]
+}
+
 #[test]
 fn gc_waits_for_a_backup_on_another_machine_and_a_killed_holder_expires() {
     let b = Bucket::new("leases");
@@ -336,19 +344,7 @@ fn gc_waits_for_a_backup_on_another_machine_and_a_killed_holder_expires() {
     std::fs::write(b.path("data.txt"), "x".repeat(100_000)).unwrap();
     // A backup on machine a holds its lease while its command runs.
     let mut backup = b
-        .command(
-            "a",
-            &[
-                "backup",
-                "command",
-                "--name",
-                "slow",
-                "--",
-                "sh",
-                "-c",
-                "sleep 4; cat data.txt",
-            ],
-        )
+        .command("a", &slow_backup("sleep 4; cat data.txt"))
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -363,19 +359,7 @@ fn gc_waits_for_a_backup_on_another_machine_and_a_killed_holder_expires() {
     // A holder killed with SIGKILL leaves its lease behind; with a short
     // lease it blocks gc for no longer than that.
     let mut killed = b
-        .command(
-            "a",
-            &[
-                "backup",
-                "command",
-                "--name",
-                "slow",
-                "--",
-                "sh",
-                "-c",
-                "sleep 30; cat data.txt",
-            ],
-        )
+        .command("a", &slow_backup("sleep 30; cat data.txt"))
         .env("REWINDB_LEASE_SECS", "4")
         .spawn()
         .unwrap();
@@ -520,10 +504,7 @@ fn postgres_archives_into_s3_and_recovers_to_a_time() {
     .unwrap();
     drop(conf);
     c.start();
-    c.sql(
-        "CREATE TABLE t (id bigserial PRIMARY KEY, v text); \
-         INSERT INTO t (v) SELECT repeat(md5(i::text), 3) FROM generate_series(1, 20000) i",
-    );
+    crate::postgres::make_table(&c, 20_000);
     // check postgres accepts the wrapper and follows a segment into the bucket.
     let out = b.ok("c", &["check", "postgres", "--conn", &c.conninfo()]);
     assert!(out.contains("arrived in the repository"), "{out}");
