@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::storage::s3::{S3, S3Url};
 use super::storage::{Storage, is_not_found};
 use super::{Config, INDEX_REBUILD_FILE, OpenOptions, Repository, fsutil, rebuild};
 use crate::error::{IoContext, RepoError};
@@ -27,17 +26,25 @@ const GC_SEEN_FILE: &str = "gc-seen";
 
 /// The storage `root` names, if it is remote.
 pub fn remote(root: &Path) -> Result<Option<Arc<dyn Storage>>, RepoError> {
-    let Some(text) = root.to_str() else {
+    let Some(text) = root.to_str().filter(|t| t.starts_with("s3://")) else {
         return Ok(None);
     };
-    match S3Url::parse(text) {
-        None => Ok(None),
-        Some(Err(why)) => Err(RepoError::NotFound {
-            path: root.to_path_buf(),
-            reason: why,
-        }),
-        Some(Ok(url)) => Ok(Some(Arc::new(S3::new(&url)?))),
+    #[cfg(feature = "s3")]
+    {
+        use super::storage::s3::{S3, S3Url};
+        match S3Url::parse(text).expect("an s3:// URL") {
+            Err(why) => Err(RepoError::NotFound {
+                path: root.to_path_buf(),
+                reason: why,
+            }),
+            Ok(url) => Ok(Some(Arc::new(S3::new(&url)?))),
+        }
     }
+    #[cfg(not(feature = "s3"))]
+    Err(RepoError::NotFound {
+        path: text.into(),
+        reason: "this rewindb was built without S3 support (cargo feature `s3`)".into(),
+    })
 }
 
 /// Where caches live: `$REWINDB_CACHE_DIR`, else `$XDG_CACHE_HOME/rewindb`,

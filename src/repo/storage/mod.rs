@@ -30,6 +30,7 @@
 pub mod fault;
 pub mod local;
 pub mod memory;
+#[cfg(feature = "s3")]
 pub mod s3;
 
 use std::io;
