@@ -178,7 +178,7 @@ fn verify(repo: &Repository, model: &BTreeMap<String, Vec<u8>>) {
     for (id, bytes) in model {
         assert_restores(repo, id, bytes);
     }
-    let report = check(repo, &CheckOptions { read_data: true }).unwrap();
+    let report = check(repo, &CheckOptions { read_data: true, subset: None }).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
 

@@ -165,6 +165,10 @@ pub enum Command {
         /// Read and re-hash every chunk of every pack.
         #[arg(long)]
         read_data: bool,
+        /// Read only part of the data: N/M (part N of M, fixed per pack, so
+        /// 1/M … M/M read everything once) or P% (chosen afresh each run).
+        #[arg(long, value_name = "N/M|P%", conflicts_with = "read_data")]
+        read_data_subset: Option<String>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,

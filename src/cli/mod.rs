@@ -379,13 +379,21 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
         Command::Check {
             target: None,
             read_data,
+            read_data_subset,
             json,
         } => {
+            let subset = read_data_subset
+                .as_deref()
+                .map(crate::commands::check::Subset::parse)
+                .transpose()
+                .map_err(Error::Usage)?;
+            let read_data = &(*read_data || subset.is_some());
             let repo = open(cli, Operation::Read.lock())?;
             let report = check(
                 &repo,
                 &CheckOptions {
                     read_data: *read_data,
+                    subset,
                 },
             )?;
             match *json {

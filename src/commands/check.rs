@@ -18,6 +18,59 @@ use crate::repo::reader::BlobReader;
 #[derive(Clone, Debug, Default)]
 pub struct CheckOptions {
     pub read_data: bool,
+    /// With `read_data`: read only this share of the packs and WAL files
+    /// (the others get the structural check).
+    pub subset: Option<Subset>,
+}
+
+/// Which packs (and WAL files) `check --read-data-subset` reads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Subset {
+    /// Part `n` of `of` (1-based): a pack's part is fixed by its id, so
+    /// running 1/M … M/M (say, one a day) reads every pack once.
+    Part { n: u32, of: u32 },
+    /// This percentage, chosen afresh each run.
+    Percent(f64),
+}
+
+impl Subset {
+    /// `N/M` (1 ≤ N ≤ M) or `P%` (0 < P ≤ 100).
+    pub fn parse(text: &str) -> Result<Subset, String> {
+        let bad = || format!("{text:?} is not a subset: give N/M (as 2/7) or a percentage (as 5%)");
+        if let Some(p) = text.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad())?;
+            return match p > 0.0 && p <= 100.0 {
+                true => Ok(Subset::Percent(p)),
+                false => Err(bad()),
+            };
+        }
+        let (n, of) = text.split_once('/').ok_or_else(bad)?;
+        let (n, of): (u32, u32) = (
+            n.trim().parse().map_err(|_| bad())?,
+            of.trim().parse().map_err(|_| bad())?,
+        );
+        match (1..=of).contains(&n) {
+            true => Ok(Subset::Part { n, of }),
+            false => Err(bad()),
+        }
+    }
+
+    /// Whether the object named by `key` (a pack id, a WAL name) is read;
+    /// `seed` varies the percentage's choice between runs.
+    fn takes(&self, key: &[u8], seed: u64) -> bool {
+        match *self {
+            Subset::Part { n, of } => {
+                let at = u32::from_be_bytes(blake3::hash(key).as_bytes()[..4].try_into().unwrap());
+                at % of == n - 1
+            }
+            Subset::Percent(p) => {
+                let mut h = blake3::Hasher::new();
+                h.update(&seed.to_le_bytes()).update(key);
+                let at = u32::from_be_bytes(h.finalize().as_bytes()[..4].try_into().unwrap());
+                f64::from(at) < p / 100.0 * 4_294_967_296.0
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -103,18 +156,20 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport, Repo
                     format!("pack {} is {actual} bytes, the index recorded {len}", path),
                 );
             }
-            Some(_) if opts.read_data => match read_whole_pack(repo, &mut reader, pack) {
-                Ok((entries, damaged)) => {
-                    report.chunks_read += entries as u64;
-                    report.bytes_read += len;
-                    for (chunk, why) in damaged {
-                        bad_chunks.insert(chunk, format!("pack {}: {why}", path));
+            Some(_) if reads(opts, pack.as_bytes()) => {
+                match read_whole_pack(repo, &mut reader, pack) {
+                    Ok((entries, damaged)) => {
+                        report.chunks_read += entries as u64;
+                        report.bytes_read += len;
+                        for (chunk, why) in damaged {
+                            bad_chunks.insert(chunk, format!("pack {}: {why}", path));
+                        }
+                    }
+                    Err(why) => {
+                        bad_packs.insert(*pack, format!("pack {}: {why}", path));
                     }
                 }
-                Err(why) => {
-                    bad_packs.insert(*pack, format!("pack {}: {why}", path));
-                }
-            },
+            }
             Some(_) => {
                 if let Err(why) = repo.read_pack_table(pack, *len) {
                     bad_packs.insert(*pack, format!("pack {}: {why}", path));
@@ -204,7 +259,7 @@ fn check_wal(
             .map_or(16 << 20, |pg| pg.wal_segment_size);
         let cluster = ClusterArchive::read(&archive, sysid, seg_size)?;
         for name in &cluster.names {
-            let result = match opts.read_data {
+            let result = match reads(opts, name.as_str().as_bytes()) {
                 true => archive.read(sysid, name).map(|r| r.is_some()),
                 false => archive.header(sysid, name).map(|h| h.is_some()),
             };
@@ -300,6 +355,14 @@ fn chunk_problem(
     };
     memo.insert(*id, found.clone());
     found
+}
+
+/// Whether `check` reads the object named by `key` whole (`--read-data`,
+/// and in the subset if one was asked for).
+fn reads(opts: &CheckOptions, key: &[u8]) -> bool {
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| jiff::Timestamp::now().as_nanosecond() as u64);
+    opts.read_data && opts.subset.is_none_or(|s| s.takes(key, seed))
 }
 
 /// Reads a whole pack, checks its hash, and decodes and verifies every blob.

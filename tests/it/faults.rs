@@ -90,8 +90,14 @@ fn verify(
 ) -> bool {
     let repo = open(Arc::new(mem.clone()), index, LockMode::Shared)
         .unwrap_or_else(|e| panic!("{point}: the repository does not open: {e}"));
-    let report = check(&repo, &CheckOptions { read_data: true })
-        .unwrap_or_else(|e| panic!("{point}: check failed: {e}"));
+    let report = check(
+        &repo,
+        &CheckOptions {
+            read_data: true,
+            subset: None,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{point}: check failed: {e}"));
     assert!(report.problems.is_empty(), "{point}: {:?}", report.problems);
     let list = repo.snapshots().unwrap();
     assert!(list.damaged.is_empty(), "{point}: {:?}", list.damaged);
@@ -319,7 +325,14 @@ fn crash_at_every_wal_push() {
                     "{point}"
                 );
                 let repo = open(Arc::new(mem.clone()), _index.path(), LockMode::Shared).unwrap();
-                let report = check(&repo, &CheckOptions { read_data: true }).unwrap();
+                let report = check(
+                    &repo,
+                    &CheckOptions {
+                        read_data: true,
+                        subset: None,
+                    },
+                )
+                .unwrap();
                 assert_eq!(report.problems.len(), 1, "{point}: {:?}", report.problems);
                 points += 1;
                 continue;
@@ -384,7 +397,14 @@ fn torn_backup_writes_are_caught_never_restored() {
         let _ = backup(&repo, &db);
         drop(repo);
         let repo = open(Arc::new(mem.clone()), index.path(), LockMode::Shared).unwrap();
-        let report = check(&repo, &CheckOptions { read_data: true }).unwrap();
+        let report = check(
+            &repo,
+            &CheckOptions {
+                read_data: true,
+                subset: None,
+            },
+        )
+        .unwrap();
         let list = repo.snapshots().unwrap();
         assert!(
             !report.problems.is_empty() || !list.damaged.is_empty(),
