@@ -148,10 +148,22 @@ fn stream_backup(
     create_default_repository(cli)?;
     let mut repo = open(cli, Operation::Backup.lock())?;
     let (id, snap) = backup_stream(&repo, opts)?;
-    let value = snapshot_json(&id.to_hex(), &snap);
-    emit(w, cli, json, &value, |w| report::print_backup(w, id, &snap))?;
-    // After the snapshot is reported: it is saved whatever happens here.
-    settle_index(&mut repo);
+    report_backup(w, cli, json, &mut repo, id, &snap)
+}
+
+/// Prints a new snapshot (text or `--json`), then settles the index: after
+/// the snapshot is reported, it is saved whatever happens there.
+fn report_backup(
+    w: &mut impl Write,
+    cli: &Cli,
+    json: bool,
+    repo: &mut Repository,
+    id: crate::id::SnapshotId,
+    snap: &crate::repo::snapshot::Snapshot,
+) -> Result<(), CliError> {
+    let value = snapshot_json(&id.to_hex(), snap);
+    emit(w, cli, json, &value, |w| report::print_backup(w, id, snap))?;
+    settle_index(repo);
     Ok(())
 }
 
@@ -198,11 +210,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 name: None,
             };
             let (id, snap) = backup_sqlite(&repo, &dbs, &opts)?;
-            let value = snapshot_json(&id.to_hex(), &snap);
-            emit(&mut w, cli, *json, &value, |w| {
-                report::print_backup(w, id, &snap)
-            })?;
-            settle_index(&mut repo);
+            report_backup(&mut w, cli, *json, &mut repo, id, &snap)?;
         }
         Command::Backup {
             source:
@@ -226,11 +234,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 wal_wait: Duration::from_secs(*wal_wait),
             };
             let (id, snap) = backup_postgres(&repo, &opts)?;
-            let value = snapshot_json(&id.to_hex(), &snap);
-            emit(&mut w, cli, *json, &value, |w| {
-                report::print_backup(w, id, &snap)
-            })?;
-            settle_index(&mut repo);
+            report_backup(&mut w, cli, *json, &mut repo, id, &snap)?;
         }
         Command::Backup {
             source:

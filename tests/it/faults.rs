@@ -43,6 +43,18 @@ fn open(storage: Arc<dyn Storage>, index: &Path, lock: LockMode) -> Result<Repos
     )
 }
 
+/// `check --read-data` of everything.
+fn check_all(repo: &Repository) -> rewindb::commands::check::CheckReport {
+    check(
+        repo,
+        &CheckOptions {
+            read_data: true,
+            subset: None,
+        },
+    )
+    .unwrap()
+}
+
 /// A repository in memory with 64 KiB packs (so a few MiB spread over many).
 fn new_repo() -> (Memory, tempfile::TempDir) {
     let mem = Memory::new();
@@ -307,7 +319,7 @@ fn crash_at_every_wal_push() {
     for n in 1..=files.len() as u64 {
         for fault in FAULTS.into_iter().chain([Fault::ShortWrite]) {
             let point = format!("wal push, {fault:?} at push {n}");
-            let (mem, _index) = new_repo();
+            let (mem, index) = new_repo();
             let faulty = Faulty::new(Arc::new(mem.clone()));
             faulty.inject(n, fault);
             let result = push_all(&faulty);
@@ -324,15 +336,8 @@ fn crash_at_every_wal_push() {
                     matches!(again, Err(RepoError::WalConflict { .. })),
                     "{point}"
                 );
-                let repo = open(Arc::new(mem.clone()), _index.path(), LockMode::Shared).unwrap();
-                let report = check(
-                    &repo,
-                    &CheckOptions {
-                        read_data: true,
-                        subset: None,
-                    },
-                )
-                .unwrap();
+                let repo = open(Arc::new(mem.clone()), index.path(), LockMode::Shared).unwrap();
+                let report = check_all(&repo);
                 assert_eq!(report.problems.len(), 1, "{point}: {:?}", report.problems);
                 points += 1;
                 continue;
@@ -397,14 +402,7 @@ fn torn_backup_writes_are_caught_never_restored() {
         let _ = backup(&repo, &db);
         drop(repo);
         let repo = open(Arc::new(mem.clone()), index.path(), LockMode::Shared).unwrap();
-        let report = check(
-            &repo,
-            &CheckOptions {
-                read_data: true,
-                subset: None,
-            },
-        )
-        .unwrap();
+        let report = check_all(&repo);
         let list = repo.snapshots().unwrap();
         assert!(
             !report.problems.is_empty() || !list.damaged.is_empty(),
