@@ -121,11 +121,13 @@ pub fn print_check(w: &mut impl Write, report: &CheckReport, read_data: bool) ->
 pub fn print_stats(w: &mut impl Write, s: &RepoStats) -> io::Result<()> {
     writeln!(
         w,
-        "snapshots:      {}\npacks:          {}\nchunks:         {}\nstored size:    {}\n\
+        "repository:     {}\nsnapshots:      {}\npacks:          {} (sealed at {})\nchunks:         {}\nstored size:    {}\n\
          unique data:    {} (uncompressed)\nlogical size:   {}\ndedup ratio:    {:.2}x \
          (logical / stored)",
+        s.repository,
         s.snapshots,
         s.packs,
+        human_bytes(s.pack_target_bytes),
         s.chunks,
         human_bytes(s.stored_bytes),
         human_bytes(s.unique_bytes),

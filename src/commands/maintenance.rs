@@ -7,6 +7,10 @@ use crate::repo::Repository;
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct RepoStats {
+    /// The directory or `s3://` URL.
+    pub repository: String,
+    /// The size a pack is sealed at (`config.json`: larger in object storage).
+    pub pack_target_bytes: u64,
     pub snapshots: usize,
     pub packs: usize,
     pub chunks: u64,
@@ -31,6 +35,8 @@ pub fn stats(repo: &Repository) -> Result<RepoStats, RepoError> {
     let logical: u64 = list.ok.iter().map(|(_, s)| s.logical_size()).sum();
     let stored = pack_bytes + other;
     Ok(RepoStats {
+        repository: repo.location(),
+        pack_target_bytes: repo.config().pack_target_bytes,
         snapshots: list.ok.len(),
         packs: packs.len(),
         chunks: all.len() as u64,

@@ -73,7 +73,7 @@ pub fn init_remote(storage: &dyn Storage) -> Result<(), RepoError> {
     {
         return Err(exists());
     }
-    let config = Config::new(&storage.location());
+    let config = Config::new(&storage.location(), storage.is_remote());
     let bytes = serde_json::to_vec_pretty(&config).expect("config serialises");
     match storage.put("config.json", &bytes) {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists()),

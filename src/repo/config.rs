@@ -13,6 +13,13 @@ use crate::repo::pack;
 pub const FORMAT_VERSION: u32 = 2;
 pub const CONFIG_FORMAT: &str = "rewindb-repository";
 
+/// The pack size of a repository on this machine's disks.
+pub const LOCAL_PACK_BYTES: u64 = 16 << 20;
+/// The pack size of a repository in object storage: each PUT and each
+/// index entry covers twice as much, and a restore still reads packs in
+/// windows, not whole.
+pub const REMOTE_PACK_BYTES: u64 = 32 << 20;
+
 /// `config.json`: written once by `init`, never changed.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Config {
@@ -29,7 +36,9 @@ pub struct Config {
 }
 
 impl Config {
-    pub(crate) fn new(location: &str) -> Config {
+    /// A new repository's parameters; `remote` when its objects travel over
+    /// a network, where a pack is [`REMOTE_PACK_BYTES`] (half the requests).
+    pub(crate) fn new(location: &str, remote: bool) -> Config {
         let seed = format!(
             "{}|{}|{}",
             location,
@@ -43,7 +52,10 @@ impl Config {
             chunker: ChunkerParams::default(),
             compression_level: 3,
             frame_target_bytes: 64 * 1024,
-            pack_target_bytes: 16 << 20,
+            pack_target_bytes: match remote {
+                true => REMOTE_PACK_BYTES,
+                false => LOCAL_PACK_BYTES,
+            },
         }
     }
 }

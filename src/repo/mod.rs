@@ -18,6 +18,7 @@ pub mod reader;
 pub mod rebuild;
 pub mod snapshot;
 pub mod storage;
+pub(crate) mod upload;
 pub mod wal;
 pub mod writer;
 
@@ -109,7 +110,7 @@ impl Repository {
     /// An empty index, then `config.json` (which makes it a repository).
     fn lay_out(storage: &dyn Storage, index_dir: &Path, seed: &str) -> Result<(), RepoError> {
         drop(Index::create(&index_dir.join(INDEX_FILE))?);
-        let config = Config::new(seed);
+        let config = Config::new(seed, storage.is_remote());
         let bytes = serde_json::to_vec_pretty(&config).expect("config serialises");
         storage
             .put("config.json", &bytes)
@@ -347,15 +348,9 @@ impl Repository {
         self.storage.describe(&storage::pack_name(id))
     }
 
-    /// Stores a sealed pack, durably. A pack is named by the hash of its
-    /// bytes, so one already there (a killed run's, written again) is the same.
-    pub fn put_pack(&self, id: &PackId, bytes: &[u8]) -> Result<(), RepoError> {
-        match self.storage.put(&storage::pack_name(id), bytes) {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                Err(e).ctx(|| format!("writing pack {}", self.describe_pack(id)))
-            }
-            _ => Ok(()),
-        }
+    /// Where a writer sends its sealed packs (in parallel to a remote storage).
+    pub(crate) fn pack_uploads(&self) -> upload::PackUploads {
+        upload::PackUploads::new(self.storage.clone())
     }
 
     /// Opens a pack for positioned reads; a missing one is `PackMissing`.

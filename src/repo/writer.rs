@@ -15,6 +15,7 @@ use crate::repo::Repository;
 use crate::repo::index::{IndexView, SealedPack};
 use crate::repo::pack::{BlobKind, Compression, PackBuilder};
 use crate::repo::reader::BlobReader;
+use crate::repo::upload::PackUploads;
 
 /// What a writer stored.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -41,6 +42,7 @@ pub struct BlobWriter<'r> {
     /// Blobs added by this writer but not yet in the index.
     added: HashSet<ChunkId>,
     sealed: Vec<SealedPack>,
+    uploads: PackUploads,
     stats: WriteStats,
     /// Reads blobs of earlier snapshots (their manifests).
     reader: BlobReader<'r>,
@@ -58,11 +60,12 @@ impl<'r> BlobWriter<'r> {
             view,
             compressor,
             scratch: Vec::new(),
-            pack: PackBuilder::new(),
+            pack: PackBuilder::with_capacity(pack_capacity(repo)),
             frame: Vec::new(),
             frame_blobs: Vec::new(),
             added: HashSet::new(),
             sealed: Vec::new(),
+            uploads: repo.pack_uploads(),
             stats: WriteStats::default(),
             reader: BlobReader::new(repo)?,
         })
@@ -203,7 +206,8 @@ impl<'r> BlobWriter<'r> {
     pub fn finish_packs(mut self) -> Result<Vec<SealedPack>, RepoError> {
         self.flush_frame()?;
         self.seal()?;
-        Ok(self.sealed)
+        self.uploads.finish()?;
+        Ok(std::mem::take(&mut self.sealed))
     }
 
     /// Stores a manifest (the ordered chunk ids of one file) as content-defined
@@ -244,7 +248,8 @@ impl<'r> BlobWriter<'r> {
         Ok(())
     }
 
-    /// Stores the current pack, durably (create-only: [`Repository::put_pack`]).
+    /// Stores the current pack, durably (create-only), or hands it to an
+    /// upload thread ([`PackUploads`]): durable by the time `commit` returns.
     fn seal(&mut self) -> Result<(), RepoError> {
         if !self.frame_blobs.is_empty() {
             // flush_frame seals again once the frame is in the pack.
@@ -253,15 +258,15 @@ impl<'r> BlobWriter<'r> {
         if self.pack.is_empty() {
             return Ok(());
         }
-        let builder = std::mem::take(&mut self.pack);
+        let builder = std::mem::replace(
+            &mut self.pack,
+            PackBuilder::with_capacity(pack_capacity(self.repo)),
+        );
         let (bytes, id, entries) = builder.finish();
-        self.repo.put_pack(&id, &bytes)?;
-        tracing::debug!(pack = %id.short(), blobs = entries.len(), bytes = bytes.len(), "sealed pack");
-        self.sealed.push(SealedPack {
-            id,
-            len: bytes.len() as u64,
-            entries,
-        });
+        let len = bytes.len() as u64;
+        tracing::debug!(pack = %id.short(), blobs = entries.len(), bytes = len, "sealed pack");
+        self.uploads.send(id, bytes)?;
+        self.sealed.push(SealedPack { id, len, entries });
         Ok(())
     }
 
@@ -269,6 +274,7 @@ impl<'r> BlobWriter<'r> {
     pub fn commit(mut self) -> Result<WriteStats, RepoError> {
         self.flush_frame()?;
         self.seal()?;
+        self.uploads.finish()?;
         // Read views must end before the index takes a write transaction.
         drop(self.view);
         drop(self.reader);
@@ -281,4 +287,11 @@ impl<'r> BlobWriter<'r> {
     pub fn stats(&self) -> WriteStats {
         self.stats
     }
+}
+
+/// Room for a whole pack from the start: a pack that grew by doubling would
+/// hold twice its target once it passed it.
+fn pack_capacity(repo: &Repository) -> usize {
+    let config = repo.config();
+    (config.pack_target_bytes + 2 * config.frame_target_bytes) as usize + (64 << 10)
 }

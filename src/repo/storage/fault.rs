@@ -31,11 +31,12 @@ pub enum Fault {
     ShortWrite,
 }
 
-#[derive(Default)]
 struct State {
     writes: u64,
     at: Option<(u64, Fault)>,
     crashed: bool,
+    /// What [`Storage::parallel_uploads`] says (1 unless a test asks).
+    uploads: usize,
 }
 
 /// Wraps a storage and injects one fault at its `n`th write.
@@ -62,13 +63,24 @@ impl Faulty {
     pub fn new(inner: Arc<dyn Storage>) -> Faulty {
         Faulty {
             inner,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                writes: 0,
+                at: None,
+                crashed: false,
+                uploads: 1,
+            }),
         }
     }
 
     /// Injects `fault` at write number `n` (1-based, counted from creation).
     pub fn inject(&self, n: u64, fault: Fault) {
         self.state.lock().expect("fault state").at = Some((n, fault));
+    }
+
+    /// Makes writers upload packs from `n` threads, as to a remote storage.
+    pub fn with_parallel_uploads(self, n: usize) -> Faulty {
+        self.state.lock().expect("fault state").uploads = n;
+        self
     }
 
     /// Writes seen so far (those that failed included).
@@ -195,6 +207,14 @@ impl Storage for Faulty {
     fn remove_abandoned(&self, wal_older_than: Option<Duration>) -> io::Result<u64> {
         self.read_ok()?;
         self.inner.remove_abandoned(wal_older_than)
+    }
+
+    fn is_remote(&self) -> bool {
+        self.inner.is_remote()
+    }
+
+    fn parallel_uploads(&self) -> usize {
+        self.state.lock().expect("fault state").uploads
     }
 
     fn local_dir(&self) -> Option<&Path> {

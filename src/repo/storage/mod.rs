@@ -90,6 +90,12 @@ pub trait Storage: Send + Sync {
     /// A crash leaves the object complete or absent, never torn.
     fn put(&self, name: &str, data: &[u8]) -> io::Result<()>;
 
+    /// As [`put`](Self::put), for bytes the caller gives away (a sealed
+    /// pack): a backend that sends them on can do so without a copy.
+    fn put_owned(&self, name: &str, data: Vec<u8>) -> io::Result<()> {
+        self.put(name, &data)
+    }
+
     /// Replaces (or creates) a small mutable object atomically: a reader
     /// sees the old bytes or the new ones.
     fn replace(&self, name: &str, data: &[u8]) -> io::Result<()>;
@@ -134,6 +140,18 @@ pub trait Storage: Send + Sync {
     /// whose uploads are removed only when older than `wal_older_than`.
     /// Returns the bytes removed.
     fn remove_abandoned(&self, wal_older_than: Option<Duration>) -> io::Result<u64>;
+
+    /// Whether objects travel over a network: a repository created there
+    /// gets larger packs (fewer requests).
+    fn is_remote(&self) -> bool {
+        false
+    }
+
+    /// How many sealed packs are uploaded at once ([`crate::repo::upload`]);
+    /// 1 stores them in order in the writer's thread.
+    fn parallel_uploads(&self) -> usize {
+        1
+    }
 
     /// The repository's own directory when it is one on this machine (the
     /// index lives there; PostgreSQL permission checks look at it).

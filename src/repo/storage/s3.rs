@@ -48,6 +48,15 @@ pub fn lease_ttl() -> Duration {
     Duration::from_secs(secs)
 }
 
+/// How many packs are uploaded at once (`REWINDB_S3_UPLOADS`, 1..=16,
+/// default 2): a backup holds at most this many packs plus the one it fills.
+fn uploads() -> usize {
+    std::env::var("REWINDB_S3_UPLOADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(2, |n: usize| n.clamp(1, 16))
+}
+
 struct Inner {
     store: AmazonS3,
     /// `""` or `"prefix/"`.
@@ -200,9 +209,9 @@ impl S3 {
         })
     }
 
-    fn put_mode(&self, name: &str, data: &[u8], mode: PutMode) -> io::Result<()> {
+    fn put_mode(&self, name: &str, data: bytes::Bytes, mode: PutMode) -> io::Result<()> {
         let inner = &self.inner;
-        let payload = PutPayload::from(bytes::Bytes::copy_from_slice(data));
+        let payload = PutPayload::from(data);
         let opts = PutOptions {
             mode,
             ..PutOptions::default()
@@ -262,11 +271,19 @@ impl Storage for S3 {
     }
 
     fn put(&self, name: &str, data: &[u8]) -> io::Result<()> {
-        self.put_mode(name, data, PutMode::Create)
+        self.put_mode(name, bytes::Bytes::copy_from_slice(data), PutMode::Create)
+    }
+
+    fn put_owned(&self, name: &str, data: Vec<u8>) -> io::Result<()> {
+        self.put_mode(name, data.into(), PutMode::Create)
     }
 
     fn replace(&self, name: &str, data: &[u8]) -> io::Result<()> {
-        self.put_mode(name, data, PutMode::Overwrite)
+        self.put_mode(
+            name,
+            bytes::Bytes::copy_from_slice(data),
+            PutMode::Overwrite,
+        )
     }
 
     fn get(&self, name: &str) -> io::Result<Vec<u8>> {
@@ -348,6 +365,14 @@ impl Storage for S3 {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(io_error(e)),
         }
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+
+    fn parallel_uploads(&self) -> usize {
+        uploads()
     }
 
     fn lock(&self, mode: LockMode, wait: Duration) -> Result<Lease, RepoError> {
