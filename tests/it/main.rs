@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod compat;
+mod fault_proxy;
 mod faults;
 mod gc;
 mod helpers;
@@ -10,6 +11,7 @@ mod pg;
 mod postgres;
 mod robustness;
 mod s3;
+mod s3_network;
 mod selection;
 mod sqlite;
 mod timelines;

