@@ -45,14 +45,21 @@ pub fn copy(src: &Repository, dst: &Repository, specs: &[String]) -> Result<Copy
     };
     let have: HashSet<_> = dst.snapshots()?.ok.into_iter().map(|(id, _)| id).collect();
     let protected = src.protected()?;
+    let protected_there = dst.protected()?;
     let mut report = CopyReport::default();
     let mut clusters = HashSet::new();
     for (id, snap) in chosen {
         if let Some(pg) = &snap.postgres {
             clusters.insert(pg.system_identifier);
         }
+        // A protect marker follows its snapshot, also into a destination
+        // that got the snapshot from a copy killed before its marker.
+        let protect = protected.contains(id) && !protected_there.contains(id);
         if have.contains(id) {
             report.already_there += 1;
+            if protect {
+                dst.set_protected(id, true)?;
+            }
             continue;
         }
         // Every chunk first (durable, indexed), the snapshot last.
@@ -82,7 +89,7 @@ pub fn copy(src: &Repository, dst: &Repository, specs: &[String]) -> Result<Copy
         writer.commit()?;
         let copied = dst.commit_snapshot(snap)?;
         assert_eq!(copied, *id, "a snapshot's bytes are copied unchanged");
-        if protected.contains(id) {
+        if protect {
             dst.set_protected(id, true)?;
         }
         report.copied.push(id.short());

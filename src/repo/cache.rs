@@ -68,6 +68,12 @@ pub fn init_remote(storage: &dyn Storage) -> Result<(), RepoError> {
         path: storage.location().into(),
     };
     let listing = || format!("listing {}", storage.location());
+    if let Some(why) = storage.missing_container() {
+        return Err(RepoError::NotFound {
+            path: storage.location().into(),
+            reason: why,
+        });
+    }
     if storage.stat("config.json").ctx(listing)?.is_some()
         || !storage.groups("").ctx(listing)?.is_empty()
     {
@@ -93,12 +99,7 @@ pub fn open_remote(
     }
     let bytes = match storage.get("config.json") {
         Ok(b) => b,
-        Err(e) if is_not_found(&e) => {
-            return Err(RepoError::NotARepository {
-                path: storage.location().into(),
-                reason: "it has no config.json".into(),
-            });
-        }
+        Err(e) if is_not_found(&e) => return Err(super::no_config(&*storage)),
         Err(e) => return Err(e).ctx(|| format!("reading {}", storage.describe("config.json"))),
     };
     // Only the id is needed here; open_in validates the rest.

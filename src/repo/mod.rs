@@ -63,6 +63,21 @@ pub struct OpenOptions {
     pub lock_wait: Duration,
 }
 
+/// Why a storage without `config.json` is not a repository, and what to do.
+pub(crate) fn no_config(storage: &dyn Storage) -> RepoError {
+    let reason = storage.missing_container().unwrap_or_else(|| {
+        format!(
+            "it has no config.json; create a repository there with `rewindb --repo {} init`, \
+             or check the address",
+            storage.location()
+        )
+    });
+    RepoError::NotARepository {
+        path: storage.location().into(),
+        reason,
+    }
+}
+
 /// The index file in its directory.
 const INDEX_FILE: &str = "index.redb";
 /// Where `repair index` builds the new index before it replaces the old one
@@ -169,7 +184,7 @@ impl Repository {
             .ctx(|| format!("reading {}", storage.describe("config.json")))?
             .is_none()
         {
-            return Err(not_a_repo("it has no config.json".into()));
+            return Err(no_config(&*storage));
         }
         let lease = match opts.lock {
             Some(mode) => Some(storage.lock(mode, opts.lock_wait)?),

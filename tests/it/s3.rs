@@ -228,6 +228,15 @@ impl Bucket {
         exited_with(args, self.run(cache, args), code)
     }
 
+    /// rewindb on `repo` (with this bucket's credentials) fails with `code`.
+    pub fn fails_on(&self, repo: &str, args: &[&str], code: i32) -> String {
+        exited_with(
+            args,
+            self.command_on(repo, "c", args).output().unwrap(),
+            code,
+        )
+    }
+
     pub fn backup(&self, cache: &str, db: &Path) -> serde_json::Value {
         let out = self.ok(cache, &["backup", "sqlite", "--json", db.to_str().unwrap()]);
         serde_json::from_str(&out).unwrap()
@@ -465,9 +474,31 @@ fn wal_push_to_s3_never_overwrites() {
 #[test]
 fn bad_buckets_and_credentials_are_clear_errors() {
     let b = Bucket::new("bad-input");
-    // Not a repository (nothing there yet).
+    // Not a repository (nothing there yet): what to do is said.
     let err = b.fails("c", &["snapshots"], 2);
     assert!(err.contains("no config.json"), "{err}");
+    assert!(
+        err.contains(&format!("rewindb --repo {} init", b.url)),
+        "{err}"
+    );
+    // Wrong credentials: init is refused and writes nothing.
+    let out = b
+        .command("c", &["init"])
+        .env("AWS_SECRET_ACCESS_KEY", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = b.fails("c", &["snapshots"], 2);
+    assert!(err.contains("no config.json"), "{err}");
+    // A bucket that does not exist: said so, for every command, and init
+    // does not create it.
+    for args in [&["snapshots"][..], &["stats"], &["init"]] {
+        let err = b.fails_on(&format!("s3://no-such-bucket-here/{}", "x"), args, 2);
+        assert!(
+            err.contains("bucket \"no-such-bucket-here\" does not exist"),
+            "{args:?}: {err}"
+        );
+    }
     b.ok("c", &["init", "--if-missing"]);
     let out = b.ok("c", &["init", "--if-missing"]);
     assert!(out.contains("already exists"), "{out}");

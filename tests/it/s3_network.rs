@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::fault_proxy::FaultProxy;
+use crate::helpers::succeeded;
 use crate::s3::{Bucket, server, start};
 
 /// A database of `rows` rows of 1 KiB that do not compress (so that its
@@ -179,4 +180,79 @@ fn the_server_killed_mid_backup_then_restarted_loses_nothing() {
         b.restored("c", snap["id"].as_str().unwrap()),
         std::fs::read(b.path("big.db")).unwrap()
     );
+}
+
+#[test]
+fn a_copy_killed_midway_is_completed_by_the_next_run_and_buckets_copy_to_buckets() {
+    let proxy = FaultProxy::new(server().s3);
+    let b = Bucket::on(proxy.port, "copy-killed");
+    let local = b.path("local");
+    let local_cmd = |args: &[&str]| b.command_on(local.to_str().unwrap(), "lc", args);
+    succeeded(&["init"], local_cmd(&["init"]).output().unwrap());
+    let db = b.path("app.db");
+    random_db(&db, 12_000);
+    let args = ["backup", "sqlite", db.to_str().unwrap()];
+    succeeded(&args, local_cmd(&args).output().unwrap());
+    let protect_me = {
+        let out = local_cmd(&["snapshots", "--json"]).output().unwrap();
+        let list: serde_json::Value = serde_json::from_str(&succeeded(&[], out)).unwrap();
+        list[0]["id"].as_str().unwrap().to_string()
+    };
+    succeeded(&[], local_cmd(&["protect", &protect_me]).output().unwrap());
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("UPDATE t SET v = randomblob(1024) WHERE id % 3 = 0")
+        .unwrap();
+    succeeded(&args, local_cmd(&args).output().unwrap());
+    b.ok("c", &["init"]);
+    // The copy is killed (SIGKILL) while its upload hangs 4 MiB in.
+    proxy.hold_after_upload(4 << 20);
+    let mut copy = local_cmd(&["copy", "--to", &b.url])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !proxy.holding() {
+        assert!(Instant::now() < deadline, "the copy never uploaded 4 MiB");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    copy.kill().unwrap();
+    copy.wait().unwrap();
+    proxy.set_hold(false);
+    assert!(
+        snapshot_ids(&b, "c").is_empty(),
+        "a snapshot of a cut-off copy"
+    );
+    // The next run completes it: every snapshot, its protection, exact.
+    let out = local_cmd(&["copy", "--to", &b.url, "--json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_str(&succeeded(&["copy"], out)).unwrap();
+    assert_eq!(report["copied"].as_array().unwrap().len(), 2, "{report}");
+    let there: Vec<serde_json::Value> =
+        serde_json::from_str(&b.ok("c", &["snapshots", "--json"])).unwrap();
+    assert_eq!(there.len(), 2);
+    assert!(there[0]["protected"].as_bool().unwrap(), "{there:?}");
+    b.ok("c", &["check", "--read-data"]);
+    let newest = there[1]["id"].as_str().unwrap();
+    assert_eq!(b.restored("c", newest), std::fs::read(&db).unwrap());
+    // Bucket to bucket: another prefix, through no local repository.
+    let other = format!("{}-offsite", b.url);
+    let on_other =
+        |args: &[&str]| succeeded(args, b.command_on(&other, "oc", args).output().unwrap());
+    on_other(&["init"]);
+    b.ok("c", &["copy", "--to", &other]);
+    let copied: Vec<serde_json::Value> =
+        serde_json::from_str(&on_other(&["snapshots", "--json"])).unwrap();
+    let ids = |v: &[serde_json::Value]| -> Vec<String> {
+        v.iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&copied), ids(&there));
+    on_other(&["check", "--read-data"]);
+    let to = b.path("from-other.db");
+    on_other(&["restore", newest, "--to", to.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&to).unwrap(), std::fs::read(&db).unwrap());
 }

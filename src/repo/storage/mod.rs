@@ -141,6 +141,13 @@ pub trait Storage: Send + Sync {
     /// Returns the bytes removed.
     fn remove_abandoned(&self, wal_older_than: Option<Duration>) -> io::Result<u64>;
 
+    /// Why the place the repository should be in does not exist (a bucket
+    /// that is not there), asked when `config.json` is missing; `None` when
+    /// it exists or the storage has no such notion.
+    fn missing_container(&self) -> Option<String> {
+        None
+    }
+
     /// Whether objects travel over a network: a repository created there
     /// gets larger packs (fewer requests).
     fn is_remote(&self) -> bool {

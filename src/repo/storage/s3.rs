@@ -62,6 +62,9 @@ struct Inner {
     /// `""` or `"prefix/"`.
     prefix: String,
     url: String,
+    bucket: String,
+    /// `AWS_ENDPOINT_URL`, or AWS.
+    endpoint: String,
     rt: tokio::runtime::Runtime,
 }
 
@@ -188,6 +191,8 @@ impl S3 {
                 store,
                 prefix,
                 url: url.to_string(),
+                bucket: url.bucket.clone(),
+                endpoint: endpoint.unwrap_or_else(|| "AWS".into()),
                 rt,
             }),
         })
@@ -431,6 +436,21 @@ impl Storage for S3 {
 
     fn is_remote(&self) -> bool {
         true
+    }
+
+    fn missing_container(&self) -> Option<String> {
+        let inner = &self.inner;
+        let prefix = inner.path("");
+        let prefix = (!prefix.as_ref().is_empty()).then_some(prefix);
+        // A listing is wrapped as a generic error: S3's own code tells.
+        match inner.block(inner.store.list_with_delimiter(prefix.as_ref())) {
+            Err(e) if e.to_string().contains("NoSuchBucket") => Some(format!(
+                "bucket {:?} does not exist at {}; create it with your storage provider's \
+                 tools (rewindb does not create buckets), or check the name",
+                inner.bucket, inner.endpoint
+            )),
+            _ => None,
+        }
     }
 
     fn parallel_uploads(&self) -> usize {
