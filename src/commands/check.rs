@@ -116,7 +116,7 @@ impl CheckReport {
 /// listing the repository); damage is reported in the report.
 pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport, RepoError> {
     let mut report = CheckReport::default();
-    let list = repo.snapshots()?;
+    let list = repo.snapshots_as_stored()?;
     report.snapshots = list.ok.len() + list.damaged.len();
     for (id, why) in &list.damaged {
         report.problems.push(Problem {

@@ -174,3 +174,34 @@ impl Repository {
             .ctx(|| format!("writing {}", tmp.join(GC_SEEN_FILE).display()))
     }
 }
+
+/// Keeps an object read from the repository in the cache (write, then
+/// rename: a reader sees all of it or nothing). A cache that cannot be
+/// written costs requests, not correctness: failures are only logged.
+pub(crate) fn keep(path: &Path, bytes: &[u8]) {
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, path)
+    };
+    if let Err(e) = write() {
+        tracing::debug!("could not cache {}: {e}", path.display());
+    }
+}
+
+/// Removes the cached objects of `dir` that are not in `names` (forgotten
+/// snapshots).
+pub(crate) fn forget_others(dir: &Path, names: &std::collections::HashSet<&str>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_str().is_some_and(|n| names.contains(n)) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}

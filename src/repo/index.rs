@@ -39,6 +39,7 @@ pub struct SealedPack {
 /// A consistent read view of the index.
 pub struct IndexView {
     chunks: redb::ReadOnlyTable<&'static [u8; 32], &'static [u8; 50]>,
+    packs: redb::ReadOnlyTable<&'static [u8; 32], u64>,
     path: PathBuf,
 }
 
@@ -90,12 +91,16 @@ impl Index {
     }
 
     pub fn view(&self) -> Result<IndexView, RepoError> {
-        let chunks = self
-            .begin_read()?
+        let txn = self.begin_read()?;
+        let chunks = txn
             .open_table(CHUNKS)
+            .map_err(|e| index_err(&self.path, e))?;
+        let packs = txn
+            .open_table(PACKS)
             .map_err(|e| index_err(&self.path, e))?;
         Ok(IndexView {
             chunks,
+            packs,
             path: self.path.clone(),
         })
     }
@@ -210,6 +215,15 @@ impl IndexView {
         let entry = BlobEntry::decode_location(*id, v[32..].try_into().unwrap())
             .map_err(|e| index_err(&self.path, format!("entry for chunk {id}: {e}")))?;
         Ok(Some((pack, entry)))
+    }
+
+    /// A pack's size as recorded when it was indexed.
+    pub fn pack_len(&self, id: &PackId) -> Result<Option<u64>, RepoError> {
+        Ok(self
+            .packs
+            .get(&id.0)
+            .map_err(|e| index_err(&self.path, e))?
+            .map(|v| v.value()))
     }
 
     pub fn contains(&self, id: &ChunkId) -> Result<bool, RepoError> {

@@ -370,18 +370,37 @@ impl Repository {
 
     /// Opens a pack for positioned reads; a missing one is `PackMissing`.
     pub fn open_pack(&self, id: &PackId) -> Result<Box<dyn Object>, RepoError> {
-        self.storage
-            .open(&storage::pack_name(id))
-            .map_err(|e| match is_not_found(&e) {
-                true => RepoError::PackMissing {
-                    pack: *id,
-                    path: self.describe_pack(id).into(),
-                },
-                false => RepoError::Io {
-                    context: format!("opening pack {}", self.describe_pack(id)),
-                    source: e,
-                },
-            })
+        self.open_pack_len(id, None)
+    }
+
+    /// As [`open_pack`](Self::open_pack), given the pack's size when the
+    /// index knows it (a remote storage then need not ask; a missing pack
+    /// shows at the first read).
+    pub fn open_pack_len(
+        &self,
+        id: &PackId,
+        len: Option<u64>,
+    ) -> Result<Box<dyn Object>, RepoError> {
+        let name = storage::pack_name(id);
+        let opened = match len {
+            Some(len) => self.storage.open_sized(&name, len),
+            None => self.storage.open(&name),
+        };
+        opened.map_err(|e| self.pack_error(id, e))
+    }
+
+    /// A pack read's I/O error: `PackMissing` when the pack is gone.
+    pub fn pack_error(&self, id: &PackId, e: std::io::Error) -> RepoError {
+        match is_not_found(&e) {
+            true => RepoError::PackMissing {
+                pack: *id,
+                path: self.describe_pack(id).into(),
+            },
+            false => RepoError::Io {
+                context: format!("reading pack {}", self.describe_pack(id)),
+                source: e,
+            },
+        }
     }
 
     /// A whole pack's bytes.
@@ -502,32 +521,74 @@ impl Repository {
     }
 
     /// All snapshots, oldest first, and the snapshot objects that could not be read.
+    ///
+    /// A repository kept elsewhere costs one listing here, not one request
+    /// per snapshot: a snapshot object never changes (its name is its hash),
+    /// so once read it is kept in the cache directory, and checked against
+    /// its name whenever it is read from there.
     pub fn snapshots(&self) -> Result<SnapshotList, RepoError> {
+        self.list_snapshots(self.snapshot_cache())
+    }
+
+    /// As [`snapshots`](Self::snapshots), every object read from the
+    /// repository itself (`check`: the copy there is what must be sound).
+    pub fn snapshots_as_stored(&self) -> Result<SnapshotList, RepoError> {
+        self.list_snapshots(None)
+    }
+
+    fn list_snapshots(&self, cache: Option<PathBuf>) -> Result<SnapshotList, RepoError> {
         let mut list = SnapshotList::default();
         let listed = self
             .storage
             .list("snapshots/")
             .ctx(|| format!("listing {}", self.describe("snapshots")))?;
-        for object in listed {
+        for object in &listed {
             let Some(id) = storage::id_in_name::<SnapshotId>(&object.name, ".json") else {
                 continue;
             };
-            let bytes = match self.storage.get(&object.name) {
-                Ok(b) => b,
-                // Forgotten since the listing (readers take no lock against `forget`).
-                Err(e) if is_not_found(&e) => continue,
-                Err(e) => {
-                    return Err(e).ctx(|| format!("reading {}", self.describe(&object.name)));
-                }
+            let cached = cache.as_ref().map(|dir| dir.join(format!("{id}.json")));
+            let kept = cached
+                .as_ref()
+                .and_then(|path| std::fs::read(path).ok())
+                .filter(|bytes| SnapshotId::of(bytes) == id);
+            let bytes = match kept {
+                Some(bytes) => bytes,
+                None => match self.storage.get(&object.name) {
+                    Ok(bytes) => {
+                        if let Some(path) = &cached {
+                            cache::keep(path, &bytes);
+                        }
+                        bytes
+                    }
+                    // Forgotten since the listing (readers take no lock against `forget`).
+                    Err(e) if is_not_found(&e) => continue,
+                    Err(e) => {
+                        return Err(e).ctx(|| format!("reading {}", self.describe(&object.name)));
+                    }
+                },
             };
             match Snapshot::decode(&id, &bytes) {
                 Ok(s) => list.ok.push((id, s)),
                 Err(e) => list.damaged.push((id, e)),
             }
         }
+        if let Some(dir) = &cache {
+            let names: HashSet<&str> = listed
+                .iter()
+                .filter_map(|o| o.name.strip_prefix("snapshots/"))
+                .collect();
+            cache::forget_others(dir, &names);
+        }
         list.ok
             .sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
         Ok(list)
+    }
+
+    /// Where this machine keeps the snapshot objects it has read, when the
+    /// repository is elsewhere and this process holds its cache.
+    fn snapshot_cache(&self) -> Option<PathBuf> {
+        self.cache_lock.as_ref()?;
+        Some(self.index_dir.join("snapshots"))
     }
 
     /// Bytes the repository holds under `prefix` ("" for all of it; the

@@ -52,7 +52,9 @@ impl<'r> BlobReader<'r> {
 
     fn pack_file(&mut self, pack: &PackId) -> Result<&dyn Object, RepoError> {
         if !self.open.contains_key(pack) {
-            let file = self.repo.open_pack(pack)?;
+            // Its size from the index spares a remote storage a request.
+            let len = self.view.pack_len(pack)?;
+            let file = self.repo.open_pack_len(pack, len)?;
             if self.order.len() >= MAX_OPEN_PACKS {
                 let oldest = self.order.remove(0);
                 self.open.remove(&oldest);
@@ -174,7 +176,7 @@ impl<'r> BlobReader<'r> {
         let mut header = [0u8; pack::DELTA_HEADER_LEN];
         self.pack_file(pack)?
             .read_at(&mut header, u64::from(entry.frame_offset))
-            .ctx(|| format!("reading pack {}", repo.describe_pack(pack)))?;
+            .map_err(|e| repo.pack_error(pack, e))?;
         pack::decode_delta_header(&header)
             .map(|(base, _, _)| base)
             .map_err(|e| {
@@ -197,7 +199,7 @@ impl<'r> BlobReader<'r> {
                 format!("pack {}", repo.describe_pack(pack)),
                 format!("truncated: chunk {} lies past its end", entry.id),
             )),
-            Err(e) => Err(e).ctx(|| format!("reading pack {}", repo.describe_pack(pack))),
+            Err(e) => Err(repo.pack_error(pack, e)),
         }
     }
 

@@ -106,6 +106,13 @@ pub trait Storage: Send + Sync {
     /// Opens an object for positioned reads.
     fn open(&self, name: &str) -> io::Result<Box<dyn Object>>;
 
+    /// As [`open`](Self::open), for an object whose size the caller knows
+    /// (a remote storage need not ask for it). A missing object may show
+    /// only at the first read, as [`io::ErrorKind::NotFound`].
+    fn open_sized(&self, name: &str, _len: u64) -> io::Result<Box<dyn Object>> {
+        self.open(name)
+    }
+
     /// `len` bytes of an object from `offset`.
     fn get_range(&self, name: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         let mut buf = vec![0u8; len];

@@ -16,7 +16,6 @@
 
 use std::future::Future;
 use std::io;
-use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -290,13 +289,28 @@ fn retry_budget() -> Duration {
     Duration::from_secs(secs)
 }
 
-/// An object read in windows of [`READ_WINDOW`] bytes.
+/// An object read in windows: a read that continues the one before fetches
+/// ahead, twice as far each time up to [`READ_WINDOW`] (a restore reads a
+/// pack's frames in order, so one request serves many of them); a read
+/// elsewhere fetches just what it asks (a delta's base, a pack's table).
 struct S3Object {
     inner: Arc<Inner>,
     path: ObjectPath,
     len: u64,
-    window: Mutex<Option<(u64, bytes::Bytes)>>,
+    reads: Mutex<Reads>,
 }
+
+#[derive(Default)]
+struct Reads {
+    /// The last two windows fetched: (start, bytes).
+    windows: std::collections::VecDeque<(u64, bytes::Bytes)>,
+    /// Where the last fetch ended, and how far it read ahead.
+    last_end: u64,
+    ahead: u64,
+}
+
+/// The least a read that continues the one before fetches ahead.
+const MIN_AHEAD: u64 = 256 << 10;
 
 impl Object for S3Object {
     fn len(&self) -> u64 {
@@ -308,20 +322,40 @@ impl Object for S3Object {
         if end > self.len {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        let mut window = self.window.lock().expect("window");
-        let hit = window
-            .as_ref()
-            .is_some_and(|(start, b)| *start <= offset && end <= start + b.len() as u64);
-        if !hit {
-            let range: Range<u64> =
-                offset..self.len.min(offset + READ_WINDOW.max(buf.len() as u64));
-            let bytes = self
-                .inner
-                .block(self.inner.store.get_range(&self.path, range))
-                .map_err(io_error)?;
-            *window = Some((offset, bytes));
-        }
-        let (start, bytes) = window.as_ref().expect("filled above");
+        let mut reads = self.reads.lock().expect("reads");
+        let hit = reads
+            .windows
+            .iter()
+            .position(|(start, b)| *start <= offset && end <= start + b.len() as u64);
+        let at = match hit {
+            Some(i) => i,
+            None => {
+                // Continuing: at or just past where the last fetch ended.
+                let continuing = reads.last_end > 0
+                    && offset >= reads.last_end.saturating_sub(READ_WINDOW)
+                    && offset <= reads.last_end + MIN_AHEAD;
+                reads.ahead = match continuing {
+                    true => (reads.ahead * 2).clamp(MIN_AHEAD, READ_WINDOW),
+                    false => 0,
+                };
+                let want = self.len.min(end.max(offset + reads.ahead));
+                let bytes = self
+                    .inner
+                    .block(self.inner.store.get_range(&self.path, offset..want))
+                    .map_err(io_error)?;
+                if (bytes.len() as u64) < end - offset {
+                    // Shorter than its recorded size: the object was truncated.
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                reads.last_end = offset + bytes.len() as u64;
+                if reads.windows.len() == 2 {
+                    reads.windows.pop_front();
+                }
+                reads.windows.push_back((offset, bytes));
+                reads.windows.len() - 1
+            }
+        };
+        let (start, bytes) = &reads.windows[at];
         let from = (offset - start) as usize;
         buf.copy_from_slice(&bytes[from..from + buf.len()]);
         Ok(())
@@ -369,7 +403,16 @@ impl Storage for S3 {
             inner: inner.clone(),
             path,
             len: meta.size,
-            window: Mutex::new(None),
+            reads: Mutex::new(Reads::default()),
+        }))
+    }
+
+    fn open_sized(&self, name: &str, len: u64) -> io::Result<Box<dyn Object>> {
+        Ok(Box::new(S3Object {
+            inner: self.inner.clone(),
+            path: self.inner.path(name),
+            len,
+            reads: Mutex::new(Reads::default()),
         }))
     }
 
