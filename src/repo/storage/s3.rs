@@ -64,6 +64,7 @@ struct Inner {
     bucket: String,
     /// `AWS_ENDPOINT_URL`, or AWS.
     endpoint: String,
+    windows: Windows,
     rt: tokio::runtime::Runtime,
 }
 
@@ -192,6 +193,7 @@ impl S3 {
                 url: url.to_string(),
                 bucket: url.bucket.clone(),
                 endpoint: endpoint.unwrap_or_else(|| "AWS".into()),
+                windows: Windows::default(),
                 rt,
             }),
         })
@@ -289,28 +291,13 @@ fn retry_budget() -> Duration {
     Duration::from_secs(secs)
 }
 
-/// An object read in windows: a read that continues the one before fetches
-/// ahead, twice as far each time up to [`READ_WINDOW`] (a restore reads a
-/// pack's frames in order, so one request serves many of them); a read
-/// elsewhere fetches just what it asks (a delta's base, a pack's table).
+/// An object read through the backend's [`Windows`].
 struct S3Object {
     inner: Arc<Inner>,
+    name: String,
     path: ObjectPath,
     len: u64,
-    reads: Mutex<Reads>,
 }
-
-#[derive(Default)]
-struct Reads {
-    /// The last two windows fetched: (start, bytes).
-    windows: std::collections::VecDeque<(u64, bytes::Bytes)>,
-    /// Where the last fetch ended, and how far it read ahead.
-    last_end: u64,
-    ahead: u64,
-}
-
-/// The least a read that continues the one before fetches ahead.
-const MIN_AHEAD: u64 = 256 << 10;
 
 impl Object for S3Object {
     fn len(&self) -> u64 {
@@ -322,43 +309,135 @@ impl Object for S3Object {
         if end > self.len {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        let mut reads = self.reads.lock().expect("reads");
-        let hit = reads
-            .windows
-            .iter()
-            .position(|(start, b)| *start <= offset && end <= start + b.len() as u64);
-        let at = match hit {
-            Some(i) => i,
-            None => {
-                // Continuing: at or just past where the last fetch ended.
-                let continuing = reads.last_end > 0
-                    && offset >= reads.last_end.saturating_sub(READ_WINDOW)
-                    && offset <= reads.last_end + MIN_AHEAD;
-                reads.ahead = match continuing {
-                    true => (reads.ahead * 2).clamp(MIN_AHEAD, READ_WINDOW),
-                    false => 0,
-                };
-                let want = self.len.min(end.max(offset + reads.ahead));
-                let bytes = self
-                    .inner
-                    .block(self.inner.store.get_range(&self.path, offset..want))
-                    .map_err(io_error)?;
-                if (bytes.len() as u64) < end - offset {
-                    // Shorter than its recorded size: the object was truncated.
-                    return Err(io::ErrorKind::UnexpectedEof.into());
-                }
-                reads.last_end = offset + bytes.len() as u64;
-                if reads.windows.len() == 2 {
-                    reads.windows.pop_front();
-                }
-                reads.windows.push_back((offset, bytes));
-                reads.windows.len() - 1
-            }
-        };
-        let (start, bytes) = &reads.windows[at];
+        let (start, bytes) = self.inner.windows.read(self, offset, end)?;
         let from = (offset - start) as usize;
         buf.copy_from_slice(&bytes[from..from + buf.len()]);
         Ok(())
+    }
+}
+
+/// The ranges of objects fetched lately, shared by every reader of this
+/// backend (a restore's two reader threads take alternate batches of one
+/// pack: each fetching for itself, both would download all of it).
+///
+/// A read that continues where the last fetch of its object ended fetches
+/// ahead, twice as far each time up to [`READ_WINDOW`] (a restore reads a
+/// pack's frames in order, so one request serves many of them); a read
+/// elsewhere fetches just what it asks (a delta's base, a pack's table). A
+/// range being fetched is waited for, not fetched again. At most
+/// [`MAX_WINDOWS`] ranges are kept: memory stays bounded however many packs
+/// the readers hold open.
+#[derive(Default)]
+struct Windows {
+    state: Mutex<WindowState>,
+    fetched: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct WindowState {
+    /// Most recently used last.
+    windows: std::collections::VecDeque<Window>,
+    /// Per object: where its last fetch ended and how far it read ahead.
+    streams: std::collections::HashMap<String, (u64, u64)>,
+}
+
+struct Window {
+    name: String,
+    start: u64,
+    end: u64,
+    /// `None` while it is being fetched; an error is the fetcher's to report.
+    bytes: Option<bytes::Bytes>,
+}
+
+/// Ranges kept at once (each at most [`READ_WINDOW`] bytes).
+const MAX_WINDOWS: usize = 8;
+/// The least a read that continues the one before fetches ahead.
+const MIN_AHEAD: u64 = 256 << 10;
+
+impl Windows {
+    /// The bytes of `object` covering `offset..end`, with where they start.
+    fn read(&self, object: &S3Object, offset: u64, end: u64) -> io::Result<(u64, bytes::Bytes)> {
+        let mut state = self.state.lock().expect("windows");
+        let (from, to) = loop {
+            let covering = state
+                .windows
+                .iter()
+                .position(|w| w.name == object.name && w.start <= offset && end <= w.end);
+            match covering {
+                Some(i) => match &state.windows[i].bytes {
+                    Some(bytes) => {
+                        let found = (state.windows[i].start, bytes.clone());
+                        let w = state.windows.remove(i).expect("found");
+                        state.windows.push_back(w);
+                        return Ok(found);
+                    }
+                    // Another reader is fetching it: wait, then look again.
+                    None => state = self.fetched.wait(state).expect("windows"),
+                },
+                None => break Self::plan(&mut state, object, offset, end),
+            }
+        };
+        if state.windows.len() >= MAX_WINDOWS {
+            // The least recently used that is not still being fetched.
+            if let Some(i) = state.windows.iter().position(|w| w.bytes.is_some()) {
+                state.windows.remove(i);
+            }
+        }
+        state.windows.push_back(Window {
+            name: object.name.clone(),
+            start: from,
+            end: to,
+            bytes: None,
+        });
+        drop(state);
+        let got = object
+            .inner
+            .block(object.inner.store.get_range(&object.path, from..to));
+        let mut state = self.state.lock().expect("windows");
+        let at = state
+            .windows
+            .iter()
+            .position(|w| w.name == object.name && w.start == from && w.bytes.is_none());
+        let result = match got {
+            // Shorter than its recorded size: the object was truncated.
+            Ok(bytes) if (bytes.len() as u64) < end - from => {
+                Err(io::Error::from(io::ErrorKind::UnexpectedEof))
+            }
+            Ok(bytes) => Ok(bytes),
+            Err(e) => Err(io_error(e)),
+        };
+        match (&result, at) {
+            (Ok(bytes), Some(i)) => state.windows[i].bytes = Some(bytes.clone()),
+            (Err(_), Some(i)) => {
+                state.windows.remove(i); // whoever waits fetches it again
+            }
+            _ => {}
+        }
+        self.fetched.notify_all();
+        result.map(|bytes| (from, bytes))
+    }
+
+    /// The range to fetch for a read of `offset..end` that no window covers.
+    fn plan(state: &mut WindowState, object: &S3Object, offset: u64, end: u64) -> (u64, u64) {
+        if state.streams.len() > 1024 {
+            state.streams.clear();
+        }
+        let (last_end, ahead) = state
+            .streams
+            .get(&object.name)
+            .copied()
+            .unwrap_or((0, 0));
+        // Continuing: at or just past where the last fetch ended.
+        let continuing = last_end > 0
+            && offset >= last_end.saturating_sub(READ_WINDOW)
+            && offset <= last_end + MIN_AHEAD;
+        let ahead = match continuing {
+            true => (ahead * 2).clamp(MIN_AHEAD, READ_WINDOW),
+            false => 0,
+        };
+        let to = object.len.min(end.max(offset + ahead));
+        state.streams.insert(object.name.clone(), (to, ahead));
+        (offset, to)
     }
 }
 
@@ -401,18 +480,18 @@ impl Storage for S3 {
         let meta = inner.block(inner.store.head(&path)).map_err(io_error)?;
         Ok(Box::new(S3Object {
             inner: inner.clone(),
+            name: name.to_string(),
             path,
             len: meta.size,
-            reads: Mutex::new(Reads::default()),
         }))
     }
 
     fn open_sized(&self, name: &str, len: u64) -> io::Result<Box<dyn Object>> {
         Ok(Box::new(S3Object {
             inner: self.inner.clone(),
+            name: name.to_string(),
             path: self.inner.path(name),
             len,
-            reads: Mutex::new(Reads::default()),
         }))
     }
 
