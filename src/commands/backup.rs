@@ -71,7 +71,8 @@ pub fn backup_sqlite(
             .iter()
             .rev()
             .filter(|(_, s)| s.source == SourceKind::Sqlite)
-            .find_map(|(_, s)| s.files.iter().find(|f| &f.source_path == db));
+            .find_map(|(_, s)| s.files.iter().find(|f| &f.source_path == db))
+            .filter(|_| repo.delta_bases());
         let bases = match parent.map(|f| writer.reader().manifest(f)) {
             Some(Ok(ids)) => ids,
             Some(Err(e)) => {

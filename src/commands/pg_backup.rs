@@ -80,7 +80,8 @@ pub fn backup_postgres(
                 .as_ref()
                 .is_some_and(|p| p.system_identifier == server.system_identifier)
         })
-        .map(|(_, s)| s);
+        .map(|(_, s)| s)
+        .filter(|_| repo.delta_bases());
     let mut writer = BlobWriter::new(repo)?;
     let chunk_len = repo.config().chunker.pg_chunk as usize;
     let level = crate::repo::delta::level_for(chunk_len, PG_PAGE);

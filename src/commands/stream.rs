@@ -103,7 +103,8 @@ pub fn backup_stream(repo: &Repository, opts: &StreamOptions) -> Result<(Snapsho
         .iter()
         .rev()
         .filter(|(_, s)| s.stream.as_ref().is_some_and(|st| st.name == opts.name))
-        .find_map(|(_, s)| s.files.first());
+        .find_map(|(_, s)| s.files.first())
+        .filter(|_| repo.delta_bases());
     let bases = match parent.map(|f| writer.reader().manifest(f)) {
         Some(Ok(ids)) => ids,
         Some(Err(e)) => {

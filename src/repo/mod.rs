@@ -363,6 +363,17 @@ impl Repository {
         self.storage.describe(&storage::pack_name(id))
     }
 
+    /// Whether a backup stores changed chunks as deltas against their
+    /// previous versions. That reads each previous version back: free on a
+    /// local disk, but from a bucket it downloads about as much as a full
+    /// backup stores (measured in `docs/benchmarks.md`, "S3"), every time.
+    /// So a remote repository stores changed chunks whole (compressed) unless
+    /// `REWINDB_REMOTE_DELTAS=1` says download is cheap where it is.
+    pub fn delta_bases(&self) -> bool {
+        !self.storage.is_remote()
+            || std::env::var_os("REWINDB_REMOTE_DELTAS").is_some_and(|v| v == "1")
+    }
+
     /// Where a writer sends its sealed packs (in parallel to a remote storage).
     pub(crate) fn pack_uploads(&self) -> upload::PackUploads {
         upload::PackUploads::new(self.storage.clone())

@@ -260,9 +260,39 @@ fn sqlite_and_streams_round_trip_through_s3() {
     let first = b.backup("cache", &db);
     update_rows(&db, 300, 1);
     let second = b.backup("cache", &db);
-    // The incremental adds a fraction of the full backup.
-    let added = |v: &serde_json::Value| v["stats"]["bytes_added"].as_u64().unwrap();
-    assert!(added(&second) * 5 < added(&first), "{first} {second}");
+    let second_bytes = std::fs::read(&db).unwrap();
+    // Into a bucket, changed pages are stored whole (no delta base is
+    // downloaded); the unchanged ones are not stored again.
+    let stat = |v: &serde_json::Value, k: &str| v["stats"][k].as_u64().unwrap();
+    assert_eq!(stat(&second, "chunks_delta"), 0, "{second}");
+    assert!(
+        stat(&second, "chunks_new") < stat(&second, "chunks"),
+        "{second}"
+    );
+    assert!(
+        stat(&second, "bytes_added") < stat(&first, "bytes_added"),
+        "{first} {second}"
+    );
+    // Deltas when asked for: the incremental adds a fraction of the full one.
+    update_rows(&db, 300, 2);
+    let out = b
+        .command(
+            "cache",
+            &["backup", "sqlite", "--json", db.to_str().unwrap()],
+        )
+        .env("REWINDB_REMOTE_DELTAS", "1")
+        .output()
+        .unwrap();
+    let third: serde_json::Value = serde_json::from_str(&succeeded(&["backup"], out)).unwrap();
+    assert!(stat(&third, "chunks_delta") > 0, "{third}");
+    assert!(
+        stat(&third, "bytes_added") * 5 < stat(&first, "bytes_added"),
+        "{first} {third}"
+    );
+    assert_eq!(
+        b.restored("cache", third["id"].as_str().unwrap()),
+        std::fs::read(&db).unwrap()
+    );
     let text: String = (0..20_000).map(|i| format!("row {i}\n")).collect();
     std::fs::write(b.path("dump.sql"), &text).unwrap();
     b.ok(
@@ -273,24 +303,24 @@ fn sqlite_and_streams_round_trip_through_s3() {
     );
     let snaps: Vec<serde_json::Value> =
         serde_json::from_str(&b.ok("cache", &["snapshots", "--json"])).unwrap();
-    assert_eq!(snaps.len(), 3);
+    assert_eq!(snaps.len(), 4);
     assert_eq!(
         b.restored("cache", second["id"].as_str().unwrap()),
-        std::fs::read(&db).unwrap()
+        second_bytes
     );
     let out = b.run(
         "cache",
-        &["restore", snaps[2]["id"].as_str().unwrap(), "--stdout"],
+        &["restore", snaps[3]["id"].as_str().unwrap(), "--stdout"],
     );
     assert_eq!(String::from_utf8(out.stdout).unwrap(), text);
     let out = b.ok("cache", &["check", "--read-data"]);
-    assert!(out.contains("checked 3 snapshots"), "{out}");
+    assert!(out.contains("checked 4 snapshots"), "{out}");
     // forget and gc work, and what is kept still restores.
     b.ok("cache", &["forget", first["id"].as_str().unwrap()]);
     b.ok("cache", &["gc"]);
     assert_eq!(
         b.restored("cache", second["id"].as_str().unwrap()),
-        std::fs::read(&db).unwrap()
+        second_bytes
     );
     b.ok("cache", &["check", "--read-data"]);
     b.ok("cache", &["status"]);

@@ -422,11 +422,7 @@ impl Windows {
         if state.streams.len() > 1024 {
             state.streams.clear();
         }
-        let (last_end, ahead) = state
-            .streams
-            .get(&object.name)
-            .copied()
-            .unwrap_or((0, 0));
+        let (last_end, ahead) = state.streams.get(&object.name).copied().unwrap_or((0, 0));
         // Continuing: at or just past where the last fetch ended.
         let continuing = last_end > 0
             && offset >= last_end.saturating_sub(READ_WINDOW)
