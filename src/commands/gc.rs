@@ -185,7 +185,12 @@ pub fn gc(repo: &mut Repository, opts: &GcOptions) -> Result<GcReport> {
         repo.wal().remove(&wal_names)?;
         // Killed pushes' uploads (an hour old: a running push removes its own).
         report.wal_bytes_removed += repo.remove_abandoned_uploads()?;
-        report.pack_bytes_after = repo.pack_files()?.iter().map(|(_, len)| len).sum();
+        let packs_after = repo.pack_files()?;
+        report.pack_bytes_after = packs_after.iter().map(|(_, len)| len).sum();
+        if repo.writes_index_objects() {
+            let live: HashSet<PackId> = packs_after.iter().map(|(id, _)| *id).collect();
+            repo.prune_index_objects(&live)?;
+        }
         // Only after entries went (a compaction of an unchanged index gains
         // nothing measurable and costs about a second per 60 MiB).
         if !removed.is_empty() || !dead.is_empty() {

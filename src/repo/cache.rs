@@ -141,7 +141,7 @@ impl Repository {
         if !path.exists() || seen.as_deref() != Some(gc_now.as_slice()) {
             let building = self.index_dir.join(INDEX_REBUILD_FILE);
             let _ = std::fs::remove_file(&building);
-            let report = rebuild::rebuild(self.storage.as_ref(), &Index::create(&building)?)?;
+            let report = rebuild::rebuild(self.storage.as_ref(), &Index::create(&building)?, true)?;
             std::fs::rename(&building, &path).ctx(|| format!("replacing {}", path.display()))?;
             fsutil::sync_dir(&self.index_dir)
                 .ctx(|| format!("syncing {}", self.index_dir.display()))?;

@@ -12,6 +12,7 @@ pub mod config;
 pub mod delta;
 pub mod fsutil;
 pub mod index;
+pub mod index_objects;
 pub mod lock;
 pub mod pack;
 pub mod reader;
@@ -374,6 +375,23 @@ impl Repository {
             || std::env::var_os("REWINDB_REMOTE_DELTAS").is_some_and(|v| v == "1")
     }
 
+    /// Whether writers describe their packs in index objects (remote
+    /// repositories: a cold cache reads those instead of every pack's table).
+    pub fn writes_index_objects(&self) -> bool {
+        self.storage.is_remote()
+    }
+
+    /// gc: removes the index objects that describe no pack in `live`.
+    pub fn prune_index_objects(&self, live: &HashSet<PackId>) -> Result<usize, RepoError> {
+        index_objects::prune(self.storage(), live)
+            .ctx(|| format!("removing stale index objects from {}", self.location()))
+    }
+
+    /// The storage, for the modules of this one that name objects themselves.
+    pub(crate) fn storage(&self) -> &dyn Storage {
+        self.storage.as_ref()
+    }
+
     /// Where a writer sends its sealed packs (in parallel to a remote storage).
     pub(crate) fn pack_uploads(&self) -> upload::PackUploads {
         upload::PackUploads::new(self.storage.clone())
@@ -445,7 +463,8 @@ impl Repository {
         let storage = self.storage.clone();
         let mut report = None;
         self.replace_index(|index| {
-            report = Some(rebuild::rebuild(storage.as_ref(), index)?);
+            // The packs' own tables: a repair trusts nothing else.
+            report = Some(rebuild::rebuild(storage.as_ref(), index, false)?);
             Ok(())
         })?;
         Ok(report.expect("set by the rebuild"))

@@ -269,10 +269,15 @@ pub fn decode_entries(
     if blake3::hash(table).as_bytes() != table_hash {
         return err("entry table does not match its checksum");
     }
+    let blobs_end = pack_len.saturating_sub((table.len() + TRAILER_LEN) as u64);
+    decode_table(table, blobs_end)
+}
+
+/// Entries whose frames must all lie in `PACK_MAGIC.len()..blobs_end`.
+fn decode_table(table: &[u8], blobs_end: u64) -> Result<Vec<BlobEntry>, DecodeError> {
     if !table.len().is_multiple_of(ENTRY_LEN) {
         return err("entry table length is not a whole number of entries");
     }
-    let blobs_end = pack_len - (table.len() + TRAILER_LEN) as u64;
     let entries = table
         .chunks_exact(ENTRY_LEN)
         .map(BlobEntry::decode)
@@ -287,6 +292,21 @@ pub fn decode_entries(
         }
     }
     Ok(entries)
+}
+
+/// Encodes entries as a pack's table holds them.
+pub fn encode_table(entries: &[BlobEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * ENTRY_LEN);
+    for e in entries {
+        e.encode(&mut out);
+    }
+    out
+}
+
+/// Decodes entries kept apart from their pack (an index object's copy of
+/// some of a pack's table), checking each lies within a pack of `pack_len`.
+pub fn decode_entries_within(pack_len: u64, table: &[u8]) -> Result<Vec<BlobEntry>, DecodeError> {
+    decode_table(table, pack_len.saturating_sub(TRAILER_LEN as u64))
 }
 
 /// Decodes the entries of a whole pack held in memory, checking the magic.

@@ -26,28 +26,38 @@ pub struct RepairReport {
 
 /// Removes delta entries whose base chain does not end in an indexed whole
 /// blob, repeating until none is left (a dropped delta may be another's base).
+/// `known` are bases an index object gave; the others are read from each
+/// delta's 33-byte header.
 fn drop_deltas_without_base(
     storage: &dyn Storage,
     sealed: &mut [SealedPack],
+    known: HashMap<ChunkId, ChunkId>,
 ) -> Result<u64, RepoError> {
     let mut present: HashSet<ChunkId> = sealed
         .iter()
         .flat_map(|p| p.entries.iter().map(|e| e.id))
         .collect();
-    // Each delta's base id, read from its 33-byte header.
-    let mut bases: HashMap<ChunkId, ChunkId> = HashMap::new();
+    let mut bases = known;
     for pack in sealed.iter() {
+        let unknown = pack
+            .entries
+            .iter()
+            .any(|e| e.compression == Compression::ZstdDelta && !bases.contains_key(&e.id));
+        if !unknown {
+            continue;
+        }
         let file = storage.open(&storage::pack_name(&pack.id)).ctx(|| {
             format!(
                 "opening {}",
                 storage.describe(&storage::pack_name(&pack.id))
             )
         })?;
-        for e in pack
+        let unread: Vec<&BlobEntry> = pack
             .entries
             .iter()
-            .filter(|e| e.compression == Compression::ZstdDelta)
-        {
+            .filter(|e| e.compression == Compression::ZstdDelta && !bases.contains_key(&e.id))
+            .collect();
+        for e in unread {
             let mut header = [0u8; pack::DELTA_HEADER_LEN];
             let base = file
                 .read_at(&mut header, u64::from(e.frame_offset))
@@ -137,11 +147,32 @@ pub fn read_pack_table(
 }
 
 /// Fills an empty index from every pack's table, leaving out deltas whose
-/// base chain ends in no readable pack.
-pub fn rebuild(storage: &dyn Storage, index: &Index) -> Result<RepairReport, RepoError> {
+/// base chain ends in no readable pack. With `index_objects` (a cache of a
+/// remote repository), a pack an index object describes at its listed size
+/// is taken from there, without a request of its own.
+pub fn rebuild(
+    storage: &dyn Storage,
+    index: &Index,
+    index_objects: bool,
+) -> Result<RepairReport, RepoError> {
     let mut report = RepairReport::default();
     let mut sealed = Vec::new();
+    let mut described = match index_objects {
+        true => crate::repo::index_objects::load_all(storage)
+            .ctx(|| format!("reading the index objects of {}", storage.location()))?,
+        false => HashMap::new(),
+    };
+    let mut known_bases = HashMap::new();
     for (id, len) in pack_files(storage)? {
+        if let Some(table) = described.remove(&id).filter(|t| t.len == len) {
+            known_bases.extend(table.bases);
+            sealed.push(SealedPack {
+                id,
+                len,
+                entries: table.entries,
+            });
+            continue;
+        }
         match read_pack_table(storage, &id, len) {
             Ok(entries) => sealed.push(SealedPack { id, len, entries }),
             Err(why) => report
@@ -149,7 +180,7 @@ pub fn rebuild(storage: &dyn Storage, index: &Index) -> Result<RepairReport, Rep
                 .push((storage.describe(&storage::pack_name(&id)), why)),
         }
     }
-    report.deltas_dropped = drop_deltas_without_base(storage, &mut sealed)?;
+    report.deltas_dropped = drop_deltas_without_base(storage, &mut sealed, known_bases)?;
     report.packs_indexed = sealed.len();
     report.chunks_indexed = sealed.iter().map(|p| p.entries.len() as u64).sum();
     index.add_packs(&sealed)?;

@@ -184,6 +184,20 @@ fn snapshots_markers_and_gc_time_are_objects() {
 /// A repository on `Faulty(Memory)` whose writers upload from `threads`
 /// threads, with 64 KiB packs so that a few hundred pages fill many.
 fn uploading_repo(threads: usize) -> (Arc<storage::fault::Faulty>, tempfile::TempDir, Repository) {
+    let (faulty, index, repo, _) = uploading_repo_as(threads, false);
+    (faulty, index, repo)
+}
+
+/// As [`uploading_repo`], optionally remote; also the memory beneath.
+fn uploading_repo_as(
+    threads: usize,
+    remote: bool,
+) -> (
+    Arc<storage::fault::Faulty>,
+    tempfile::TempDir,
+    Repository,
+    Memory,
+) {
     let mem = Memory::new();
     let index = tempfile::tempdir().unwrap();
     Repository::init_in(&mem, index.path()).unwrap();
@@ -194,8 +208,12 @@ fn uploading_repo(threads: usize) -> (Arc<storage::fault::Faulty>, tempfile::Tem
     );
     assert_ne!(small, config);
     mem.replace("config.json", small.as_bytes()).unwrap();
-    let faulty =
-        Arc::new(storage::fault::Faulty::new(Arc::new(mem)).with_parallel_uploads(threads));
+    let mut faulty =
+        storage::fault::Faulty::new(Arc::new(mem.clone())).with_parallel_uploads(threads);
+    if remote {
+        faulty = faulty.as_remote();
+    }
+    let faulty = Arc::new(faulty);
     let repo = Repository::open_in(
         faulty.clone(),
         index.path(),
@@ -205,7 +223,7 @@ fn uploading_repo(threads: usize) -> (Arc<storage::fault::Faulty>, tempfile::Tem
         },
     )
     .unwrap();
-    (faulty, index, repo)
+    (faulty, index, repo, mem)
 }
 
 #[test]
@@ -251,4 +269,110 @@ fn a_failed_parallel_upload_fails_the_commit_and_indexes_nothing() {
     for (i, id) in ids.iter().enumerate() {
         assert_eq!(reader.read(id).unwrap(), page(i as u8));
     }
+}
+
+#[test]
+fn a_cold_cache_is_built_from_index_objects_without_reading_packs() {
+    use crate::repo::index::Index;
+    use crate::repo::{index_objects, rebuild};
+    let (faulty, _index, repo, inner) = uploading_repo_as(2, true);
+    let mut writer = BlobWriter::new(&repo).unwrap();
+    let ids: Vec<ChunkId> = (0..120)
+        .map(|i| writer.add(BlobKind::Data, &page(i)).unwrap())
+        .collect();
+    writer.commit().unwrap();
+    // A second run stores changed pages as deltas against the first's.
+    let mut encoder = DeltaEncoder::new(&repo, FAST_LEVEL).unwrap();
+    let mut writer = BlobWriter::new(&repo).unwrap();
+    for (i, base) in ids.iter().enumerate().take(30) {
+        let mut changed = page(i as u8);
+        changed[100..110].copy_from_slice(b"0123456789");
+        let id = ChunkId::of(&changed);
+        let delta = encoder.encode(id, &changed, *base).unwrap();
+        writer.add_with_base(id, &changed, delta).unwrap();
+    }
+    assert!(writer.stats().chunks_delta > 0);
+    writer.commit().unwrap();
+    let objects = faulty.list(index_objects::PREFIX).unwrap();
+    assert_eq!(objects.len(), 2, "one index object per run");
+    let expected = {
+        let mut all = repo.index().unwrap().view().unwrap().all().unwrap();
+        all.sort_by_key(|(p, e)| (*p, e.id));
+        all
+    };
+    let rebuilt = |dir: &std::path::Path| {
+        let index = Index::create(&dir.join("index.redb")).unwrap();
+        let report = rebuild::rebuild(faulty.as_ref(), &index, true).unwrap();
+        let mut all = index.view().unwrap().all().unwrap();
+        all.sort_by_key(|(p, e)| (*p, e.id));
+        (report, all)
+    };
+    // Every pack's bytes replaced by garbage of the same size: only index
+    // objects can still describe them, and they do, deltas and all.
+    let packs = repo.pack_files().unwrap();
+    let originals: Vec<(String, Vec<u8>)> = packs
+        .iter()
+        .map(|(id, len)| {
+            let name = storage::pack_name(id);
+            let bytes = inner.get(&name).unwrap();
+            inner.tamper(&name, vec![0xee; *len as usize]);
+            (name, bytes)
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let (report, all) = rebuilt(dir.path());
+    assert_eq!(all, expected);
+    assert_eq!(report.deltas_dropped, 0);
+    // A damaged index object is skipped: its packs are read from their own
+    // tables (here restored), with the same result.
+    for (name, bytes) in &originals {
+        inner.tamper(name, bytes.clone());
+    }
+    inner.tamper(&objects[0].name, b"RWDBIDX1 damaged".to_vec());
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(rebuilt(dir.path()).1, expected);
+    // gc's pruning keeps an object while one of its packs lives.
+    let live: std::collections::HashSet<_> = packs.iter().map(|(id, _)| *id).collect();
+    assert_eq!(
+        repo.prune_index_objects(&live).unwrap(),
+        1,
+        "the damaged one"
+    );
+    assert_eq!(repo.prune_index_objects(&Default::default()).unwrap(), 1);
+    assert!(faulty.list(index_objects::PREFIX).unwrap().is_empty());
+}
+
+#[test]
+fn index_objects_round_trip_and_refuse_damage() {
+    use crate::repo::index_objects::{PackTable, decode, encode, name_of};
+    let (_mem, _index, repo) = memory_repo();
+    let mut writer = BlobWriter::new(&repo).unwrap();
+    for i in 0..40 {
+        writer.add(BlobKind::Data, &page(i)).unwrap();
+    }
+    writer.commit().unwrap();
+    let view = repo.index().unwrap().view().unwrap();
+    let (pack, len) = repo.pack_files().unwrap()[0];
+    let entries: Vec<_> = view.all().unwrap().into_iter().map(|(_, e)| e).collect();
+    let table = PackTable {
+        id: pack,
+        len,
+        entries,
+        bases: Default::default(),
+    };
+    let bytes = encode(std::slice::from_ref(&table));
+    assert_eq!(
+        decode(&name_of(&bytes), &bytes).unwrap(),
+        vec![table.clone()]
+    );
+    // Any changed byte, a cut, or a wrong name is refused.
+    let mut flipped = bytes.clone();
+    flipped[20] ^= 1;
+    assert!(decode(&name_of(&bytes), &flipped).is_err());
+    let cut = &bytes[..bytes.len() - 7];
+    assert!(decode(&name_of(cut), cut).is_err());
+    // An entry past the end of its pack is refused.
+    let short = PackTable { len: 100, ..table };
+    let bytes = encode(&[short]);
+    assert!(decode(&name_of(&bytes), &bytes).is_err());
 }

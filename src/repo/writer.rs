@@ -6,16 +6,16 @@
 //! in one transaction. Only after `commit` returns may a snapshot reference the
 //! blobs (invariant 1).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::chunker::ChunkerParams;
 use crate::error::{IoContext, RepoError};
 use crate::id::ChunkId;
-use crate::repo::Repository;
 use crate::repo::index::{IndexView, SealedPack};
 use crate::repo::pack::{BlobKind, Compression, PackBuilder};
 use crate::repo::reader::BlobReader;
 use crate::repo::upload::PackUploads;
+use crate::repo::{Repository, index_objects};
 
 /// What a writer stored.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -42,6 +42,8 @@ pub struct BlobWriter<'r> {
     /// Blobs added by this writer but not yet in the index.
     added: HashSet<ChunkId>,
     sealed: Vec<SealedPack>,
+    /// Each delta blob's base, for the index object of a remote repository.
+    delta_bases: HashMap<ChunkId, ChunkId>,
     uploads: PackUploads,
     stats: WriteStats,
     /// Reads blobs of earlier snapshots (their manifests).
@@ -65,6 +67,7 @@ impl<'r> BlobWriter<'r> {
             frame_blobs: Vec::new(),
             added: HashSet::new(),
             sealed: Vec::new(),
+            delta_bases: HashMap::new(),
             uploads: repo.pack_uploads(),
             stats: WriteStats::default(),
             reader: BlobReader::new(repo)?,
@@ -111,6 +114,9 @@ impl<'r> BlobWriter<'r> {
                 self.stats.bytes_new += data.len() as u64;
                 self.stats.bytes_added += stored.len() as u64;
                 self.added.insert(id);
+                if let Some(base) = delta_base(&stored) {
+                    self.delta_bases.insert(id, base);
+                }
                 self.pack.add_frame(
                     Compression::ZstdDelta,
                     &stored,
@@ -192,6 +198,11 @@ impl<'r> BlobWriter<'r> {
             return Ok(());
         }
         self.added.extend(blobs.iter().map(|b| b.0));
+        if let Some(base) = delta_base(stored).filter(|_| compression == Compression::ZstdDelta) {
+            for b in blobs {
+                self.delta_bases.insert(b.0, base);
+            }
+        }
         self.stats.chunks += blobs.len() as u64;
         self.stats.bytes_added += stored.len() as u64;
         self.pack.add_frame(compression, stored, blobs);
@@ -207,6 +218,7 @@ impl<'r> BlobWriter<'r> {
         self.flush_frame()?;
         self.seal()?;
         self.uploads.finish()?;
+        self.store_index_object()?;
         Ok(std::mem::take(&mut self.sealed))
     }
 
@@ -275,6 +287,7 @@ impl<'r> BlobWriter<'r> {
         self.flush_frame()?;
         self.seal()?;
         self.uploads.finish()?;
+        self.store_index_object()?;
         // Read views must end before the index takes a write transaction.
         drop(self.view);
         drop(self.reader);
@@ -282,6 +295,31 @@ impl<'r> BlobWriter<'r> {
             self.repo.index()?.add_packs(&self.sealed)?;
         }
         Ok(self.stats)
+    }
+
+    /// A remote repository's index object for the packs sealed here, once
+    /// they are all durable and before anything refers to them.
+    fn store_index_object(&self) -> Result<(), RepoError> {
+        if !self.repo.writes_index_objects() || self.sealed.is_empty() {
+            return Ok(());
+        }
+        let tables: Vec<index_objects::PackTable> = self
+            .sealed
+            .iter()
+            .map(|p| index_objects::PackTable {
+                id: p.id,
+                len: p.len,
+                entries: p.entries.clone(),
+                bases: p
+                    .entries
+                    .iter()
+                    .filter_map(|e| Some((e.id, *self.delta_bases.get(&e.id)?)))
+                    .collect(),
+            })
+            .collect();
+        index_objects::store(self.repo.storage(), &tables)
+            .ctx(|| format!("writing an index object to {}", self.repo.location()))?;
+        Ok(())
     }
 
     pub fn stats(&self) -> WriteStats {
@@ -294,4 +332,11 @@ impl<'r> BlobWriter<'r> {
 fn pack_capacity(repo: &Repository) -> usize {
     let config = repo.config();
     (config.pack_target_bytes + 2 * config.frame_target_bytes) as usize + (64 << 10)
+}
+
+/// The base a delta frame was encoded against (from its header).
+fn delta_base(stored: &[u8]) -> Option<ChunkId> {
+    crate::repo::pack::decode_delta_header(stored)
+        .ok()
+        .map(|(base, _, _)| base)
 }

@@ -37,6 +37,8 @@ struct State {
     crashed: bool,
     /// What [`Storage::parallel_uploads`] says (1 unless a test asks).
     uploads: usize,
+    /// What [`Storage::is_remote`] says, when a test overrides the inner's.
+    remote: Option<bool>,
 }
 
 /// Wraps a storage and injects one fault at its `n`th write.
@@ -68,6 +70,7 @@ impl Faulty {
                 at: None,
                 crashed: false,
                 uploads: 1,
+                remote: None,
             }),
         }
     }
@@ -80,6 +83,13 @@ impl Faulty {
     /// Makes writers upload packs from `n` threads, as to a remote storage.
     pub fn with_parallel_uploads(self, n: usize) -> Faulty {
         self.state.lock().expect("fault state").uploads = n;
+        self
+    }
+
+    /// Makes the repository behave as a remote one (index objects, larger
+    /// packs for a new repository).
+    pub fn as_remote(self) -> Faulty {
+        self.state.lock().expect("fault state").remote = Some(true);
         self
     }
 
@@ -210,7 +220,8 @@ impl Storage for Faulty {
     }
 
     fn is_remote(&self) -> bool {
-        self.inner.is_remote()
+        let remote = self.state.lock().expect("fault state").remote;
+        remote.unwrap_or_else(|| self.inner.is_remote())
     }
 
     fn parallel_uploads(&self) -> usize {
