@@ -93,6 +93,11 @@ impl FaultProxy {
         self.state.down.load(Ordering::SeqCst)
     }
 
+    /// Bytes that came from the server so far.
+    pub fn downloaded(&self) -> u64 {
+        self.state.down_bytes.load(Ordering::SeqCst)
+    }
+
     /// Faults injected so far.
     pub fn faults(&self) -> u64 {
         self.state.faults.load(Ordering::SeqCst)

@@ -64,7 +64,7 @@ struct Inner {
     bucket: String,
     /// `AWS_ENDPOINT_URL`, or AWS.
     endpoint: String,
-    windows: Windows,
+    windows: Arc<Windows>,
     rt: tokio::runtime::Runtime,
 }
 
@@ -193,7 +193,7 @@ impl S3 {
                 url: url.to_string(),
                 bucket: url.bucket.clone(),
                 endpoint: endpoint.unwrap_or_else(|| "AWS".into()),
-                windows: Windows::default(),
+                windows: Arc::default(),
                 rt,
             }),
         })
@@ -323,10 +323,12 @@ impl Object for S3Object {
 /// A read that continues where the last fetch of its object ended fetches
 /// ahead, twice as far each time up to [`READ_WINDOW`] (a restore reads a
 /// pack's frames in order, so one request serves many of them); a read
-/// elsewhere fetches just what it asks (a delta's base, a pack's table). A
-/// range being fetched is waited for, not fetched again. At most
-/// [`MAX_WINDOWS`] ranges are kept: memory stays bounded however many packs
-/// the readers hold open.
+/// elsewhere fetches just what it asks (a delta's base, a pack's table).
+/// Once a stream reads whole windows, the next [`PREFETCH`] windows are
+/// fetched in the background, so the reader rarely waits for the network.
+/// A range being fetched is waited for, not fetched again. At most
+/// [`MAX_BYTES`] are kept: memory stays bounded however many packs the
+/// readers hold open.
 #[derive(Default)]
 struct Windows {
     state: Mutex<WindowState>,
@@ -337,8 +339,17 @@ struct Windows {
 struct WindowState {
     /// Most recently used last.
     windows: std::collections::VecDeque<Window>,
-    /// Per object: where its last fetch ended and how far it read ahead.
+    /// Per object: where its fetches (done or under way) end, and how far
+    /// the last one read ahead.
     streams: std::collections::HashMap<String, (u64, u64)>,
+}
+
+/// What the windows hold of a range.
+enum Gathered {
+    Ready(u64, bytes::Bytes),
+    UnderWay,
+    /// Nothing covers this offset (the first such).
+    Missing(u64),
 }
 
 struct Window {
@@ -349,72 +360,118 @@ struct Window {
     bytes: Option<bytes::Bytes>,
 }
 
-/// Ranges kept at once (each at most [`READ_WINDOW`] bytes).
-const MAX_WINDOWS: usize = 8;
+/// Bytes the windows hold at most (fetched, or being fetched).
+const MAX_BYTES: u64 = 48 << 20;
+/// Background fetches under way at most.
+const MAX_PREFETCHES: usize = 6;
+/// Windows fetched ahead of a stream that reads whole windows.
+const PREFETCH: u64 = 2;
 /// The least a read that continues the one before fetches ahead.
 const MIN_AHEAD: u64 = 256 << 10;
 
 impl Windows {
     /// The bytes of `object` covering `offset..end`, with where they start.
-    fn read(&self, object: &S3Object, offset: u64, end: u64) -> io::Result<(u64, bytes::Bytes)> {
+    fn read(
+        self: &Arc<Self>,
+        object: &S3Object,
+        offset: u64,
+        end: u64,
+    ) -> io::Result<(u64, bytes::Bytes)> {
         let mut state = self.state.lock().expect("windows");
-        let (from, to) = loop {
-            let covering = state
-                .windows
-                .iter()
-                .position(|w| w.name == object.name && w.start <= offset && end <= w.end);
-            match covering {
-                Some(i) => match &state.windows[i].bytes {
-                    Some(bytes) => {
-                        let found = (state.windows[i].start, bytes.clone());
-                        let w = state.windows.remove(i).expect("found");
-                        state.windows.push_back(w);
-                        return Ok(found);
-                    }
-                    // Another reader is fetching it: wait, then look again.
-                    None => state = self.fetched.wait(state).expect("windows"),
-                },
-                None => break Self::plan(&mut state, object, offset, end),
+        loop {
+            let missing = match Self::gather(&state, &object.name, offset, end) {
+                Gathered::Ready(start, bytes) => {
+                    self.prefetch(&mut state, object, offset);
+                    return Ok((start, bytes));
+                }
+                // Being fetched (by another reader, or ahead): wait.
+                Gathered::UnderWay => {
+                    state = self.fetched.wait(state).expect("windows");
+                    continue;
+                }
+                Gathered::Missing(at) => at,
+            };
+            let (from, to) = Self::plan(&mut state, object, missing, end);
+            Self::push(&mut state, &object.name, from, to);
+            self.prefetch(&mut state, object, offset);
+            drop(state);
+            let got = object
+                .inner
+                .block(object.inner.store.get_range(&object.path, from..to));
+            let got = match got {
+                // Shorter than its recorded size: the object was truncated.
+                Ok(bytes) if (bytes.len() as u64) < to - from => {
+                    Err(io::Error::from(io::ErrorKind::UnexpectedEof))
+                }
+                Ok(bytes) => Ok(bytes),
+                Err(e) => Err(io_error(e)),
+            };
+            self.complete(&object.name, from, got.as_ref().ok().cloned());
+            got?;
+            state = self.state.lock().expect("windows");
+        }
+    }
+
+    /// `offset..end` of `name` from the windows: one window's bytes when one
+    /// covers it, else the pieces of adjacent windows joined (a frame that
+    /// straddles two windows is not fetched again).
+    fn gather(state: &WindowState, name: &str, offset: u64, end: u64) -> Gathered {
+        let mut pieces: Vec<bytes::Bytes> = Vec::new();
+        let mut at = offset;
+        while at < end {
+            let Some(w) =
+                (state.windows.iter()).find(|w| w.name == name && w.start <= at && at < w.end)
+            else {
+                return Gathered::Missing(at);
+            };
+            let Some(bytes) = &w.bytes else {
+                return Gathered::UnderWay;
+            };
+            let upto = end.min(w.end);
+            if pieces.is_empty() && upto == end {
+                return Gathered::Ready(w.start, bytes.clone());
             }
-        };
-        if state.windows.len() >= MAX_WINDOWS {
-            // The least recently used that is not still being fetched.
-            if let Some(i) = state.windows.iter().position(|w| w.bytes.is_some()) {
-                state.windows.remove(i);
-            }
+            pieces.push(bytes.slice((at - w.start) as usize..(upto - w.start) as usize));
+            at = upto;
+        }
+        Gathered::Ready(offset, pieces.concat().into())
+    }
+
+    /// Adds a window that is about to be fetched, evicting the oldest
+    /// fetched ones while the windows would hold more than [`MAX_BYTES`].
+    fn push(state: &mut WindowState, name: &str, start: u64, end: u64) {
+        let mut held: u64 = state.windows.iter().map(|w| w.end - w.start).sum();
+        while held + (end - start) > MAX_BYTES {
+            let Some(i) = state.windows.iter().position(|w| w.bytes.is_some()) else {
+                break; // all under way: they are bounded by the prefetch budget
+            };
+            let w = state.windows.remove(i).expect("found");
+            held -= w.end - w.start;
         }
         state.windows.push_back(Window {
-            name: object.name.clone(),
-            start: from,
-            end: to,
+            name: name.to_string(),
+            start,
+            end,
             bytes: None,
         });
-        drop(state);
-        let got = object
-            .inner
-            .block(object.inner.store.get_range(&object.path, from..to));
+    }
+
+    /// Fills (or, on failure, drops: a waiting reader fetches it itself) the
+    /// window of `name` at `start`, and wakes the readers waiting for it.
+    fn complete(&self, name: &str, start: u64, bytes: Option<bytes::Bytes>) {
         let mut state = self.state.lock().expect("windows");
         let at = state
             .windows
             .iter()
-            .position(|w| w.name == object.name && w.start == from && w.bytes.is_none());
-        let result = match got {
-            // Shorter than its recorded size: the object was truncated.
-            Ok(bytes) if (bytes.len() as u64) < end - from => {
-                Err(io::Error::from(io::ErrorKind::UnexpectedEof))
-            }
-            Ok(bytes) => Ok(bytes),
-            Err(e) => Err(io_error(e)),
-        };
-        match (&result, at) {
-            (Ok(bytes), Some(i)) => state.windows[i].bytes = Some(bytes.clone()),
-            (Err(_), Some(i)) => {
-                state.windows.remove(i); // whoever waits fetches it again
+            .position(|w| w.name == name && w.start == start && w.bytes.is_none());
+        match (bytes, at) {
+            (Some(bytes), Some(i)) => state.windows[i].bytes = Some(bytes),
+            (None, Some(i)) => {
+                state.windows.remove(i);
             }
             _ => {}
         }
         self.fetched.notify_all();
-        result.map(|bytes| (from, bytes))
     }
 
     /// The range to fetch for a read of `offset..end` that no window covers.
@@ -425,15 +482,68 @@ impl Windows {
         let (last_end, ahead) = state.streams.get(&object.name).copied().unwrap_or((0, 0));
         // Continuing: at or just past where the last fetch ended.
         let continuing = last_end > 0
-            && offset >= last_end.saturating_sub(READ_WINDOW)
+            && offset >= last_end.saturating_sub(READ_WINDOW * (PREFETCH + 1))
             && offset <= last_end + MIN_AHEAD;
         let ahead = match continuing {
             true => (ahead * 2).clamp(MIN_AHEAD, READ_WINDOW),
             false => 0,
         };
-        let to = object.len.min(end.max(offset + ahead));
-        state.streams.insert(object.name.clone(), (to, ahead));
+        // Up to the next window already there: nothing is fetched twice.
+        let next = (state.windows.iter())
+            .filter(|w| w.name == object.name && w.start > offset)
+            .map(|w| w.start)
+            .min()
+            .unwrap_or(u64::MAX);
+        let to = object.len.min(end.max((offset + ahead).min(next)));
+        let last_end = match continuing {
+            true => last_end.max(to),
+            false => to,
+        };
+        state.streams.insert(object.name.clone(), (last_end, ahead));
         (offset, to)
+    }
+
+    /// For a stream reading whole windows, starts fetching the windows up to
+    /// [`PREFETCH`] ahead of `offset` that are not there or under way.
+    fn prefetch(self: &Arc<Self>, state: &mut WindowState, object: &S3Object, offset: u64) {
+        let Some(&(mut at, ahead)) = state.streams.get(&object.name) else {
+            return;
+        };
+        if ahead < READ_WINDOW {
+            return;
+        }
+        let horizon = object.len.min(offset + READ_WINDOW * (PREFETCH + 1));
+        let under_way = state.windows.iter().filter(|w| w.bytes.is_none()).count();
+        let mut budget = MAX_PREFETCHES.saturating_sub(under_way);
+        while at < horizon && budget > 0 {
+            let mine = || state.windows.iter().filter(|w| w.name == object.name);
+            if let Some(w) = mine().find(|w| w.start <= at && at < w.end) {
+                at = w.end; // there, or under way
+                continue;
+            }
+            let next = mine().filter(|w| w.start > at).map(|w| w.start).min();
+            let to = object
+                .len
+                .min(at + READ_WINDOW)
+                .min(next.unwrap_or(u64::MAX));
+            Self::push(state, &object.name, at, to);
+            let (windows, store, path, name) = (
+                self.clone(),
+                object.inner.store.clone(),
+                object.path.clone(),
+                object.name.clone(),
+            );
+            // The task holds the client and these windows, not the backend:
+            // a runtime must not be dropped from one of its own tasks.
+            object.inner.rt.spawn(async move {
+                let got = store.get_range(&path, at..to).await.ok();
+                let got = got.filter(|b| b.len() as u64 == to - at);
+                windows.complete(&name, at, got);
+            });
+            at = to;
+            budget -= 1;
+        }
+        state.streams.insert(object.name.clone(), (at, ahead));
     }
 }
 
