@@ -692,6 +692,12 @@ fn copy_sends_a_local_repository_off_site_and_back() {
     };
     let run_local = |args: &[&str]| on(&local, args);
     run_local(&["init"]);
+    let stats: serde_json::Value = serde_json::from_str(&run_local(&["stats", "--json"])).unwrap();
+    assert_eq!(
+        stats["pack_target_bytes"],
+        16 << 20,
+        "a local repository: {stats}"
+    );
     let db = b.path("app.db");
     make_db(&db, 20_000, "wal");
     let first = run_local(&["backup", "sqlite", "--json", db.to_str().unwrap()]);
