@@ -100,14 +100,26 @@ pub fn decode(name: &str, bytes: &[u8]) -> Result<Vec<PackTable>, String> {
                 .ok_or("too many entries")?,
         )?;
         let entries = pack::decode_entries_within(len, table).map_err(|e| e.0)?;
-        let mut bases = HashMap::new();
-        for _ in 0..c.u32()? {
-            bases.insert(ChunkId(c.id()?), ChunkId(c.id()?));
-        }
-        let deltas = entries
+        let deltas: std::collections::HashSet<ChunkId> = entries
             .iter()
             .filter(|e| e.compression == Compression::ZstdDelta)
-            .count();
+            .map(|e| e.id)
+            .collect();
+        // One base per delta entry, in increasing order of chunk id (as
+        // `encode` writes them): anything else is damage.
+        let mut bases = HashMap::new();
+        let mut previous: Option<ChunkId> = None;
+        for _ in 0..c.u32()? {
+            let (chunk, base) = (ChunkId(c.id()?), ChunkId(c.id()?));
+            if previous.is_some_and(|p| p >= chunk) || !deltas.contains(&chunk) {
+                return Err(format!(
+                    "pack {id}: bases out of order or not of a delta entry"
+                ));
+            }
+            previous = Some(chunk);
+            bases.insert(chunk, base);
+        }
+        let deltas = deltas.len();
         if bases.len() != deltas {
             return Err(format!(
                 "pack {id}: {deltas} delta entries but {} bases",
