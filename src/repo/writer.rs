@@ -1,4 +1,5 @@
-//! Storing new blobs: dedup against the index, compress, fill packs, seal them durably.
+//! Storing new blobs: dedup against the index and gather frames; the packer
+//! (`packer.rs`, a thread of its own) compresses them and fills and seals packs.
 //!
 //! [`BlobWriter::add`] returns a blob's id whether or not the blob was new.
 //! Sealed packs are stored durably as they fill;
@@ -6,15 +7,15 @@
 //! in one transaction. Only after `commit` returns may a snapshot reference the
 //! blobs (invariant 1).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use crate::chunker::ChunkerParams;
 use crate::error::{IoContext, RepoError};
 use crate::id::ChunkId;
 use crate::repo::index::{IndexView, SealedPack};
-use crate::repo::pack::{BlobKind, Compression, PackBuilder};
+use crate::repo::pack::{BlobKind, Compression};
+use crate::repo::packer::{Frame, Packed, Packer, PackerConfig};
 use crate::repo::reader::BlobReader;
-use crate::repo::upload::PackUploads;
 use crate::repo::{Repository, index_objects};
 
 /// What a writer stored.
@@ -33,18 +34,13 @@ pub struct WriteStats {
 pub struct BlobWriter<'r> {
     repo: &'r Repository,
     view: IndexView,
-    compressor: zstd::bulk::Compressor<'static>,
-    scratch: Vec<u8>,
-    pack: PackBuilder,
+    /// Compresses frames and fills and seals packs, on its own thread.
+    packer: Packer,
     /// Uncompressed bytes of the frame being filled, and its blobs.
     frame: Vec<u8>,
     frame_blobs: Vec<(ChunkId, BlobKind, u32, u32)>,
     /// Blobs added by this writer but not yet in the index.
     added: HashSet<ChunkId>,
-    sealed: Vec<SealedPack>,
-    /// Each delta blob's base, for the index object of a remote repository.
-    delta_bases: HashMap<ChunkId, ChunkId>,
-    uploads: PackUploads,
     stats: WriteStats,
     /// Reads blobs of earlier snapshots (their manifests).
     reader: BlobReader<'r>,
@@ -55,20 +51,22 @@ impl<'r> BlobWriter<'r> {
     pub fn new(repo: &'r Repository) -> Result<Self, RepoError> {
         assert!(repo.writes_index(), "writing needs a writer's lock");
         let view = repo.index()?.view()?;
-        let compressor = zstd::bulk::Compressor::new(repo.config().compression_level)
-            .ctx(|| "starting zstd".into())?;
+        let config = repo.config();
+        let packer = Packer::start(
+            PackerConfig {
+                level: config.compression_level,
+                pack_target_bytes: config.pack_target_bytes,
+                frame_target_bytes: config.frame_target_bytes,
+            },
+            repo.pack_uploads(),
+        )?;
         Ok(BlobWriter {
             repo,
             view,
-            compressor,
-            scratch: Vec::new(),
-            pack: PackBuilder::with_capacity(pack_capacity(repo)),
+            packer,
             frame: Vec::new(),
             frame_blobs: Vec::new(),
             added: HashSet::new(),
-            sealed: Vec::new(),
-            delta_bases: HashMap::new(),
-            uploads: repo.pack_uploads(),
             stats: WriteStats::default(),
             reader: BlobReader::new(repo)?,
         })
@@ -114,17 +112,11 @@ impl<'r> BlobWriter<'r> {
                 self.stats.bytes_new += data.len() as u64;
                 self.stats.bytes_added += stored.len() as u64;
                 self.added.insert(id);
-                if let Some(base) = delta_base(&stored) {
-                    self.delta_bases.insert(id, base);
-                }
-                self.pack.add_frame(
+                self.packer.send(Frame::Stored(
                     Compression::ZstdDelta,
-                    &stored,
-                    &[(id, BlobKind::Data, 0, data.len() as u32)],
-                );
-                if self.pack.len() as u64 >= self.repo.config().pack_target_bytes {
-                    self.seal()?;
-                }
+                    stored,
+                    vec![(id, BlobKind::Data, 0, data.len() as u32)],
+                ))?;
             }
             _ => {
                 self.add_with_id(id, BlobKind::Data, data)?;
@@ -198,28 +190,19 @@ impl<'r> BlobWriter<'r> {
             return Ok(());
         }
         self.added.extend(blobs.iter().map(|b| b.0));
-        if let Some(base) = delta_base(stored).filter(|_| compression == Compression::ZstdDelta) {
-            for b in blobs {
-                self.delta_bases.insert(b.0, base);
-            }
-        }
         self.stats.chunks += blobs.len() as u64;
         self.stats.bytes_added += stored.len() as u64;
-        self.pack.add_frame(compression, stored, blobs);
-        if self.pack.len() as u64 >= self.repo.config().pack_target_bytes {
-            self.seal()?;
-        }
-        Ok(())
+        self.packer
+            .send(Frame::Stored(compression, stored.to_vec(), blobs.to_vec()))
     }
 
     /// Seals the last pack and returns every pack written, durable on disk
     /// but not yet in the index (gc records them with what they replace).
     pub fn finish_packs(mut self) -> Result<Vec<SealedPack>, RepoError> {
         self.flush_frame()?;
-        self.seal()?;
-        self.uploads.finish()?;
-        self.store_index_object()?;
-        Ok(std::mem::take(&mut self.sealed))
+        let packed = self.packer.finish()?;
+        store_index_object(self.repo, &packed)?;
+        Ok(packed.sealed)
     }
 
     /// Stores a manifest (the ordered chunk ids of one file) as content-defined
@@ -234,109 +217,61 @@ impl<'r> BlobWriter<'r> {
         Ok(out)
     }
 
-    /// Compresses the frame being filled into the current pack.
+    /// Hands the frame being filled to the packer, which compresses it.
     fn flush_frame(&mut self) -> Result<(), RepoError> {
         if self.frame_blobs.is_empty() {
             return Ok(());
         }
-        let bound = zstd::zstd_safe::compress_bound(self.frame.len());
-        self.scratch.resize(bound, 0);
-        let n = self
-            .compressor
-            .compress_to_buffer(&self.frame, &mut self.scratch[..])
-            .ctx(|| "compressing a frame".into())?;
-        let (compression, stored) = if n < self.frame.len() {
-            (Compression::Zstd, &self.scratch[..n])
-        } else {
-            (Compression::None, &self.frame[..])
-        };
-        self.pack.add_frame(compression, stored, &self.frame_blobs);
-        self.stats.bytes_added += stored.len() as u64;
-        self.frame.clear();
-        self.frame_blobs.clear();
-        if self.pack.len() as u64 >= self.repo.config().pack_target_bytes {
-            self.seal()?;
-        }
-        Ok(())
-    }
-
-    /// Stores the current pack, durably (create-only), or hands it to an
-    /// upload thread ([`PackUploads`]): durable by the time `commit` returns.
-    fn seal(&mut self) -> Result<(), RepoError> {
-        if !self.frame_blobs.is_empty() {
-            // flush_frame seals again once the frame is in the pack.
-            return self.flush_frame();
-        }
-        if self.pack.is_empty() {
-            return Ok(());
-        }
-        let builder = std::mem::replace(
-            &mut self.pack,
-            PackBuilder::with_capacity(pack_capacity(self.repo)),
-        );
-        let (bytes, id, entries) = builder.finish();
-        let len = bytes.len() as u64;
-        tracing::debug!(pack = %id.short(), blobs = entries.len(), bytes = len, "sealed pack");
-        self.uploads.send(id, bytes)?;
-        self.sealed.push(SealedPack { id, len, entries });
-        Ok(())
+        let capacity = self.repo.config().frame_target_bytes as usize * 2;
+        let frame = std::mem::replace(&mut self.frame, Vec::with_capacity(capacity));
+        let blobs = std::mem::take(&mut self.frame_blobs);
+        self.packer.send(Frame::Raw(frame, blobs))
     }
 
     /// Seals the last pack and records every sealed pack in the index, durably.
     pub fn commit(mut self) -> Result<WriteStats, RepoError> {
         self.flush_frame()?;
-        self.seal()?;
-        self.uploads.finish()?;
-        self.store_index_object()?;
+        let packed = self.packer.finish()?;
+        store_index_object(self.repo, &packed)?;
         // Read views must end before the index takes a write transaction.
         drop(self.view);
         drop(self.reader);
-        if !self.sealed.is_empty() {
-            self.repo.index()?.add_packs(&self.sealed)?;
+        if !packed.sealed.is_empty() {
+            self.repo.index()?.add_packs(&packed.sealed)?;
         }
+        // Every frame as stored, the compressed ones included.
+        self.stats.bytes_added = packed.bytes_added;
         Ok(self.stats)
     }
 
-    /// A remote repository's index object for the packs sealed here, once
-    /// they are all durable and before anything refers to them.
-    fn store_index_object(&self) -> Result<(), RepoError> {
-        if !self.repo.writes_index_objects() || self.sealed.is_empty() {
-            return Ok(());
-        }
-        let tables: Vec<index_objects::PackTable> = self
-            .sealed
-            .iter()
-            .map(|p| index_objects::PackTable {
-                id: p.id,
-                len: p.len,
-                entries: p.entries.clone(),
-                bases: p
-                    .entries
-                    .iter()
-                    .filter_map(|e| Some((e.id, *self.delta_bases.get(&e.id)?)))
-                    .collect(),
-            })
-            .collect();
-        index_objects::store(self.repo.storage(), &tables)
-            .ctx(|| format!("writing an index object to {}", self.repo.location()))?;
-        Ok(())
-    }
-
+    /// What this writer has stored so far (`bytes_added` counts compressed
+    /// frames only once `commit` has packed them all).
     pub fn stats(&self) -> WriteStats {
         self.stats
     }
 }
 
-/// Room for a whole pack from the start: a pack that grew by doubling would
-/// hold twice its target once it passed it.
-fn pack_capacity(repo: &Repository) -> usize {
-    let config = repo.config();
-    (config.pack_target_bytes + 2 * config.frame_target_bytes) as usize + (64 << 10)
-}
-
-/// The base a delta frame was encoded against (from its header).
-fn delta_base(stored: &[u8]) -> Option<ChunkId> {
-    crate::repo::pack::decode_delta_header(stored)
-        .ok()
-        .map(|(base, _, _)| base)
+/// A remote repository's index object for the packs a writer sealed, once
+/// they are all durable and before anything refers to them.
+fn store_index_object(repo: &Repository, packed: &Packed) -> Result<(), RepoError> {
+    if !repo.writes_index_objects() || packed.sealed.is_empty() {
+        return Ok(());
+    }
+    let tables: Vec<index_objects::PackTable> = packed
+        .sealed
+        .iter()
+        .map(|p| index_objects::PackTable {
+            id: p.id,
+            len: p.len,
+            entries: p.entries.clone(),
+            bases: p
+                .entries
+                .iter()
+                .filter_map(|e| Some((e.id, *packed.delta_bases.get(&e.id)?)))
+                .collect(),
+        })
+        .collect();
+    index_objects::store(repo.storage(), &tables)
+        .ctx(|| format!("writing an index object to {}", repo.location()))?;
+    Ok(())
 }
