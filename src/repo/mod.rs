@@ -15,7 +15,6 @@ pub mod index;
 pub mod index_objects;
 pub mod lock;
 pub mod pack;
-pub(crate) mod packer;
 pub mod reader;
 pub mod rebuild;
 pub mod snapshot;

@@ -1,5 +1,4 @@
-//! Storing new blobs: dedup against the index and gather frames; the packer
-//! (`packer.rs`, a thread of its own) compresses them and fills and seals packs.
+//! Storing new blobs: dedup against the index, compress, fill packs, seal them durably.
 //!
 //! [`BlobWriter::add`] returns a blob's id whether or not the blob was new.
 //! Sealed packs are stored durably as they fill;
@@ -7,15 +6,15 @@
 //! in one transaction. Only after `commit` returns may a snapshot reference the
 //! blobs (invariant 1).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::chunker::ChunkerParams;
 use crate::error::{IoContext, RepoError};
 use crate::id::ChunkId;
 use crate::repo::index::{IndexView, SealedPack};
-use crate::repo::pack::{BlobKind, Compression};
-use crate::repo::packer::{Frame, Packed, Packer, PackerConfig};
+use crate::repo::pack::{BlobKind, Compression, PackBuilder};
 use crate::repo::reader::BlobReader;
+use crate::repo::upload::PackUploads;
 use crate::repo::{Repository, index_objects};
 
 /// What a writer stored.
@@ -34,13 +33,18 @@ pub struct WriteStats {
 pub struct BlobWriter<'r> {
     repo: &'r Repository,
     view: IndexView,
-    /// Compresses frames and fills and seals packs, on its own thread.
-    packer: Packer,
+    compressor: zstd::bulk::Compressor<'static>,
+    scratch: Vec<u8>,
+    pack: PackBuilder,
     /// Uncompressed bytes of the frame being filled, and its blobs.
     frame: Vec<u8>,
     frame_blobs: Vec<(ChunkId, BlobKind, u32, u32)>,
     /// Blobs added by this writer but not yet in the index.
     added: HashSet<ChunkId>,
+    sealed: Vec<SealedPack>,
+    /// Each delta blob's base, for the index object of a remote repository.
+    delta_bases: HashMap<ChunkId, ChunkId>,
+    uploads: PackUploads,
     stats: WriteStats,
     /// Reads blobs of earlier snapshots (their manifests).
     reader: BlobReader<'r>,
@@ -51,22 +55,20 @@ impl<'r> BlobWriter<'r> {
     pub fn new(repo: &'r Repository) -> Result<Self, RepoError> {
         assert!(repo.writes_index(), "writing needs a writer's lock");
         let view = repo.index()?.view()?;
-        let config = repo.config();
-        let packer = Packer::start(
-            PackerConfig {
-                level: config.compression_level,
-                pack_target_bytes: config.pack_target_bytes,
-                frame_target_bytes: config.frame_target_bytes,
-            },
-            repo.pack_uploads(),
-        )?;
+        let compressor = zstd::bulk::Compressor::new(repo.config().compression_level)
+            .ctx(|| "starting zstd".into())?;
         Ok(BlobWriter {
             repo,
             view,
-            packer,
+            compressor,
+            scratch: Vec::new(),
+            pack: PackBuilder::with_capacity(pack_capacity(repo)),
             frame: Vec::new(),
             frame_blobs: Vec::new(),
             added: HashSet::new(),
+            sealed: Vec::new(),
+            delta_bases: HashMap::new(),
+            uploads: repo.pack_uploads(),
             stats: WriteStats::default(),
             reader: BlobReader::new(repo)?,
         })
@@ -112,11 +114,17 @@ impl<'r> BlobWriter<'r> {
                 self.stats.bytes_new += data.len() as u64;
                 self.stats.bytes_added += stored.len() as u64;
                 self.added.insert(id);
-                self.packer.send(Frame::Stored(
+                if let Some(base) = delta_base(&stored) {
+                    self.delta_bases.insert(id, base);
+                }
+                self.pack.add_frame(
                     Compression::ZstdDelta,
-                    stored,
-                    vec![(id, BlobKind::Data, 0, data.len() as u32)],
-                ))?;
+                    &stored,
+                    &[(id, BlobKind::Data, 0, data.len() as u32)],
+                );
+                if self.pack.len() as u64 >= self.repo.config().pack_target_bytes {
+                    self.seal()?;
+                }
             }
             _ => {
                 self.add_with_id(id, BlobKind::Data, data)?;
@@ -190,19 +198,28 @@ impl<'r> BlobWriter<'r> {
             return Ok(());
         }
         self.added.extend(blobs.iter().map(|b| b.0));
+        if let Some(base) = delta_base(stored).filter(|_| compression == Compression::ZstdDelta) {
+            for b in blobs {
+                self.delta_bases.insert(b.0, base);
+            }
+        }
         self.stats.chunks += blobs.len() as u64;
         self.stats.bytes_added += stored.len() as u64;
-        self.packer
-            .send(Frame::Stored(compression, stored.to_vec(), blobs.to_vec()))
+        self.pack.add_frame(compression, stored, blobs);
+        if self.pack.len() as u64 >= self.repo.config().pack_target_bytes {
+            self.seal()?;
+        }
+        Ok(())
     }
 
     /// Seals the last pack and returns every pack written, durable on disk
     /// but not yet in the index (gc records them with what they replace).
     pub fn finish_packs(mut self) -> Result<Vec<SealedPack>, RepoError> {
         self.flush_frame()?;
-        let packed = self.packer.finish()?;
-        store_index_object(self.repo, &packed)?;
-        Ok(packed.sealed)
+        self.seal()?;
+        self.uploads.finish()?;
+        self.store_index_object()?;
+        Ok(std::mem::take(&mut self.sealed))
     }
 
     /// Stores a manifest (the ordered chunk ids of one file) as content-defined
@@ -217,61 +234,109 @@ impl<'r> BlobWriter<'r> {
         Ok(out)
     }
 
-    /// Hands the frame being filled to the packer, which compresses it.
+    /// Compresses the frame being filled into the current pack.
     fn flush_frame(&mut self) -> Result<(), RepoError> {
         if self.frame_blobs.is_empty() {
             return Ok(());
         }
-        let capacity = self.repo.config().frame_target_bytes as usize * 2;
-        let frame = std::mem::replace(&mut self.frame, Vec::with_capacity(capacity));
-        let blobs = std::mem::take(&mut self.frame_blobs);
-        self.packer.send(Frame::Raw(frame, blobs))
+        let bound = zstd::zstd_safe::compress_bound(self.frame.len());
+        self.scratch.resize(bound, 0);
+        let n = self
+            .compressor
+            .compress_to_buffer(&self.frame, &mut self.scratch[..])
+            .ctx(|| "compressing a frame".into())?;
+        let (compression, stored) = if n < self.frame.len() {
+            (Compression::Zstd, &self.scratch[..n])
+        } else {
+            (Compression::None, &self.frame[..])
+        };
+        self.pack.add_frame(compression, stored, &self.frame_blobs);
+        self.stats.bytes_added += stored.len() as u64;
+        self.frame.clear();
+        self.frame_blobs.clear();
+        if self.pack.len() as u64 >= self.repo.config().pack_target_bytes {
+            self.seal()?;
+        }
+        Ok(())
+    }
+
+    /// Stores the current pack, durably (create-only), or hands it to an
+    /// upload thread ([`PackUploads`]): durable by the time `commit` returns.
+    fn seal(&mut self) -> Result<(), RepoError> {
+        if !self.frame_blobs.is_empty() {
+            // flush_frame seals again once the frame is in the pack.
+            return self.flush_frame();
+        }
+        if self.pack.is_empty() {
+            return Ok(());
+        }
+        let builder = std::mem::replace(
+            &mut self.pack,
+            PackBuilder::with_capacity(pack_capacity(self.repo)),
+        );
+        let (bytes, id, entries) = builder.finish();
+        let len = bytes.len() as u64;
+        tracing::debug!(pack = %id.short(), blobs = entries.len(), bytes = len, "sealed pack");
+        self.uploads.send(id, bytes)?;
+        self.sealed.push(SealedPack { id, len, entries });
+        Ok(())
     }
 
     /// Seals the last pack and records every sealed pack in the index, durably.
     pub fn commit(mut self) -> Result<WriteStats, RepoError> {
         self.flush_frame()?;
-        let packed = self.packer.finish()?;
-        store_index_object(self.repo, &packed)?;
+        self.seal()?;
+        self.uploads.finish()?;
+        self.store_index_object()?;
         // Read views must end before the index takes a write transaction.
         drop(self.view);
         drop(self.reader);
-        if !packed.sealed.is_empty() {
-            self.repo.index()?.add_packs(&packed.sealed)?;
+        if !self.sealed.is_empty() {
+            self.repo.index()?.add_packs(&self.sealed)?;
         }
-        // Every frame as stored, the compressed ones included.
-        self.stats.bytes_added = packed.bytes_added;
         Ok(self.stats)
     }
 
-    /// What this writer has stored so far (`bytes_added` counts compressed
-    /// frames only once `commit` has packed them all).
+    /// A remote repository's index object for the packs sealed here, once
+    /// they are all durable and before anything refers to them.
+    fn store_index_object(&self) -> Result<(), RepoError> {
+        if !self.repo.writes_index_objects() || self.sealed.is_empty() {
+            return Ok(());
+        }
+        let tables: Vec<index_objects::PackTable> = self
+            .sealed
+            .iter()
+            .map(|p| index_objects::PackTable {
+                id: p.id,
+                len: p.len,
+                entries: p.entries.clone(),
+                bases: p
+                    .entries
+                    .iter()
+                    .filter_map(|e| Some((e.id, *self.delta_bases.get(&e.id)?)))
+                    .collect(),
+            })
+            .collect();
+        index_objects::store(self.repo.storage(), &tables)
+            .ctx(|| format!("writing an index object to {}", self.repo.location()))?;
+        Ok(())
+    }
+
     pub fn stats(&self) -> WriteStats {
         self.stats
     }
 }
 
-/// A remote repository's index object for the packs a writer sealed, once
-/// they are all durable and before anything refers to them.
-fn store_index_object(repo: &Repository, packed: &Packed) -> Result<(), RepoError> {
-    if !repo.writes_index_objects() || packed.sealed.is_empty() {
-        return Ok(());
-    }
-    let tables: Vec<index_objects::PackTable> = packed
-        .sealed
-        .iter()
-        .map(|p| index_objects::PackTable {
-            id: p.id,
-            len: p.len,
-            entries: p.entries.clone(),
-            bases: p
-                .entries
-                .iter()
-                .filter_map(|e| Some((e.id, *packed.delta_bases.get(&e.id)?)))
-                .collect(),
-        })
-        .collect();
-    index_objects::store(repo.storage(), &tables)
-        .ctx(|| format!("writing an index object to {}", repo.location()))?;
-    Ok(())
+/// Room for a whole pack from the start: a pack that grew by doubling would
+/// hold twice its target once it passed it.
+fn pack_capacity(repo: &Repository) -> usize {
+    let config = repo.config();
+    (config.pack_target_bytes + 2 * config.frame_target_bytes) as usize + (64 << 10)
+}
+
+/// The base a delta frame was encoded against (from its header).
+fn delta_base(stored: &[u8]) -> Option<ChunkId> {
+    crate::repo::pack::decode_delta_header(stored)
+        .ok()
+        .map(|(base, _, _)| base)
 }
