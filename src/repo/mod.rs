@@ -401,19 +401,10 @@ impl Repository {
         upload::PackUploads::new(self.storage.clone())
     }
 
-    /// Opens a pack for positioned reads; a missing one is `PackMissing`.
-    pub fn open_pack(&self, id: &PackId) -> Result<Box<dyn Object>, RepoError> {
-        self.open_pack_len(id, None)
-    }
-
-    /// As [`open_pack`](Self::open_pack), given the pack's size when the
-    /// index knows it (a remote storage then need not ask; a missing pack
-    /// shows at the first read).
-    pub fn open_pack_len(
-        &self,
-        id: &PackId,
-        len: Option<u64>,
-    ) -> Result<Box<dyn Object>, RepoError> {
+    /// Opens a pack for positioned reads, given its size when the index
+    /// knows it (a remote storage then need not ask for it). A missing pack
+    /// is `PackMissing`, here or at the first read.
+    pub fn open_pack(&self, id: &PackId, len: Option<u64>) -> Result<Box<dyn Object>, RepoError> {
         let name = storage::pack_name(id);
         let opened = match len {
             Some(len) => self.storage.open_sized(&name, len),

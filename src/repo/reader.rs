@@ -54,7 +54,7 @@ impl<'r> BlobReader<'r> {
         if !self.open.contains_key(pack) {
             // Its size from the index spares a remote storage a request.
             let len = self.view.pack_len(pack)?;
-            let file = self.repo.open_pack_len(pack, len)?;
+            let file = self.repo.open_pack(pack, len)?;
             if self.order.len() >= MAX_OPEN_PACKS {
                 let oldest = self.order.remove(0);
                 self.open.remove(&oldest);
