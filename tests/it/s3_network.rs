@@ -30,6 +30,29 @@ fn snapshot_ids(b: &Bucket, cache: &str) -> Vec<String> {
         .collect()
 }
 
+/// After a cut-off run: only the snapshot `kept` is there, and the next
+/// backup of `big.db` succeeds, checks clean and restores exactly.
+fn only_kept_then_the_next_backup_succeeds(b: &Bucket, kept: &serde_json::Value) {
+    assert_eq!(snapshot_ids(b, "c"), [kept["id"].as_str().unwrap()]);
+    let snap = b.backup("c", &b.path("big.db"));
+    assert_eq!(snapshot_ids(b, "c").len(), 2);
+    b.ok("c", &["check", "--read-data"]);
+    assert_eq!(
+        b.restored("c", snap["id"].as_str().unwrap()),
+        std::fs::read(b.path("big.db")).unwrap()
+    );
+}
+
+/// Waits (a minute at most) until `what` has uploaded as far as the proxy
+/// was told to hold it.
+fn wait_until_held(proxy: &FaultProxy, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !proxy.holding() {
+        assert!(Instant::now() < deadline, "{what} never reached the hold");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn a_flaky_network_is_retried_and_changes_nothing() {
     let proxy = FaultProxy::new(server().s3);
@@ -109,14 +132,7 @@ fn a_backup_cut_off_by_the_network_leaves_no_snapshot_and_the_next_run_succeeds(
         started.elapsed()
     );
     proxy.set_down(false);
-    assert_eq!(snapshot_ids(&b, "c"), [kept["id"].as_str().unwrap()]);
-    let snap = b.backup("c", &b.path("big.db"));
-    assert_eq!(snapshot_ids(&b, "c").len(), 2);
-    b.ok("c", &["check", "--read-data"]);
-    assert_eq!(
-        b.restored("c", snap["id"].as_str().unwrap()),
-        std::fs::read(b.path("big.db")).unwrap()
-    );
+    only_kept_then_the_next_backup_succeeds(&b, &kept);
 }
 
 #[test]
@@ -170,11 +186,7 @@ fn the_server_killed_mid_backup_then_restarted_loses_nothing() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !proxy.holding() {
-        assert!(Instant::now() < deadline, "the backup never uploaded 4 MiB");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_held(&proxy, "the backup");
     own.kill();
     proxy.set_hold(false);
     let out = backup.wait_with_output().unwrap();
@@ -187,13 +199,7 @@ fn the_server_killed_mid_backup_then_restarted_loses_nothing() {
     // The same data and ports again (the proxy reaches it as before):
     // what was saved before is all there.
     let _own = own.restart();
-    assert_eq!(snapshot_ids(&b, "c"), [kept["id"].as_str().unwrap()]);
-    let snap = b.backup("c", &b.path("big.db"));
-    b.ok("c", &["check", "--read-data"]);
-    assert_eq!(
-        b.restored("c", snap["id"].as_str().unwrap()),
-        std::fs::read(b.path("big.db")).unwrap()
-    );
+    only_kept_then_the_next_backup_succeeds(&b, &kept);
 }
 
 #[test]
@@ -226,11 +232,7 @@ fn a_copy_killed_midway_is_completed_by_the_next_run_and_buckets_copy_to_buckets
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !proxy.holding() {
-        assert!(Instant::now() < deadline, "the copy never uploaded 4 MiB");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_held(&proxy, "the copy");
     copy.kill().unwrap();
     copy.wait().unwrap();
     proxy.set_hold(false);
