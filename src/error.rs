@@ -24,6 +24,8 @@ pub mod exit {
     pub const VERIFY: i32 = 4;
     /// `status --max-age`: a source's newest backup is older than that.
     pub const STALE: i32 = 5;
+    /// The password given opens none of an encrypted repository's keys.
+    pub const WRONG_PASSWORD: i32 = 6;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +87,28 @@ pub enum RepoError {
     },
     #[error("WAL file {name} is not in the repository ({detail})")]
     WalMissing { name: String, detail: String },
+    #[error(
+        "repository {} is encrypted and no password was given: set REWINDB_PASSWORD_FILE \
+         (or REWINDB_PASSWORD, or REWINDB_PASSWORD_COMMAND), or run from a terminal to be asked",
+        path.display()
+    )]
+    PasswordNeeded { path: PathBuf },
+    #[error(
+        "the password does not open repository {}: no key object there accepts it; check \
+         the password (a repository has only the passwords `rewindb key list` shows)",
+        path.display()
+    )]
+    WrongPassword { path: PathBuf },
+    #[error("password: {0}; nothing was changed")]
+    Password(String),
+    #[error(
+        "repository {} is not encrypted, but a password was given ({}); unset it to use this \
+         plain repository, or check that --repo names the repository you meant (an encrypted \
+         repository never turns plain: a plain config.json where an encrypted one was is \
+         tampering)",
+        path.display(), crate::crypto::password::VARIABLES.join(", ")
+    )]
+    PlainWithPassword { path: PathBuf },
     #[error("no snapshot matches {0:?}; list them with `rewindb snapshots`")]
     UnknownSnapshot(String),
     #[error("snapshot prefix {0:?} matches several snapshots; give more digits")]
@@ -130,7 +154,11 @@ impl RepoError {
             | RepoError::AlreadyExists { .. }
             | RepoError::UnsupportedVersion { .. }
             | RepoError::UnknownSnapshot(_)
+            | RepoError::PasswordNeeded { .. }
+            | RepoError::Password(_)
+            | RepoError::PlainWithPassword { .. }
             | RepoError::AmbiguousSnapshot(_) => exit::USAGE,
+            RepoError::WrongPassword { .. } => exit::WRONG_PASSWORD,
             RepoError::Locked { .. } => exit::LOCKED,
             RepoError::ChunkMissing { .. }
             | RepoError::PackMissing { .. }

@@ -13,6 +13,7 @@ pub mod chunker;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod crypto;
 pub mod error;
 pub mod filehash;
 pub mod id;

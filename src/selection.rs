@@ -423,7 +423,7 @@ mod tests {
 
     fn list(snaps: Vec<Snapshot>) -> SnapshotList {
         let mut ok: Vec<(SnapshotId, Snapshot)> =
-            snaps.into_iter().map(|s| (s.encode().0, s)).collect();
+            snaps.into_iter().map(|s| (s.encode(&crate::crypto::Crypto::plain()).0, s)).collect();
         ok.sort_by_key(|(_, s)| s.time);
         SnapshotList {
             ok,

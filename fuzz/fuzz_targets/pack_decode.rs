@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 use rewindb::repo::pack::{self, Compression};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(entries) = pack::decode_pack(data) else {
+    let Ok(entries) = pack::decode_pack(data, &rewindb::crypto::Crypto::plain()) else {
         return;
     };
     let mut dctx = zstd::bulk::Decompressor::new().unwrap();
@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
         if e.compression == Compression::ZstdDelta {
             let _ = pack::decode_delta_header(stored);
         } else if let Ok(frame) = pack::decode_frame(&mut dctx, e.compression, stored) {
-            let _ = pack::blob_in_frame(&e, &frame);
+            let _ = pack::blob_in_frame(&e, &frame, &rewindb::crypto::Crypto::plain());
         }
     }
 });

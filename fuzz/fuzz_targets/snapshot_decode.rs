@@ -6,7 +6,7 @@ use rewindb::id::SnapshotId;
 use rewindb::repo::snapshot::{Snapshot, decode_manifest};
 
 fuzz_target!(|data: &[u8]| {
-    let _ = Snapshot::decode(&SnapshotId::of(data), data);
+    let _ = Snapshot::decode(&SnapshotId::of(data), data, &rewindb::crypto::Crypto::plain());
     if let Ok(ids) = decode_manifest(data, (data.len() / 32) as u64) {
         assert_eq!(ids.len() * 32, data.len());
     }

@@ -55,6 +55,26 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum KeyAction {
+    /// List the key objects (id, created, host, user; * marks the one in use).
+    List {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a password (a new key object for the same master keys).
+    Add,
+    /// Remove a key object by id (not the last one, not the one in use).
+    Remove {
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Change the password in use: add a key for the new one, then remove
+    /// the current one.
+    Passwd,
+}
+
+#[derive(Subcommand, Debug)]
 pub enum Command {
     /// Create a new, empty repository (in an empty or missing directory).
     Init {
@@ -66,6 +86,27 @@ pub enum Command {
         /// provisioning scripts).
         #[arg(long)]
         if_missing: bool,
+        /// Create a plain (unencrypted) repository. Without it, a repository
+        /// is encrypted with the password from REWINDB_PASSWORD_FILE,
+        /// REWINDB_PASSWORD or REWINDB_PASSWORD_COMMAND, or asked on a
+        /// terminal; a local one given no password at all is made plain (with
+        /// a notice), one in a bucket is refused.
+        #[arg(long, conflicts_with = "keys_from")]
+        no_encryption: bool,
+        /// Encrypt with the master keys of this (encrypted) repository, so
+        /// that `copy` between the two moves only what is missing (ids are
+        /// keyed: repositories with their own keys share none). The same
+        /// password opens both unless REWINDB_NEW_PASSWORD_FILE gives another.
+        #[arg(long, value_name = "REPO")]
+        keys_from: Option<PathBuf>,
+    },
+    /// Manage the passwords of an encrypted repository: each is a key object
+    /// holding the master keys; the password given in REWINDB_PASSWORD* opens
+    /// the repository, new ones come from REWINDB_NEW_PASSWORD_FILE or a
+    /// prompt.
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
     },
     /// Back up a source into a new snapshot.
     Backup {

@@ -16,6 +16,7 @@ use std::time::Duration;
 use clap::Parser;
 
 mod args;
+mod keys;
 mod man;
 mod report;
 mod repository;
@@ -25,7 +26,7 @@ mod show;
 use man::render_man;
 use repository::{create_default_repository, open, repo_path, run_repository};
 
-pub use args::{BackupSource, CheckTarget, Cli, Command, RepairTarget, WalAction};
+pub use args::{BackupSource, CheckTarget, Cli, Command, KeyAction, RepairTarget, WalAction};
 
 use crate::commands::Operation;
 use crate::commands::backup::{BackupOptions, backup_sqlite, validate_sqlite_sources};
@@ -171,7 +172,12 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
     let stdout = io::stdout();
     let mut w = stdout.lock();
     match &cli.command {
-        Command::Init { config, if_missing } => {
+        Command::Init {
+            config,
+            if_missing,
+            no_encryption,
+            keys_from,
+        } => {
             let path = match config {
                 Some(file) => run_repository(&crate::config::load(file)?, cli),
                 None => repo_path(cli).0,
@@ -193,11 +199,13 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 }
                 return Ok(());
             }
-            Repository::init(&path)?;
+            let (new, kind) = keys::new_repository(&path, *no_encryption, keys_from.as_deref())?;
+            Repository::init(&path, new)?;
             if !cli.quiet {
-                out(writeln!(w, "created repository at {}", path.display()))?;
+                out(writeln!(w, "created {kind} repository at {}", path.display()))?;
             }
         }
+        Command::Key { action } => keys::run(cli, &mut w, action)?,
         Command::Backup {
             source: BackupSource::Sqlite { dbs, label, json },
         } => {

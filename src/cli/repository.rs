@@ -6,9 +6,9 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::error::Error;
+use crate::error::{Error, RepoError};
 use crate::repo::lock::LockMode;
-use crate::repo::{OpenOptions, Repository};
+use crate::repo::{NewRepository, OpenOptions, Repository};
 
 use super::{Cli, CliError};
 
@@ -36,7 +36,11 @@ pub fn create_default_repository(cli: &Cli) -> Result<(), CliError> {
     if !io::IsTerminal::is_terminal(&io::stdin()) {
         return Err(no_repository(&path).into());
     }
-    Repository::init(&path)?;
+    let new = match crate::crypto::password::from_environment().map_err(RepoError::Password)? {
+        Some(password) => NewRepository::Encrypted(password),
+        None => NewRepository::Plain,
+    };
+    Repository::init(&path, new)?;
     eprintln!(
         "rewindb: created the default repository at {} (set --repo or REWINDB_REPOSITORY to \
          use another)",

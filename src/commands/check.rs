@@ -373,7 +373,8 @@ fn read_whole_pack(
     pack: &PackId,
 ) -> Result<(usize, Vec<(ChunkId, String)>), String> {
     let bytes = repo.read_pack(pack).map_err(|e| e.to_string())?;
-    let entries = pack::decode_pack(&bytes).map_err(|e| e.0)?;
+    let crypto = repo.crypto();
+    let entries = pack::decode_pack(&bytes, crypto).map_err(|e| e.0)?;
     let mut damaged = Vec::new();
     // Entries of one frame are consecutive: decompress each frame once.
     let mut frame: Option<(u32, Result<Vec<u8>, String>)> = None;
@@ -402,11 +403,15 @@ fn read_whole_pack(
             let stored = &bytes[r.start as usize..r.end as usize];
             frame = Some((
                 e.frame_offset,
-                pack::decode_frame(&mut dctx, e.compression, stored).map_err(|x| x.0),
+                pack::open_frame(crypto, stored)
+                    .and_then(|stored| pack::decode_frame(&mut dctx, e.compression, &stored))
+                    .map_err(|x| x.0),
             ));
         }
         let result = match &frame.as_ref().expect("set above").1 {
-            Ok(raw) => pack::blob_in_frame(e, raw).map(|_| ()).map_err(|x| x.0),
+            Ok(raw) => pack::blob_in_frame(e, raw, crypto)
+                .map(|_| ())
+                .map_err(|x| x.0),
             Err(why) => Err(why.clone()),
         };
         if let Err(why) = result {

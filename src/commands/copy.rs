@@ -35,6 +35,17 @@ pub struct CopyReport {
 /// Copies the snapshots named by `specs` (all when empty) from `src` (opened
 /// with a shared lock) into `dst` (opened to write).
 pub fn copy(src: &Repository, dst: &Repository, specs: &[String]) -> Result<CopyReport> {
+    if !src.crypto().same_ids(dst.crypto()) {
+        return Err(crate::error::Error::Usage(format!(
+            "{} and {} do not share keys (chunk ids are keyed per repository), so a copy \
+             would store everything again under other ids; create the destination with \
+             `rewindb --repo {} init --keys-from {}` and copy into that",
+            src.location(),
+            dst.location(),
+            dst.location(),
+            src.location()
+        )));
+    }
     let list = src.snapshots()?;
     let chosen: Vec<_> = match specs.is_empty() {
         true => list.ok.iter().collect(),

@@ -370,9 +370,12 @@ fn rewrite(repo: &Repository, plans: &[PackPlan], live: &Live) -> Result<Vec<Sea
                 continue;
             }
             let first = entries[0];
-            let stored = bytes
+            let sealed = bytes
                 .get(first.frame_range().start as usize..first.frame_range().end as usize)
                 .ok_or_else(|| corrupt(format!("chunk {} lies past its end", first.id)))?;
+            // Opened here, sealed again (with a new nonce) by the writer.
+            let stored = &pack::open_frame(repo.crypto(), sealed)
+                .map_err(|e| corrupt(format!("chunk {}: {}", first.id, e.0)))?;
             let layout: Vec<(ChunkId, BlobKind, u32, u32)> = entries
                 .iter()
                 .map(|e| (e.id, e.kind, e.offset_in_frame, e.raw_len))
@@ -388,13 +391,14 @@ fn rewrite(repo: &Repository, plans: &[PackPlan], live: &Live) -> Result<Vec<Sea
             let raw = pack::decode_frame(&mut dctx, first.compression, stored)
                 .map_err(|e| corrupt(format!("chunk {}: {}", first.id, e.0)))?;
             for e in &live_here {
-                pack::blob_in_frame(e, &raw).map_err(|x| corrupt(x.0))?;
+                pack::blob_in_frame(e, &raw, repo.crypto()).map_err(|x| corrupt(x.0))?;
             }
             if live_here.len() == entries.len() {
                 writer.copy_frame(first.compression, stored, &layout)?;
             } else {
                 for e in &live_here {
-                    let blob = pack::blob_in_frame(e, &raw).map_err(|x| corrupt(x.0))?;
+                    let blob = pack::blob_in_frame(e, &raw, repo.crypto())
+                        .map_err(|x| corrupt(x.0))?;
                     writer.copy_blob(e.id, e.kind, blob)?;
                 }
             }
@@ -514,7 +518,7 @@ mod tests {
     fn threshold_is_validated_before_anything_is_read() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("repo");
-        Repository::init(&root).unwrap();
+        Repository::init(&root, crate::repo::NewRepository::Plain).unwrap();
         let mut repo = Repository::open(
             &root,
             crate::repo::OpenOptions {

@@ -230,6 +230,7 @@ fn store_stream(
     bases: &[ChunkId],
 ) -> Result<(StoredFile, Vec<u8>)> {
     let params = writer.chunker();
+    let crypto = writer.crypto().clone();
     let position: HashMap<ChunkId, usize> =
         bases.iter().enumerate().map(|(i, id)| (*id, i)).collect();
     let mut hasher = blake3::Hasher::new();
@@ -249,7 +250,7 @@ fn store_stream(
         let data = &chunk.data;
         hasher.update(data);
         size += data.len() as u64;
-        let id = ChunkId::of(data);
+        let id = crypto.chunk_id(data);
         let delta = match position.get(&id) {
             Some(&at) => {
                 next_base = at + 1;

@@ -209,8 +209,9 @@ pub fn store_small(
     bases: &[ChunkId],
 ) -> Result<StoredFile> {
     let mut ids = Vec::with_capacity(data.len().div_ceil(chunk_len));
+    let crypto = writer.crypto().clone();
     for (index, page) in data.chunks(chunk_len).enumerate() {
-        let id = ChunkId::of(page);
+        let id = crypto.chunk_id(page);
         let delta = match bases.get(index) {
             Some(base) if *base != id => encoder.encode(id, page, *base)?,
             _ => None,
@@ -234,13 +235,14 @@ fn hash_and_encode(
     to_store: SyncSender<Batch>,
 ) -> Result<()> {
     let mut encoder = DeltaEncoder::new(repo, crate::repo::delta::FAST_LEVEL)?;
+    let crypto = repo.crypto();
     for mut batch in from_reader.iter() {
         encoder.set_level(batch.delta_level);
         batch.piece = Some(filehash::piece(batch.offset, &batch.data));
         let mut start = 0;
         for (index, &end) in (batch.first..).zip(&batch.ends) {
             let data = &batch.data[start..end];
-            let id = ChunkId::of(data);
+            let id = crypto.chunk_id(data);
             let delta = match bases.get(index) {
                 Some(base) if *base != id => encoder.encode(id, data, *base)?,
                 _ => None,
@@ -317,7 +319,7 @@ fn cut_pages<R>(
     Ok((returned, size))
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|s| s.trim().to_string())

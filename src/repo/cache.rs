@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::storage::{Storage, is_not_found};
-use super::{Config, INDEX_REBUILD_FILE, OpenOptions, Repository, fsutil, rebuild};
+use super::{INDEX_REBUILD_FILE, OpenOptions, Repository, fsutil, rebuild};
 use crate::error::{IoContext, RepoError};
 use crate::repo::index::Index;
 use crate::repo::lock::{LockMode, RepoLock};
@@ -63,7 +63,7 @@ pub fn default_root() -> PathBuf {
 
 /// Creates a repository in a remote storage: its `config.json`, create-only,
 /// in a place that holds nothing yet. The cache is made on first open.
-pub fn init_remote(storage: &dyn Storage) -> Result<(), RepoError> {
+pub fn init_remote(storage: &dyn Storage, new: super::NewRepository) -> Result<(), RepoError> {
     let exists = || RepoError::AlreadyExists {
         path: storage.location().into(),
     };
@@ -74,16 +74,21 @@ pub fn init_remote(storage: &dyn Storage) -> Result<(), RepoError> {
             reason: why,
         });
     }
+    // A killed init may have left its key object (written before the
+    // config): that is not a repository, and is written again.
+    let groups = storage.groups("").ctx(listing)?;
     if storage.stat("config.json").ctx(listing)?.is_some()
-        || !storage.groups("").ctx(listing)?.is_empty()
+        || groups.iter().any(|g| g != "keys" && g != "locks")
     {
         return Err(exists());
     }
-    let config = Config::new(&storage.location(), storage.is_remote());
-    let bytes = serde_json::to_vec_pretty(&config).expect("config serialises");
-    match storage.put("config.json", &bytes) {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists()),
-        other => other.ctx(|| format!("writing {}", storage.describe("config.json"))),
+    match super::encryption::write_config(storage, &storage.location(), new) {
+        Err(RepoError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::AlreadyExists =>
+        {
+            Err(exists())
+        }
+        other => other,
     }
 }
 
@@ -141,7 +146,12 @@ impl Repository {
         if !path.exists() || seen.as_deref() != Some(gc_now.as_slice()) {
             let building = self.index_dir.join(INDEX_REBUILD_FILE);
             let _ = std::fs::remove_file(&building);
-            let report = rebuild::rebuild(self.storage.as_ref(), &Index::create(&building)?, true)?;
+            let report = rebuild::rebuild(
+                self.storage.as_ref(),
+                &self.crypto,
+                &Index::create(&building)?,
+                true,
+            )?;
             std::fs::rename(&building, &path).ctx(|| format!("replacing {}", path.display()))?;
             fsutil::sync_dir(&self.index_dir)
                 .ctx(|| format!("syncing {}", self.index_dir.display()))?;
@@ -154,7 +164,7 @@ impl Repository {
             );
             return Ok(());
         }
-        let synced = rebuild::sync(self.storage.as_ref(), &Index::open(&path, true)?)?;
+        let synced = rebuild::sync(self.storage.as_ref(), &self.crypto, &Index::open(&path, true)?)?;
         tracing::debug!(
             ?synced,
             secs = started.elapsed().as_secs_f64(),

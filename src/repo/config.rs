@@ -33,12 +33,41 @@ pub struct Config {
     pub frame_target_bytes: u64,
     /// A pack is sealed once its frames reach this many bytes.
     pub pack_target_bytes: u64,
+    /// How objects are sealed and ids keyed; absent in a plain repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+    /// An encrypted repository's keyed hash (hex) of this file's JSON
+    /// without this field: a change to any parameter is detected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+/// `config.json`'s `encryption`: the algorithms of an encrypted repository.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Encryption {
+    /// `xchacha20poly1305`.
+    pub cipher: String,
+    /// `blake3-keyed`: chunk and snapshot ids are blake3 keyed with the id key.
+    pub ids: String,
+    /// `argon2id`: how key objects derive their wrapping keys.
+    pub kdf: String,
+}
+
+impl Encryption {
+    pub fn current() -> Encryption {
+        Encryption {
+            cipher: crate::crypto::CIPHER.into(),
+            ids: "blake3-keyed".into(),
+            kdf: "argon2id".into(),
+        }
+    }
 }
 
 impl Config {
     /// A new repository's parameters; `remote` when its objects travel over
     /// a network, where a pack is [`REMOTE_PACK_BYTES`] (half the requests).
-    pub(crate) fn new(location: &str, remote: bool) -> Config {
+    pub(crate) fn new(location: &str, remote: bool, encrypted: bool) -> Config {
         let seed = format!(
             "{}|{}|{}",
             location,
@@ -56,7 +85,16 @@ impl Config {
                 true => REMOTE_PACK_BYTES,
                 false => LOCAL_PACK_BYTES,
             },
+            encryption: encrypted.then(Encryption::current),
+            mac: None,
         }
+    }
+
+    /// The bytes the `mac` covers: this config's JSON without it.
+    pub(crate) fn authenticated_bytes(&self) -> Vec<u8> {
+        let mut bare = self.clone();
+        bare.mac = None;
+        serde_json::to_vec(&bare).expect("config serialises")
     }
 }
 
@@ -74,6 +112,13 @@ impl Config {
         }
         if !(1..=19).contains(&self.compression_level) {
             return Err("compression_level must be 1..=19".into());
+        }
+        if let Some(e) = &self.encryption
+            && *e != Encryption::current()
+        {
+            return Err(format!(
+                "encryption {e:?} is not one this rewindb knows; upgrade rewindb"
+            ));
         }
         Ok(())
     }

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 
+use crate::crypto::{Crypto, aad};
 use crate::id::{ChunkId, PackId};
 use crate::repo::pack::{self, BlobEntry, Compression};
 use crate::repo::storage::Storage;
@@ -79,11 +80,20 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Decodes an index object, checking its bytes against its name.
-pub fn decode(name: &str, bytes: &[u8]) -> Result<Vec<PackTable>, String> {
+/// Decodes an index object as stored, checking its bytes against its name
+/// and, in an encrypted repository, opening them.
+pub fn decode(name: &str, bytes: &[u8], crypto: &Crypto) -> Result<Vec<PackTable>, String> {
     if name_of(bytes) != name {
         return Err("contents do not match the object's name (damaged)".into());
     }
+    let plain = crypto
+        .open(aad::INDEX_OBJECT, bytes)
+        .map_err(|e| format!("index object {e}"))?;
+    decode_plain(&plain)
+}
+
+/// Decodes an index object's (unsealed) bytes.
+pub fn decode_plain(bytes: &[u8]) -> Result<Vec<PackTable>, String> {
     let mut c = Cursor(bytes);
     if c.take(MAGIC.len())? != MAGIC {
         return Err("not an index object (magic)".into());
@@ -141,11 +151,15 @@ pub fn decode(name: &str, bytes: &[u8]) -> Result<Vec<PackTable>, String> {
 
 /// Stores an index object for `packs` (create-only; one with the same bytes
 /// is already there). Nothing is written for no packs.
-pub fn store(storage: &dyn Storage, packs: &[PackTable]) -> std::io::Result<Option<String>> {
+pub fn store(
+    storage: &dyn Storage,
+    crypto: &Crypto,
+    packs: &[PackTable],
+) -> std::io::Result<Option<String>> {
     if packs.is_empty() {
         return Ok(None);
     }
-    let bytes = encode(packs);
+    let bytes = crypto.seal(aad::INDEX_OBJECT, &encode(packs));
     let name = name_of(&bytes);
     match storage.put(&name, &bytes) {
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
@@ -156,13 +170,16 @@ pub fn store(storage: &dyn Storage, packs: &[PackTable]) -> std::io::Result<Opti
 /// Every readable index object's tables, by pack (the first description of
 /// a pack wins; they agree unless one is stale). Unreadable objects are
 /// skipped with a warning: their packs are read from their own tables.
-pub fn load_all(storage: &dyn Storage) -> std::io::Result<HashMap<PackId, PackTable>> {
+pub fn load_all(
+    storage: &dyn Storage,
+    crypto: &Crypto,
+) -> std::io::Result<HashMap<PackId, PackTable>> {
     let mut tables = HashMap::new();
     for object in storage.list(PREFIX)? {
         let decoded = storage
             .get(&object.name)
             .map_err(|e| e.to_string())
-            .and_then(|bytes| decode(&object.name, &bytes));
+            .and_then(|bytes| decode(&object.name, &bytes, crypto));
         match decoded {
             Ok(packs) => {
                 for p in packs {
@@ -183,6 +200,7 @@ pub fn load_all(storage: &dyn Storage) -> std::io::Result<HashMap<PackId, PackTa
 /// nobody). Returns how many went.
 pub fn prune(
     storage: &dyn Storage,
+    crypto: &Crypto,
     live: &std::collections::HashSet<PackId>,
 ) -> std::io::Result<usize> {
     let mut gone = Vec::new();
@@ -190,7 +208,7 @@ pub fn prune(
         let useful = storage
             .get(&object.name)
             .map_err(|e| e.to_string())
-            .and_then(|bytes| decode(&object.name, &bytes))
+            .and_then(|bytes| decode(&object.name, &bytes, crypto))
             .is_ok_and(|packs| packs.iter().any(|p| live.contains(&p.id)));
         if !useful {
             gone.push(object.name);

@@ -10,6 +10,7 @@
 pub mod cache;
 pub mod config;
 pub mod delta;
+pub mod encryption;
 pub mod fsutil;
 pub mod index;
 pub mod index_objects;
@@ -29,8 +30,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::crypto::Crypto;
 use crate::error::{IoContext, RepoError};
 use crate::id::PackId;
+pub use encryption::{NewRepository, PasswordSource};
 pub use config::{CONFIG_FORMAT, Config, FORMAT_VERSION};
 use index::Index;
 use lock::LockMode;
@@ -52,6 +55,9 @@ pub struct Repository {
     lease: Option<Lease>,
     /// The index cache's own lock, when the index is not in the repository.
     cache_lock: Option<lock::RepoLock>,
+    /// Ids and sealing: plain, or keyed with the master keys in `keys`.
+    crypto: Crypto,
+    keys: Option<encryption::Unlocked>,
 }
 
 /// How to open a repository.
@@ -91,9 +97,9 @@ impl Repository {
     /// Creates a new repository in the local directory `root`, which must be
     /// missing or empty (see [`LocalDir::create`]: a killed `init` leaves
     /// nothing that is taken for a repository).
-    pub fn init(root: &Path) -> Result<(), RepoError> {
+    pub fn init(root: &Path, new: NewRepository) -> Result<(), RepoError> {
         if let Some(remote) = cache::remote(root)? {
-            return cache::init_remote(remote.as_ref());
+            return cache::init_remote(remote.as_ref(), new);
         }
         let root = &std::path::absolute(root).ctx(|| format!("resolving {}", root.display()))?;
         LocalDir::create(root, |staged| {
@@ -103,13 +109,17 @@ impl Repository {
             if index.exists() {
                 std::fs::remove_file(&index).ctx(|| format!("removing {}", index.display()))?;
             }
-            Self::lay_out(staged, dir, &root.display().to_string())
+            Self::lay_out(staged, dir, &root.display().to_string(), new)
         })?;
         Ok(())
     }
 
     /// Creates a new repository in `storage`, its index in `index_dir`.
-    pub fn init_in(storage: &dyn Storage, index_dir: &Path) -> Result<(), RepoError> {
+    pub fn init_in(
+        storage: &dyn Storage,
+        index_dir: &Path,
+        new: NewRepository,
+    ) -> Result<(), RepoError> {
         if storage
             .stat("config.json")
             .ctx(|| format!("reading {}", storage.describe("config.json")))?
@@ -119,17 +129,18 @@ impl Repository {
                 path: storage.location().into(),
             });
         }
-        Self::lay_out(storage, index_dir, &storage.location())
+        Self::lay_out(storage, index_dir, &storage.location(), new)
     }
 
     /// An empty index, then `config.json` (which makes it a repository).
-    fn lay_out(storage: &dyn Storage, index_dir: &Path, seed: &str) -> Result<(), RepoError> {
+    fn lay_out(
+        storage: &dyn Storage,
+        index_dir: &Path,
+        seed: &str,
+        new: NewRepository,
+    ) -> Result<(), RepoError> {
         drop(Index::create(&index_dir.join(INDEX_FILE))?);
-        let config = Config::new(seed, storage.is_remote());
-        let bytes = serde_json::to_vec_pretty(&config).expect("config serialises");
-        storage
-            .put("config.json", &bytes)
-            .ctx(|| format!("writing {}", storage.describe("config.json")))
+        encryption::write_config(storage, seed, new)
     }
 
     /// Whether `root` holds a repository (its `config.json`; whether that is
@@ -174,6 +185,17 @@ impl Repository {
         index_dir: &Path,
         opts: OpenOptions,
     ) -> Result<Repository, RepoError> {
+        Self::open_in_with(storage, index_dir, opts, PasswordSource::Environment)
+    }
+
+    /// As [`open_in`](Self::open_in), the password of an encrypted
+    /// repository from `password`.
+    pub fn open_in_with(
+        storage: Arc<dyn Storage>,
+        index_dir: &Path,
+        opts: OpenOptions,
+        password: PasswordSource,
+    ) -> Result<Repository, RepoError> {
         let location = || PathBuf::from(storage.location());
         let not_a_repo = |reason: String| RepoError::NotARepository {
             path: location(),
@@ -211,7 +233,13 @@ impl Repository {
         config
             .validate()
             .map_err(|e| not_a_repo(format!("config.json: {e}")))?;
+        let keys = encryption::unlock(storage.as_ref(), &config, password)?;
+        let crypto = keys
+            .as_ref()
+            .map_or_else(Crypto::plain, |k| Crypto::new(&k.master));
         let mut repo = Repository {
+            crypto,
+            keys,
             storage,
             index_dir: index_dir.to_path_buf(),
             config,
@@ -273,11 +301,27 @@ impl Repository {
 
     /// The WAL archive.
     pub fn wal(&self) -> WalArchive<'_> {
-        WalArchive::new(self.storage.as_ref())
+        WalArchive::new(self.storage.as_ref(), &self.crypto)
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// How this repository makes ids and seals objects.
+    pub fn crypto(&self) -> &Crypto {
+        &self.crypto
+    }
+
+    /// The master keys, when the repository is encrypted (`key add`,
+    /// `init --keys-from`).
+    pub fn master_keys(&self) -> Option<&crate::crypto::MasterKeys> {
+        self.keys.as_ref().map(|k| &k.master)
+    }
+
+    /// The id of the key object that opened this repository.
+    pub fn key_id(&self) -> Option<&str> {
+        self.keys.as_ref().map(|k| k.key_id.as_str())
     }
 
     fn index_path(&self) -> PathBuf {
@@ -387,7 +431,7 @@ impl Repository {
 
     /// gc: removes the index objects that describe no pack in `live`.
     pub fn prune_index_objects(&self, live: &HashSet<PackId>) -> Result<usize, RepoError> {
-        index_objects::prune(self.storage(), live)
+        index_objects::prune(self.storage(), &self.crypto, live)
             .ctx(|| format!("removing stale index objects from {}", self.location()))
     }
 
@@ -449,17 +493,18 @@ impl Repository {
 
     /// Reads and validates a pack's entry table without reading its blobs.
     pub fn read_pack_table(&self, pack: &PackId, len: u64) -> Result<Vec<BlobEntry>, String> {
-        rebuild::read_pack_table(self.storage.as_ref(), pack, len)
+        rebuild::read_pack_table(self.storage.as_ref(), &self.crypto, pack, len)
     }
 
     /// Rebuilds the index from the packs' tables (`repair index`), beside
     /// the old one, which it then replaces.
     pub fn rebuild_index(&mut self) -> Result<rebuild::RepairReport, RepoError> {
         let storage = self.storage.clone();
+        let crypto = self.crypto.clone();
         let mut report = None;
         self.replace_index(|index| {
             // The packs' own tables: a repair trusts nothing else.
-            report = Some(rebuild::rebuild(storage.as_ref(), index, false)?);
+            report = Some(rebuild::rebuild(storage.as_ref(), &crypto, index, false)?);
             Ok(())
         })?;
         Ok(report.expect("set by the rebuild"))

@@ -6,6 +6,9 @@
 //! alone. This module only encodes and decodes bytes; reading and writing files
 //! is the repository's job.
 
+use std::borrow::Cow;
+
+use crate::crypto::{Crypto, aad};
 use crate::id::{ChunkId, PackId};
 
 pub const PACK_MAGIC: &[u8; 8] = b"RWDBPAK1";
@@ -167,10 +170,12 @@ impl BlobEntry {
     }
 }
 
-/// Collects blobs in memory and produces a finished pack.
+/// Collects blobs in memory and produces a finished pack. In an encrypted
+/// repository each frame and the entry table are sealed as they are added.
 pub struct PackBuilder {
     buf: Vec<u8>,
     entries: Vec<BlobEntry>,
+    crypto: Crypto,
 }
 
 impl Default for PackBuilder {
@@ -180,17 +185,19 @@ impl Default for PackBuilder {
 }
 
 impl PackBuilder {
+    /// A plain pack's builder.
     pub fn new() -> Self {
-        Self::with_capacity(1 << 20)
+        Self::with_capacity(1 << 20, Crypto::plain())
     }
 
-    /// A builder whose buffer holds `bytes` before it grows.
-    pub fn with_capacity(bytes: usize) -> Self {
+    /// A builder whose buffer holds `bytes` before it grows, sealing with `crypto`.
+    pub fn with_capacity(bytes: usize, crypto: Crypto) -> Self {
         let mut buf = Vec::with_capacity(bytes);
         buf.extend_from_slice(PACK_MAGIC);
         PackBuilder {
             buf,
             entries: Vec::new(),
+            crypto,
         }
     }
 
@@ -203,18 +210,19 @@ impl PackBuilder {
         blobs: &[(ChunkId, BlobKind, u32, u32)],
     ) {
         let frame_offset = self.buf.len() as u32;
+        self.crypto.seal_to(aad::FRAME, stored, &mut self.buf);
+        let frame_len = (self.buf.len() - frame_offset as usize) as u32;
         for &(id, kind, offset_in_frame, raw_len) in blobs {
             self.entries.push(BlobEntry {
                 id,
                 kind,
                 compression,
                 frame_offset,
-                frame_len: stored.len() as u32,
+                frame_len,
                 offset_in_frame,
                 raw_len,
             });
         }
-        self.buf.extend_from_slice(stored);
     }
 
     /// Bytes so far, without the entry table.
@@ -229,9 +237,8 @@ impl PackBuilder {
     /// Appends the entry table and trailer; returns the pack's bytes, id and entries.
     pub fn finish(mut self) -> (Vec<u8>, PackId, Vec<BlobEntry>) {
         let table_start = self.buf.len();
-        for e in &self.entries {
-            e.encode(&mut self.buf);
-        }
+        let table = encode_table(&self.entries);
+        self.crypto.seal_to(aad::PACK_TABLE, &table, &mut self.buf);
         let table_hash = blake3::hash(&self.buf[table_start..]);
         self.buf
             .extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
@@ -242,8 +249,13 @@ impl PackBuilder {
     }
 }
 
-/// Reads the trailer: returns how many bytes the entry table takes.
-pub fn decode_trailer(pack_len: u64, trailer: &[u8]) -> Result<(usize, [u8; 32]), DecodeError> {
+/// Reads the trailer: returns how many bytes the entry table takes (sealed
+/// by `crypto`, it is longer by the seal's overhead).
+pub fn decode_trailer(
+    pack_len: u64,
+    trailer: &[u8],
+    crypto: &Crypto,
+) -> Result<(usize, [u8; 32]), DecodeError> {
     if trailer.len() != TRAILER_LEN || pack_len < (PACK_MAGIC.len() + TRAILER_LEN) as u64 {
         return err(format!("pack of {pack_len} bytes is too short"));
     }
@@ -251,7 +263,7 @@ pub fn decode_trailer(pack_len: u64, trailer: &[u8]) -> Result<(usize, [u8; 32])
         return err("trailer magic missing (pack truncated or not a pack)");
     }
     let count = u32::from_le_bytes(trailer[..4].try_into().unwrap()) as u64;
-    let table_len = count * ENTRY_LEN as u64;
+    let table_len = count * ENTRY_LEN as u64 + crypto.overhead() as u64;
     if table_len + (PACK_MAGIC.len() + TRAILER_LEN) as u64 > pack_len {
         return err(format!(
             "trailer claims {count} entries, more than a {pack_len}-byte pack holds"
@@ -265,12 +277,16 @@ pub fn decode_entries(
     pack_len: u64,
     table: &[u8],
     table_hash: &[u8; 32],
+    crypto: &Crypto,
 ) -> Result<Vec<BlobEntry>, DecodeError> {
     if blake3::hash(table).as_bytes() != table_hash {
         return err("entry table does not match its checksum");
     }
     let blobs_end = pack_len.saturating_sub((table.len() + TRAILER_LEN) as u64);
-    decode_table(table, blobs_end)
+    let plain = crypto
+        .open(aad::PACK_TABLE, table)
+        .map_err(|e| DecodeError(format!("entry table {e}")))?;
+    decode_table(&plain, blobs_end)
 }
 
 /// Entries whose frames must all lie in `PACK_MAGIC.len()..blobs_end`.
@@ -310,14 +326,38 @@ pub fn decode_entries_within(pack_len: u64, table: &[u8]) -> Result<Vec<BlobEntr
 }
 
 /// Decodes the entries of a whole pack held in memory, checking the magic.
-pub fn decode_pack(bytes: &[u8]) -> Result<Vec<BlobEntry>, DecodeError> {
+pub fn decode_pack(bytes: &[u8], crypto: &Crypto) -> Result<Vec<BlobEntry>, DecodeError> {
     if bytes.len() < PACK_MAGIC.len() + TRAILER_LEN || &bytes[..8] != PACK_MAGIC {
         return err("pack magic missing");
     }
     let len = bytes.len() as u64;
-    let (table_len, hash) = decode_trailer(len, &bytes[bytes.len() - TRAILER_LEN..])?;
+    let (table_len, hash) = decode_trailer(len, &bytes[bytes.len() - TRAILER_LEN..], crypto)?;
     let table_start = bytes.len() - TRAILER_LEN - table_len;
-    decode_entries(len, &bytes[table_start..bytes.len() - TRAILER_LEN], &hash)
+    decode_entries(len, &bytes[table_start..bytes.len() - TRAILER_LEN], &hash, crypto)
+}
+
+/// A frame's bytes as compressed (`stored` itself in a plain repository),
+/// once they authenticate.
+pub fn open_frame<'a>(crypto: &Crypto, stored: &'a [u8]) -> Result<Cow<'a, [u8]>, DecodeError> {
+    crypto
+        .open(aad::FRAME, stored)
+        .map_err(|e| DecodeError(format!("frame {e}")))
+}
+
+/// How many bytes of a delta's frame hold its header: the header itself, or
+/// in an encrypted repository the whole sealed frame (it opens only whole).
+pub fn delta_header_read_len(crypto: &Crypto, entry: &BlobEntry) -> usize {
+    match crypto.is_encrypted() {
+        true => entry.frame_len as usize,
+        false => DELTA_HEADER_LEN,
+    }
+}
+
+/// The base of a delta whose frame starts with `stored` (at least
+/// [`delta_header_read_len`] bytes).
+pub fn delta_base_in(crypto: &Crypto, stored: &[u8]) -> Result<ChunkId, DecodeError> {
+    let frame = open_frame(crypto, stored)?;
+    decode_delta_header(&frame).map(|(base, _, _)| base)
 }
 
 /// Turns a frame's stored bytes back into its uncompressed bytes.
@@ -344,12 +384,16 @@ pub fn decode_frame(
 }
 
 /// Cuts a blob out of its frame's uncompressed bytes and verifies it against its id.
-pub fn blob_in_frame<'f>(entry: &BlobEntry, frame: &'f [u8]) -> Result<&'f [u8], DecodeError> {
+pub fn blob_in_frame<'f>(
+    entry: &BlobEntry,
+    frame: &'f [u8],
+    crypto: &Crypto,
+) -> Result<&'f [u8], DecodeError> {
     let start = entry.offset_in_frame as usize;
     let Some(raw) = frame.get(start..start + entry.raw_len as usize) else {
         return err(format!("blob {} lies past the end of its frame", entry.id));
     };
-    if ChunkId::of(raw) != entry.id {
+    if crypto.chunk_id(raw) != entry.id {
         return err(format!(
             "blob {} does not match its hash (the pack is damaged)",
             entry.id
@@ -361,26 +405,24 @@ pub fn blob_in_frame<'f>(entry: &BlobEntry, frame: &'f [u8]) -> Result<&'f [u8],
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::MasterKeys;
 
     /// Decodes the frame that holds `e`.
-    fn frame_of(bytes: &[u8], e: &BlobEntry) -> Result<Vec<u8>, DecodeError> {
+    fn frame_of(bytes: &[u8], e: &BlobEntry, crypto: &Crypto) -> Result<Vec<u8>, DecodeError> {
         let r = e.frame_range();
         let mut dctx = zstd::bulk::Decompressor::new().unwrap();
-        decode_frame(
-            &mut dctx,
-            e.compression,
-            &bytes[r.start as usize..r.end as usize],
-        )
+        let stored = open_frame(crypto, &bytes[r.start as usize..r.end as usize])?;
+        decode_frame(&mut dctx, e.compression, &stored)
     }
 
-    fn sample_pack() -> (Vec<u8>, PackId, Vec<BlobEntry>) {
-        let mut b = PackBuilder::new();
+    fn sample_pack(crypto: &Crypto) -> (Vec<u8>, PackId, Vec<BlobEntry>) {
+        let mut b = PackBuilder::with_capacity(1 << 16, crypto.clone());
         let mut frame = Vec::new();
         let mut blobs = Vec::new();
         for i in 0..5u8 {
             let raw = vec![i; 1000 + i as usize];
             blobs.push((
-                ChunkId::of(&raw),
+                crypto.chunk_id(&raw),
                 BlobKind::Data,
                 frame.len() as u32,
                 raw.len() as u32,
@@ -393,46 +435,73 @@ mod tests {
         b.add_frame(
             Compression::None,
             &raw,
-            &[(ChunkId::of(&raw), BlobKind::Meta, 0, raw.len() as u32)],
+            &[(crypto.chunk_id(&raw), BlobKind::Meta, 0, raw.len() as u32)],
         );
         b.finish()
     }
 
+    fn both() -> [Crypto; 2] {
+        [Crypto::plain(), Crypto::new(&MasterKeys::generate())]
+    }
+
     #[test]
     fn pack_round_trip() {
-        let (bytes, id, entries) = sample_pack();
-        assert_eq!(id, PackId::of(&bytes));
-        let decoded = decode_pack(&bytes).unwrap();
-        assert_eq!(decoded, entries);
-        for e in &decoded {
-            let frame = frame_of(&bytes, e).unwrap();
-            let raw = blob_in_frame(e, &frame).unwrap();
-            assert_eq!(ChunkId::of(raw), e.id);
+        for crypto in both() {
+            let (bytes, id, entries) = sample_pack(&crypto);
+            assert_eq!(id, PackId::of(&bytes));
+            let decoded = decode_pack(&bytes, &crypto).unwrap();
+            assert_eq!(decoded, entries);
+            for e in &decoded {
+                let frame = frame_of(&bytes, e, &crypto).unwrap();
+                let raw = blob_in_frame(e, &frame, &crypto).unwrap();
+                assert_eq!(crypto.chunk_id(raw), e.id);
+            }
+        }
+    }
+
+    #[test]
+    fn an_encrypted_pack_shows_no_plaintext_and_needs_its_key() {
+        let crypto = Crypto::new(&MasterKeys::generate());
+        let (bytes, _, entries) = sample_pack(&crypto);
+        assert!(!bytes.windows(4).any(|w| w == b"meta"));
+        assert!(!bytes.windows(8).any(|w| w == &entries[0].id.as_bytes()[..8]));
+        let other = Crypto::new(&MasterKeys::generate());
+        assert!(decode_pack(&bytes, &other).unwrap_err().0.contains("authenticate"));
+        assert!(decode_pack(&bytes, &Crypto::plain()).is_err());
+        // A flipped bit anywhere in a frame is refused before decompression.
+        for at in [0, 23, 24, 30, entries[0].frame_len as usize - 1] {
+            let mut damaged = bytes.clone();
+            damaged[entries[0].frame_offset as usize + at] ^= 1;
+            let e = frame_of(&damaged, &entries[0], &crypto).unwrap_err();
+            assert!(e.0.contains("authenticate"), "{e}");
         }
     }
 
     #[test]
     fn flipped_blob_byte_is_detected() {
-        let (mut bytes, _, entries) = sample_pack();
+        let crypto = Crypto::plain();
+        let (mut bytes, _, entries) = sample_pack(&crypto);
         let e = entries[5]; // the uncompressed frame: the flip survives decoding
         bytes[e.frame_offset as usize + 1] ^= 1;
-        let frame = frame_of(&bytes, &e).unwrap();
-        assert!(blob_in_frame(&e, &frame).is_err());
+        let frame = frame_of(&bytes, &e, &crypto).unwrap();
+        assert!(blob_in_frame(&e, &frame, &crypto).is_err());
         let z = entries[2];
         bytes[z.frame_offset as usize + 20] ^= 1;
-        let decoded = frame_of(&bytes, &z);
-        assert!(decoded.is_err() || blob_in_frame(&z, &decoded.unwrap()).is_err());
+        let decoded = frame_of(&bytes, &z, &crypto);
+        assert!(decoded.is_err() || blob_in_frame(&z, &decoded.unwrap(), &crypto).is_err());
     }
 
     #[test]
     fn truncated_or_damaged_table_is_rejected() {
-        let (bytes, _, _) = sample_pack();
-        assert!(decode_pack(&bytes[..bytes.len() - 1]).is_err());
-        let mut damaged = bytes.clone();
-        let at = damaged.len() - TRAILER_LEN - 10;
-        damaged[at] ^= 0x40;
-        let e = decode_pack(&damaged).unwrap_err();
-        assert!(e.0.contains("checksum"), "{e}");
+        for crypto in both() {
+            let (bytes, _, _) = sample_pack(&crypto);
+            assert!(decode_pack(&bytes[..bytes.len() - 1], &crypto).is_err());
+            let mut damaged = bytes.clone();
+            let at = damaged.len() - TRAILER_LEN - 10;
+            damaged[at] ^= 0x40;
+            let e = decode_pack(&damaged, &crypto).unwrap_err();
+            assert!(e.0.contains("checksum"), "{e}");
+        }
     }
 
     #[test]
@@ -440,6 +509,6 @@ mod tests {
         let mut t = vec![0u8; TRAILER_LEN];
         t[..4].copy_from_slice(&u32::MAX.to_le_bytes());
         t[36..].copy_from_slice(PACK_END);
-        assert!(decode_trailer(100, &t).is_err());
+        assert!(decode_trailer(100, &t, &Crypto::plain()).is_err());
     }
 }

@@ -103,7 +103,7 @@ impl<'r> BlobReader<'r> {
                 self.frames.len() - 1
             }
         };
-        let blob = pack::blob_in_frame(entry, &self.frames[pos].1).map_err(|e| {
+        let blob = pack::blob_in_frame(entry, &self.frames[pos].1, self.repo.crypto()).map_err(|e| {
             RepoError::corrupt(format!("pack {}", self.repo.describe_pack(pack)), e.0)
         })?;
         Ok((blob.to_vec(), 0))
@@ -121,7 +121,9 @@ impl<'r> BlobReader<'r> {
         let corrupt = |detail: String| {
             RepoError::corrupt(format!("pack {}", repo.describe_pack(pack)), detail)
         };
-        let stored = self.read_stored(pack, entry)?;
+        let sealed = self.read_stored(pack, entry)?;
+        let stored = pack::open_frame(repo.crypto(), &sealed)
+            .map_err(|e| corrupt(format!("chunk {}: {}", entry.id, e.0)))?;
         let (base, depth, frame) = pack::decode_delta_header(&stored)
             .map_err(|e| corrupt(format!("chunk {}: {}", entry.id, e.0)))?;
         if depth > depth_left {
@@ -143,7 +145,7 @@ impl<'r> BlobReader<'r> {
                     zstd::zstd_safe::get_error_name(code)
                 ))
             })?;
-        if raw.len() != entry.raw_len as usize || ChunkId::of(&raw) != entry.id {
+        if raw.len() != entry.raw_len as usize || repo.crypto().chunk_id(&raw) != entry.id {
             return Err(corrupt(format!(
                 "blob {} does not match its hash (the pack is damaged)",
                 entry.id
@@ -173,12 +175,11 @@ impl<'r> BlobReader<'r> {
     pub fn delta_base(&mut self, pack: &PackId, entry: &BlobEntry) -> Result<ChunkId, RepoError> {
         // gc calls this for every live delta: the path is formatted only for errors.
         let repo = self.repo;
-        let mut header = [0u8; pack::DELTA_HEADER_LEN];
+        let mut header = vec![0u8; pack::delta_header_read_len(repo.crypto(), entry)];
         self.pack_file(pack)?
             .read_at(&mut header, u64::from(entry.frame_offset))
             .map_err(|e| repo.pack_error(pack, e))?;
-        pack::decode_delta_header(&header)
-            .map(|(base, _, _)| base)
+        pack::delta_base_in(repo.crypto(), &header)
             .map_err(|e| {
                 RepoError::corrupt(
                     format!("pack {}", repo.describe_pack(pack)),
@@ -204,13 +205,15 @@ impl<'r> BlobReader<'r> {
     }
 
     fn load_frame(&mut self, pack: &PackId, entry: &BlobEntry) -> Result<Vec<u8>, RepoError> {
-        let stored = self.read_stored(pack, entry)?;
-        pack::decode_frame(&mut self.dctx, entry.compression, &stored).map_err(|e| {
-            RepoError::corrupt(
-                format!("pack {}", self.repo.describe_pack(pack)),
-                format!("chunk {}: {}", entry.id, e.0),
-            )
-        })
+        let sealed = self.read_stored(pack, entry)?;
+        pack::open_frame(self.repo.crypto(), &sealed)
+            .and_then(|stored| pack::decode_frame(&mut self.dctx, entry.compression, &stored))
+            .map_err(|e| {
+                RepoError::corrupt(
+                    format!("pack {}", self.repo.describe_pack(pack)),
+                    format!("chunk {}: {}", entry.id, e.0),
+                )
+            })
     }
 
     /// Loads the chunk list of a backed-up file.

@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
+use crate::crypto::Crypto;
 use crate::error::{IoContext, RepoError};
 use crate::id::{ChunkId, PackId};
 use crate::repo::index::{Index, SealedPack};
@@ -30,6 +31,7 @@ pub struct RepairReport {
 /// delta's 33-byte header.
 fn drop_deltas_without_base(
     storage: &dyn Storage,
+    crypto: &Crypto,
     sealed: &mut [SealedPack],
     known: HashMap<ChunkId, ChunkId>,
 ) -> Result<u64, RepoError> {
@@ -58,12 +60,11 @@ fn drop_deltas_without_base(
             .filter(|e| e.compression == Compression::ZstdDelta && !bases.contains_key(&e.id))
             .collect();
         for e in unread {
-            let mut header = [0u8; pack::DELTA_HEADER_LEN];
+            let mut header = vec![0u8; pack::delta_header_read_len(crypto, e)];
             let base = file
                 .read_at(&mut header, u64::from(e.frame_offset))
                 .ok()
-                .and_then(|()| pack::decode_delta_header(&header).ok())
-                .map(|(base, _, _)| base);
+                .and_then(|()| pack::delta_base_in(crypto, &header).ok());
             match base {
                 Some(base) => {
                     bases.insert(e.id, base);
@@ -125,6 +126,7 @@ pub fn pack_files(storage: &dyn Storage) -> Result<Vec<(PackId, u64)>, RepoError
 /// Reads and validates a pack's entry table without reading its blobs.
 pub fn read_pack_table(
     storage: &dyn Storage,
+    crypto: &Crypto,
     pack: &PackId,
     len: u64,
 ) -> Result<Vec<BlobEntry>, String> {
@@ -135,7 +137,7 @@ pub fn read_pack_table(
     let trailer = storage
         .get_range(&name, len - pack::TRAILER_LEN as u64, pack::TRAILER_LEN)
         .map_err(|e| e.to_string())?;
-    let (table_len, hash) = pack::decode_trailer(len, &trailer).map_err(|e| e.0)?;
+    let (table_len, hash) = pack::decode_trailer(len, &trailer, crypto).map_err(|e| e.0)?;
     let table = storage
         .get_range(
             &name,
@@ -143,7 +145,7 @@ pub fn read_pack_table(
             table_len,
         )
         .map_err(|e| e.to_string())?;
-    pack::decode_entries(len, &table, &hash).map_err(|e| e.0)
+    pack::decode_entries(len, &table, &hash, crypto).map_err(|e| e.0)
 }
 
 /// Fills an empty index from every pack's table, leaving out deltas whose
@@ -152,13 +154,14 @@ pub fn read_pack_table(
 /// is taken from there, without a request of its own.
 pub fn rebuild(
     storage: &dyn Storage,
+    crypto: &Crypto,
     index: &Index,
     index_objects: bool,
 ) -> Result<RepairReport, RepoError> {
     let mut report = RepairReport::default();
     let mut sealed = Vec::new();
     let mut described = match index_objects {
-        true => crate::repo::index_objects::load_all(storage)
+        true => crate::repo::index_objects::load_all(storage, crypto)
             .ctx(|| format!("reading the index objects of {}", storage.location()))?,
         false => HashMap::new(),
     };
@@ -173,14 +176,14 @@ pub fn rebuild(
             });
             continue;
         }
-        match read_pack_table(storage, &id, len) {
+        match read_pack_table(storage, crypto, &id, len) {
             Ok(entries) => sealed.push(SealedPack { id, len, entries }),
             Err(why) => report
                 .packs_skipped
                 .push((storage.describe(&storage::pack_name(&id)), why)),
         }
     }
-    report.deltas_dropped = drop_deltas_without_base(storage, &mut sealed, known_bases)?;
+    report.deltas_dropped = drop_deltas_without_base(storage, crypto, &mut sealed, known_bases)?;
     report.packs_indexed = sealed.len();
     report.chunks_indexed = sealed.iter().map(|p| p.entries.len() as u64).sum();
     index.add_packs(&sealed)?;
@@ -198,7 +201,7 @@ pub struct Synced {
 /// that appeared (another machine's backups) are added from their tables,
 /// packs that went (its gc) are dropped with every entry pointing into them.
 /// A pack whose table cannot be read is left out, as `repair index` would.
-pub fn sync(storage: &dyn Storage, index: &Index) -> Result<Synced, RepoError> {
+pub fn sync(storage: &dyn Storage, crypto: &Crypto, index: &Index) -> Result<Synced, RepoError> {
     let listed: HashMap<PackId, u64> = pack_files(storage)?.into_iter().collect();
     let known: HashMap<PackId, u64> = index.packs()?.into_iter().collect();
     let mut added = Vec::new();
@@ -206,7 +209,7 @@ pub fn sync(storage: &dyn Storage, index: &Index) -> Result<Synced, RepoError> {
         if known.contains_key(id) {
             continue;
         }
-        match read_pack_table(storage, id, *len) {
+        match read_pack_table(storage, crypto, id, *len) {
             Ok(entries) => added.push(SealedPack {
                 id: *id,
                 len: *len,

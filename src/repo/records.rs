@@ -6,18 +6,19 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::snapshot::Snapshot;
 use super::storage::{self, is_not_found};
 use super::{Repository, cache};
+use crate::crypto::aad;
 use crate::error::{IoContext, RepoError};
 use crate::id::SnapshotId;
 
 impl Repository {
     /// Makes a snapshot visible. Call only once everything it references is durable.
     pub fn commit_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId, RepoError> {
-        let (id, bytes) = snap.encode();
+        let (id, bytes) = snap.encode(&self.crypto);
         let name = storage::snapshot_name(&id);
         match self.storage.put(&name, &bytes) {
             // Named by its bytes' hash: the same snapshot, committed again.
@@ -30,24 +31,67 @@ impl Repository {
 
     /// When the last gc finished (`gc.json`), if one ever did.
     pub fn last_gc(&self) -> Result<Option<jiff::Timestamp>, RepoError> {
-        let bytes = match self.storage.get("gc.json") {
+        Ok(self.gc_record()?.map(|r| r.time))
+    }
+
+    /// `gc.json`, opened and checked against the newest generation this
+    /// machine has seen: an older one is a copy put back (a replay), refused.
+    fn gc_record(&self) -> Result<Option<GcRecord>, RepoError> {
+        let stored = match self.storage.get("gc.json") {
             Ok(b) => b,
             Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) => return Err(e).ctx(|| format!("reading {}", self.describe("gc.json"))),
         };
-        #[derive(Deserialize)]
-        struct Last {
-            time: jiff::Timestamp,
+        let corrupt = |detail: String| RepoError::corrupt(self.describe("gc.json"), detail);
+        let bytes = self
+            .crypto
+            .open(aad::GC, &stored)
+            .map_err(|e| corrupt(e.to_string()))?;
+        let record: GcRecord =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let seen = self.gc_generation_seen();
+        if record.generation < seen {
+            return Err(corrupt(format!(
+                "it records gc generation {} ({}), but this machine has seen generation \
+                 {seen}: an older copy was put back (replayed); find out who can write the \
+                 repository, then run `rewindb check --read-data`",
+                record.generation, record.time
+            )));
         }
-        let last: Last = serde_json::from_slice(&bytes)
-            .map_err(|e| RepoError::corrupt(self.describe("gc.json"), e.to_string()))?;
-        Ok(Some(last.time))
+        self.saw_gc_generation(record.generation);
+        Ok(Some(record))
+    }
+
+    /// Where this machine keeps the newest `gc.json` generation it saw.
+    fn gc_generation_file(&self) -> PathBuf {
+        cache::default_root()
+            .join(&self.config.id)
+            .join("gc-generation")
+    }
+
+    fn gc_generation_seen(&self) -> u64 {
+        std::fs::read_to_string(self.gc_generation_file())
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Best effort: a machine that cannot keep the record only loses the
+    /// replay check.
+    fn saw_gc_generation(&self, generation: u64) {
+        if generation > self.gc_generation_seen() {
+            cache::keep(&self.gc_generation_file(), generation.to_string().as_bytes());
+        }
     }
 
     /// Records that a gc finished at `time` (read by `run` to space gc runs,
     /// and by other machines' caches, which rebuild after a gc).
     pub fn record_gc(&self, time: jiff::Timestamp) -> Result<(), RepoError> {
-        let bytes = serde_json::to_vec(&serde_json::json!({ "time": time })).expect("serialises");
+        let generation = self.gc_record()?.map_or(0, |r| r.generation) + 1;
+        let record = GcRecord { time, generation };
+        let json = serde_json::to_vec(&record).expect("serialises");
+        let bytes = self.crypto.seal(aad::GC, &json);
+        self.saw_gc_generation(generation);
         self.storage
             .replace("gc.json", &bytes)
             .ctx(|| format!("writing {}", self.describe("gc.json")))?;
@@ -56,22 +100,54 @@ impl Repository {
     }
 
     /// Snapshots that no retention policy removes (`rewindb protect`): one
-    /// empty object `protected/<snapshot id>` each.
+    /// object `protected/<snapshot id>` each (empty, or in an encrypted
+    /// repository an empty message sealed to its name). A marker that does
+    /// not authenticate protects nothing (warned here, reported by `check`).
     pub fn protected(&self) -> Result<HashSet<SnapshotId>, RepoError> {
-        Ok(self
+        let (valid, forged) = self.protect_markers()?;
+        for name in forged {
+            tracing::warn!(
+                "{} does not authenticate: it protects nothing (`rewindb check` reports it)",
+                self.describe(&name)
+            );
+        }
+        Ok(valid)
+    }
+
+    /// Protect markers: the snapshots they protect, and the names of
+    /// markers that do not authenticate.
+    pub fn protect_markers(&self) -> Result<(HashSet<SnapshotId>, Vec<String>), RepoError> {
+        let listed = self
             .storage
             .list("protected/")
-            .ctx(|| format!("listing {}", self.describe("protected")))?
-            .iter()
-            .filter_map(|o| storage::id_in_name(&o.name, ""))
-            .collect())
+            .ctx(|| format!("listing {}", self.describe("protected")))?;
+        let mut valid = HashSet::new();
+        let mut forged = Vec::new();
+        for object in listed {
+            let Some(id) = storage::id_in_name::<SnapshotId>(&object.name, "") else {
+                continue;
+            };
+            if self.crypto.is_encrypted() {
+                let sound = match self.storage.get(&object.name) {
+                    Ok(bytes) => self.crypto.open(&aad::marker(&object.name), &bytes).is_ok(),
+                    Err(e) if is_not_found(&e) => continue,
+                    Err(e) => return Err(e).ctx(|| format!("reading {}", self.describe(&object.name))),
+                };
+                if !sound {
+                    forged.push(object.name);
+                    continue;
+                }
+            }
+            valid.insert(id);
+        }
+        Ok((valid, forged))
     }
 
     /// Protects a snapshot from retention policies, or lifts the protection.
     pub fn set_protected(&self, id: &SnapshotId, on: bool) -> Result<(), RepoError> {
         let name = format!("protected/{}", id.to_hex());
         let done = match on {
-            true => match self.storage.put(&name, b"") {
+            true => match self.storage.put(&name, &self.crypto.seal(&aad::marker(&name), b"")) {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
                 other => other,
             },
@@ -117,27 +193,28 @@ impl Repository {
                 continue;
             };
             let cached = cache.as_ref().map(|dir| dir.join(format!("{id}.json")));
+            // Cached as stored (sealed, in an encrypted repository).
             let kept = cached
                 .as_ref()
                 .and_then(|path| std::fs::read(path).ok())
-                .filter(|bytes| SnapshotId::of(bytes) == id);
-            let bytes = match kept {
-                Some(bytes) => bytes,
-                None => match self.storage.get(&object.name) {
-                    Ok(bytes) => {
-                        if let Some(path) = &cached {
-                            cache::keep(path, &bytes);
-                        }
-                        bytes
-                    }
-                    // Forgotten since the listing (readers take no lock against `forget`).
-                    Err(e) if is_not_found(&e) => continue,
-                    Err(e) => {
-                        return Err(e).ctx(|| format!("reading {}", self.describe(&object.name)));
-                    }
-                },
+                .and_then(|bytes| Snapshot::decode(&id, &bytes, &self.crypto).ok());
+            if let Some(snap) = kept {
+                list.ok.push((id, snap));
+                continue;
+            }
+            let bytes = match self.storage.get(&object.name) {
+                Ok(bytes) => bytes,
+                // Forgotten since the listing (readers take no lock against `forget`).
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => {
+                    return Err(e).ctx(|| format!("reading {}", self.describe(&object.name)));
+                }
             };
-            match Snapshot::decode(&id, &bytes) {
+            let decoded = Snapshot::decode(&id, &bytes, &self.crypto);
+            if let (Some(path), Ok(_)) = (&cached, &decoded) {
+                cache::keep(path, &bytes);
+            }
+            match decoded {
                 Ok(s) => list.ok.push((id, s)),
                 Err(e) => list.damaged.push((id, e)),
             }
@@ -160,6 +237,16 @@ impl Repository {
         self.cache_lock.as_ref()?;
         Some(self.index_dir.join("snapshots"))
     }
+}
+
+/// `gc.json`: when the last gc finished, and how many gc runs the
+/// repository has had (a copy put back is older than one already seen).
+#[derive(Serialize, Deserialize)]
+struct GcRecord {
+    time: jiff::Timestamp,
+    /// 0 in files written before generations existed.
+    #[serde(default)]
+    generation: u64,
 }
 
 #[derive(Default)]

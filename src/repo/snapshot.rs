@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::{Crypto, aad};
 use crate::id::{ChunkId, SnapshotId};
 use crate::source::postgres::Lsn;
 
@@ -155,19 +156,26 @@ pub struct BackupStats {
 }
 
 impl Snapshot {
-    /// Serialises the snapshot; its id is the blake3 of these bytes.
-    pub fn encode(&self) -> (SnapshotId, Vec<u8>) {
+    /// Serialises the snapshot as stored (sealed in an encrypted
+    /// repository); its id is the (keyed) hash of its JSON.
+    pub fn encode(&self, crypto: &Crypto) -> (SnapshotId, Vec<u8>) {
         let mut bytes = serde_json::to_vec_pretty(self).expect("snapshot serialises");
         bytes.push(b'\n');
-        (SnapshotId::of(&bytes), bytes)
+        (
+            crypto.snapshot_id(&bytes),
+            crypto.seal(aad::SNAPSHOT, &bytes),
+        )
     }
 
-    /// Parses snapshot bytes, checking they hash to `id`.
-    pub fn decode(id: &SnapshotId, bytes: &[u8]) -> Result<Snapshot, String> {
-        if SnapshotId::of(bytes) != *id {
+    /// Parses a snapshot as stored, checking it opens and hashes to `id`.
+    pub fn decode(id: &SnapshotId, stored: &[u8], crypto: &Crypto) -> Result<Snapshot, String> {
+        let bytes = crypto
+            .open(aad::SNAPSHOT, stored)
+            .map_err(|e| format!("snapshot object {e}"))?;
+        if crypto.snapshot_id(&bytes) != *id {
             return Err("contents do not match the snapshot id (file damaged)".into());
         }
-        let snap: Snapshot = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let snap: Snapshot = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
         if snap.version > SNAPSHOT_VERSION {
             return Err(format!(
                 "snapshot version {} is newer than this rewindb reads ({SNAPSHOT_VERSION})",
@@ -292,21 +300,21 @@ mod tests {
                 gid: 111,
             }],
         });
-        let (id, bytes) = snap.encode();
+        let (id, bytes) = snap.encode(&Crypto::plain());
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert!(text.contains("\"7311444616403961883\""), "{text}");
         assert!(text.contains("\"0/3000028\""), "{text}");
-        assert_eq!(Snapshot::decode(&id, &bytes).unwrap(), snap);
+        assert_eq!(Snapshot::decode(&id, &bytes, &Crypto::plain()).unwrap(), snap);
         assert_eq!(snap.sources(), ["/var/lib/postgresql/15/main"]);
     }
 
     #[test]
     fn snapshot_round_trip_and_tamper_detection() {
-        let (id, bytes) = sample().encode();
-        assert_eq!(Snapshot::decode(&id, &bytes).unwrap(), sample());
+        let (id, bytes) = sample().encode(&Crypto::plain());
+        assert_eq!(Snapshot::decode(&id, &bytes, &Crypto::plain()).unwrap(), sample());
         let mut bad = bytes.clone();
         bad[10] ^= 1;
-        assert!(Snapshot::decode(&id, &bad).is_err());
+        assert!(Snapshot::decode(&id, &bad, &Crypto::plain()).is_err());
     }
 
     #[test]

@@ -10,12 +10,13 @@ use super::reader::BlobReader;
 use super::storage::memory::Memory;
 use super::writer::BlobWriter;
 use super::*;
+use crate::crypto::Crypto;
 use crate::id::ChunkId;
 
 fn memory_repo() -> (Memory, tempfile::TempDir, Repository) {
     let mem = Memory::new();
     let index = tempfile::tempdir().unwrap();
-    Repository::init_in(&mem, index.path()).unwrap();
+    Repository::init_in(&mem, index.path(), NewRepository::Plain).unwrap();
     let repo = Repository::open_in(
         Arc::new(mem.clone()),
         index.path(),
@@ -200,7 +201,7 @@ fn uploading_repo_as(
 ) {
     let mem = Memory::new();
     let index = tempfile::tempdir().unwrap();
-    Repository::init_in(&mem, index.path()).unwrap();
+    Repository::init_in(&mem, index.path(), NewRepository::Plain).unwrap();
     let config = String::from_utf8(mem.get("config.json").unwrap()).unwrap();
     let small = config.replace(
         "\"pack_target_bytes\": 16777216",
@@ -302,7 +303,7 @@ fn a_cold_cache_is_built_from_index_objects_without_reading_packs() {
     };
     let rebuilt = |dir: &std::path::Path| {
         let index = Index::create(&dir.join("index.redb")).unwrap();
-        let report = rebuild::rebuild(faulty.as_ref(), &index, true).unwrap();
+        let report = rebuild::rebuild(faulty.as_ref(), &Crypto::plain(), &index, true).unwrap();
         let mut all = index.view().unwrap().all().unwrap();
         all.sort_by_key(|(p, e)| (*p, e.id));
         (report, all)
@@ -362,17 +363,17 @@ fn index_objects_round_trip_and_refuse_damage() {
     };
     let bytes = encode(std::slice::from_ref(&table));
     assert_eq!(
-        decode(&name_of(&bytes), &bytes).unwrap(),
+        decode(&name_of(&bytes), &bytes, &Crypto::plain()).unwrap(),
         vec![table.clone()]
     );
     // Any changed byte, a cut, or a wrong name is refused.
     let mut flipped = bytes.clone();
     flipped[20] ^= 1;
-    assert!(decode(&name_of(&bytes), &flipped).is_err());
+    assert!(decode(&name_of(&bytes), &flipped, &Crypto::plain()).is_err());
     let cut = &bytes[..bytes.len() - 7];
-    assert!(decode(&name_of(cut), cut).is_err());
+    assert!(decode(&name_of(cut), cut, &Crypto::plain()).is_err());
     // An entry past the end of its pack is refused.
     let short = PackTable { len: 100, ..table };
     let bytes = encode(&[short]);
-    assert!(decode(&name_of(&bytes), &bytes).is_err());
+    assert!(decode(&name_of(&bytes), &bytes, &Crypto::plain()).is_err());
 }

@@ -62,7 +62,7 @@ impl<'r> BlobWriter<'r> {
             view,
             compressor,
             scratch: Vec::new(),
-            pack: PackBuilder::with_capacity(pack_capacity(repo)),
+            pack: PackBuilder::with_capacity(pack_capacity(repo), repo.crypto().clone()),
             frame: Vec::new(),
             frame_blobs: Vec::new(),
             added: HashSet::new(),
@@ -74,13 +74,18 @@ impl<'r> BlobWriter<'r> {
         })
     }
 
+    /// How the repository makes ids (keyed when it is encrypted).
+    pub fn crypto(&self) -> &crate::crypto::Crypto {
+        self.repo.crypto()
+    }
+
     pub fn chunker(&self) -> ChunkerParams {
         self.repo.config().chunker
     }
 
     /// Stores `data` unless a blob with its id is already stored; returns the id.
     pub fn add(&mut self, kind: BlobKind, data: &[u8]) -> Result<ChunkId, RepoError> {
-        let id = ChunkId::of(data);
+        let id = self.repo.crypto().chunk_id(data);
         self.add_with_id(id, kind, data)?;
         Ok(id)
     }
@@ -96,7 +101,7 @@ impl<'r> BlobWriter<'r> {
         data: &[u8],
         delta: Option<Vec<u8>>,
     ) -> Result<ChunkId, RepoError> {
-        debug_assert_eq!(id, ChunkId::of(data));
+        debug_assert_eq!(id, self.repo.crypto().chunk_id(data));
         // No shortcut for `base == Some(id)` (unchanged since the previous
         // snapshot): the index lookup is what lets a backup store again the
         // pages of a lost pack once `repair index` has dropped them (measured:
@@ -150,7 +155,7 @@ impl<'r> BlobWriter<'r> {
         kind: BlobKind,
         data: &[u8],
     ) -> Result<bool, RepoError> {
-        debug_assert_eq!(id, ChunkId::of(data));
+        debug_assert_eq!(id, self.repo.crypto().chunk_id(data));
         self.stats.chunks += 1;
         self.stats.bytes_in += data.len() as u64;
         if self.added.contains(&id) || self.view.contains(&id)? {
@@ -171,7 +176,7 @@ impl<'r> BlobWriter<'r> {
     /// gc: stores a blob that is already in the repository (in a pack about
     /// to be removed) again, without the dedup lookup.
     pub fn copy_blob(&mut self, id: ChunkId, kind: BlobKind, data: &[u8]) -> Result<(), RepoError> {
-        debug_assert_eq!(id, ChunkId::of(data));
+        debug_assert_eq!(id, self.repo.crypto().chunk_id(data));
         if !self.added.insert(id) {
             return Ok(());
         }
@@ -272,7 +277,7 @@ impl<'r> BlobWriter<'r> {
         }
         let builder = std::mem::replace(
             &mut self.pack,
-            PackBuilder::with_capacity(pack_capacity(self.repo)),
+            PackBuilder::with_capacity(pack_capacity(self.repo), self.repo.crypto().clone()),
         );
         let (bytes, id, entries) = builder.finish();
         let len = bytes.len() as u64;
@@ -317,7 +322,7 @@ impl<'r> BlobWriter<'r> {
                     .collect(),
             })
             .collect();
-        index_objects::store(self.repo.storage(), &tables)
+        index_objects::store(self.repo.storage(), self.repo.crypto(), &tables)
             .ctx(|| format!("writing an index object to {}", self.repo.location()))?;
         Ok(())
     }

@@ -59,7 +59,7 @@ fn check_all(repo: &Repository) -> rewindb::commands::check::CheckReport {
 fn new_repo() -> (Memory, tempfile::TempDir) {
     let mem = Memory::new();
     let index = tempfile::tempdir().unwrap();
-    Repository::init_in(&mem, index.path()).unwrap();
+    Repository::init_in(&mem, index.path(), rewindb::repo::NewRepository::Plain).unwrap();
     let config = String::from_utf8(mem.get("config.json").unwrap()).unwrap();
     let small = config.replace(
         "\"pack_target_bytes\": 16777216",
@@ -309,7 +309,8 @@ const SYSID: u64 = 7_000_000_000_000_000_042;
 fn crash_at_every_wal_push() {
     let files = wal_files(30);
     let push_all = |storage: &dyn Storage| -> Result<(), RepoError> {
-        let archive = rewindb::repo::wal::WalArchive::new(storage);
+        let plain = rewindb::crypto::Crypto::plain();
+        let archive = rewindb::repo::wal::WalArchive::new(storage, &plain);
         for (name, data) in &files {
             archive.push(SYSID, name, data.as_slice(), data.len() as u64)?;
         }
@@ -323,7 +324,8 @@ fn crash_at_every_wal_push() {
             let faulty = Faulty::new(Arc::new(mem.clone()));
             faulty.inject(n, fault);
             let result = push_all(&faulty);
-            let archive = rewindb::repo::wal::WalArchive::new(&mem);
+            let plain = rewindb::crypto::Crypto::plain();
+            let archive = rewindb::repo::wal::WalArchive::new(&mem, &plain);
             if fault == Fault::ShortWrite {
                 // The storage said yes and kept half: the push after it
                 // went on; check must find the torn file, a re-push must

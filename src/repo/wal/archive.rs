@@ -3,12 +3,14 @@
 //! pushes never overwrite each other and no lock is needed.
 
 use super::{ArchivedHeader, HEADER_LEN, ReadAt, WalName, decode_archived, pack};
+use crate::crypto::{Crypto, aad};
 use crate::error::{IoContext, RepoError};
 use crate::repo::storage::{Storage, is_not_found};
 
 /// The WAL archive of one repository.
 pub struct WalArchive<'s> {
     storage: &'s dyn Storage,
+    crypto: &'s Crypto,
 }
 
 /// What `push` did.
@@ -21,8 +23,38 @@ pub enum Pushed {
 }
 
 impl<'s> WalArchive<'s> {
-    pub fn new(storage: &'s dyn Storage) -> WalArchive<'s> {
-        WalArchive { storage }
+    pub fn new(storage: &'s dyn Storage, crypto: &'s Crypto) -> WalArchive<'s> {
+        WalArchive { storage, crypto }
+    }
+
+    /// An archive file as stored: in an encrypted repository its header and
+    /// its body sealed apart (the header alone is read to list push times),
+    /// each bound to the object's name.
+    fn seal(&self, object: &str, plain: &[u8]) -> Vec<u8> {
+        if !self.crypto.is_encrypted() {
+            return plain.to_vec();
+        }
+        let (header, body) = plain.split_at(HEADER_LEN);
+        let mut out = self.crypto.seal(&aad::wal("header", object), header);
+        self.crypto.seal_to(&aad::wal("body", object), body, &mut out);
+        out
+    }
+
+    /// The bytes [`seal`](Self::seal) sealed.
+    fn open(&self, object: &str, stored: Vec<u8>) -> Result<Vec<u8>, String> {
+        if !self.crypto.is_encrypted() {
+            return Ok(stored);
+        }
+        let split = (HEADER_LEN + crate::crypto::OVERHEAD).min(stored.len());
+        let (header, body) = stored.split_at(split);
+        let fail = |e: crate::crypto::Unauthentic| format!("archive file {e}");
+        let mut plain = self
+            .crypto
+            .open(&aad::wal("header", object), header)
+            .map_err(fail)?
+            .into_owned();
+        plain.extend_from_slice(&self.crypto.open(&aad::wal("body", object), body).map_err(fail)?);
+        Ok(plain)
     }
 
     fn object(system_identifier: u64, name: &WalName) -> String {
@@ -72,6 +104,7 @@ impl<'s> WalArchive<'s> {
             pushed_at: jiff::Timestamp::now(),
         };
         stored[..HEADER_LEN].copy_from_slice(&header.encode());
+        let stored = self.seal(&object, &stored);
         match self.storage.put(&object, &stored) {
             Ok(()) => Ok(Pushed::Stored),
             // Of two pushes racing, or a retry of one whose success
@@ -134,7 +167,8 @@ impl<'s> WalArchive<'s> {
             Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) => return Err(e).ctx(|| format!("reading {}", self.storage.describe(&object))),
         };
-        decode_archived(&bytes)
+        self.open(&object, bytes)
+            .and_then(|bytes| decode_archived(&bytes))
             .map(|(_, raw)| Some(raw))
             .map_err(|detail| {
                 RepoError::corrupt(
@@ -152,7 +186,8 @@ impl<'s> WalArchive<'s> {
     ) -> Result<Option<ArchivedHeader>, RepoError> {
         let object = Self::object(system_identifier, name);
         let describe = || self.storage.describe(&object);
-        let bytes = match self.storage.get_range(&object, 0, HEADER_LEN) {
+        let sealed_len = HEADER_LEN + self.crypto.overhead();
+        let bytes = match self.storage.get_range(&object, 0, sealed_len) {
             Ok(b) => b,
             Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
@@ -162,6 +197,14 @@ impl<'s> WalArchive<'s> {
                 ));
             }
             Err(e) => return Err(e).ctx(|| format!("reading {}", describe())),
+        };
+        let bytes = match self.crypto.is_encrypted() {
+            true => self
+                .crypto
+                .open(&aad::wal("header", &object), &bytes)
+                .map_err(|e| RepoError::corrupt(format!("WAL archive file {}", describe()), format!("header {e}")))?
+                .into_owned(),
+            false => bytes,
         };
         ArchivedHeader::decode(&bytes)
             .map(Some)

@@ -413,7 +413,8 @@ mod tests {
         let local = LocalDir::new(dir.path());
         let memory = crate::repo::storage::memory::Memory::new();
         for storage in [&local as &dyn Storage, &memory] {
-            let archive = WalArchive::new(storage);
+            let plain = crate::crypto::Crypto::plain();
+            let archive = WalArchive::new(storage, &plain);
             for (i, len) in [0usize, 1, 1500, 4096, 16 << 20].into_iter().enumerate() {
                 let data: Vec<u8> = (0..len).map(|j| (j / 7 % 251) as u8).collect();
                 let (hash, _, _) = pack(data.as_slice(), len as u64, 0).unwrap();

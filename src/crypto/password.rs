@@ -1,0 +1,143 @@
+//! Where a repository's password comes from: `REWINDB_PASSWORD`,
+//! `REWINDB_PASSWORD_FILE` or `REWINDB_PASSWORD_COMMAND` (restic's
+//! conventions), else a prompt when stdin is a terminal. Never a command-line
+//! flag: those are visible to every user in `ps`.
+
+use std::io::IsTerminal;
+
+use zeroize::Zeroizing;
+
+/// A password, zeroized when dropped, never printed.
+pub struct Password(Zeroizing<String>);
+
+impl Password {
+    pub fn new(text: String) -> Password {
+        Password(Zeroizing::new(text))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(…)")
+    }
+}
+
+/// The variables a password can be given in.
+pub const VARIABLES: [&str; 3] = [
+    "REWINDB_PASSWORD",
+    "REWINDB_PASSWORD_FILE",
+    "REWINDB_PASSWORD_COMMAND",
+];
+
+/// Whether the environment names a password (a repository found plain
+/// while one is given is refused: see `Repository::open_in`).
+pub fn given() -> bool {
+    VARIABLES.iter().any(|v| std::env::var_os(v).is_some())
+}
+
+/// The password the environment gives, if any. An empty password, an
+/// unreadable file or a failing command is an error that says which.
+pub fn from_environment() -> Result<Option<Password>, String> {
+    let set: Vec<&str> = VARIABLES
+        .into_iter()
+        .filter(|v| std::env::var_os(v).is_some())
+        .collect();
+    let text = match set.as_slice() {
+        [] => return Ok(None),
+        [_, _, ..] => {
+            return Err(format!(
+                "{} are all set; set only one of them",
+                set.join(" and ")
+            ));
+        }
+        ["REWINDB_PASSWORD"] => Zeroizing::new(
+            std::env::var("REWINDB_PASSWORD")
+                .map_err(|_| "REWINDB_PASSWORD is not valid UTF-8".to_string())?,
+        ),
+        ["REWINDB_PASSWORD_FILE"] => {
+            let path = std::env::var_os("REWINDB_PASSWORD_FILE").expect("set");
+            let path = std::path::Path::new(&path);
+            let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| {
+                format!("REWINDB_PASSWORD_FILE {}: {e}", path.display())
+            })?);
+            let text = std::str::from_utf8(&bytes).map_err(|_| {
+                format!("REWINDB_PASSWORD_FILE {} is not UTF-8 text", path.display())
+            })?;
+            let text = Zeroizing::new(one_line(text).to_string());
+            if text.is_empty() {
+                return Err(format!(
+                    "REWINDB_PASSWORD_FILE {} is empty; put the password on its first line",
+                    path.display()
+                ));
+            }
+            text
+        }
+        _ => from_command()?,
+    };
+    if text.is_empty() {
+        return Err(format!("{} gives an empty password", set[0]));
+    }
+    Ok(Some(Password(text)))
+}
+
+/// The password without the line end a file or command adds.
+fn one_line(text: &str) -> &str {
+    text.strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(text)
+}
+
+/// Runs `REWINDB_PASSWORD_COMMAND` with `sh -c`; its standard output is the
+/// password.
+fn from_command() -> Result<Zeroizing<String>, String> {
+    let command = std::env::var("REWINDB_PASSWORD_COMMAND")
+        .map_err(|_| "REWINDB_PASSWORD_COMMAND is not valid UTF-8".to_string())?;
+    let output = std::process::Command::new("sh")
+        .args(["-c", &command])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("REWINDB_PASSWORD_COMMAND {command:?} could not run: {e}"))?;
+    let stdout = Zeroizing::new(output.stdout);
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(format!(
+            "REWINDB_PASSWORD_COMMAND {command:?} failed ({}){}",
+            output.status,
+            match stderr.trim() {
+                "" => String::new(),
+                s => format!(": {s}"),
+            }
+        ));
+    }
+    let text = std::str::from_utf8(&stdout)
+        .map_err(|_| format!("REWINDB_PASSWORD_COMMAND {command:?} printed no UTF-8 text"))?;
+    Ok(Zeroizing::new(one_line(text).to_string()))
+}
+
+/// The password from the environment, else asked on the terminal (twice
+/// when `confirm`, for a new one). `None` when neither can give one.
+pub fn obtain(prompt: &str, confirm: bool) -> Result<Option<Password>, String> {
+    if let Some(p) = from_environment()? {
+        return Ok(Some(p));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    let ask = |p: &str| {
+        rpassword::prompt_password(p)
+            .map(|t| Zeroizing::new(t))
+            .map_err(|e| format!("reading the password from the terminal: {e}"))
+    };
+    let first = ask(prompt)?;
+    if first.is_empty() {
+        return Err("the password is empty".into());
+    }
+    if confirm && *ask("enter it again: ")? != *first {
+        return Err("the two passwords differ".into());
+    }
+    Ok(Some(Password(first)))
+}
