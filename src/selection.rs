@@ -422,8 +422,10 @@ mod tests {
     }
 
     fn list(snaps: Vec<Snapshot>) -> SnapshotList {
-        let mut ok: Vec<(SnapshotId, Snapshot)> =
-            snaps.into_iter().map(|s| (s.encode(&crate::crypto::Crypto::plain()).0, s)).collect();
+        let mut ok: Vec<(SnapshotId, Snapshot)> = snaps
+            .into_iter()
+            .map(|s| (s.encode(&crate::crypto::Crypto::plain()).0, s))
+            .collect();
         ok.sort_by_key(|(_, s)| s.time);
         SnapshotList {
             ok,

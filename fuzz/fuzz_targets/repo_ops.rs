@@ -48,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let dir = tempfile::tempdir().unwrap();
     let mem = Memory::new();
-    Repository::init_in(&mem, dir.path()).unwrap();
+    Repository::init_in(&mem, dir.path(), rewindb::repo::NewRepository::Plain).unwrap();
     let config = String::from_utf8(mem.get("config.json").unwrap()).unwrap();
     mem.tamper(
         "config.json",

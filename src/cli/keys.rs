@@ -52,14 +52,14 @@ pub(super) fn new_repository(
     let prompt = format!("password for the new repository {}: ", path.display());
     match password::obtain(&prompt, true).map_err(RepoError::Password)? {
         Some(p) => Ok((NewRepository::Encrypted(p), "an encrypted")),
-        None if path.to_str().is_some_and(|p| p.starts_with("s3://")) => Err(Error::Usage(
-            format!(
+        None if path.to_str().is_some_and(|p| p.starts_with("s3://")) => {
+            Err(Error::Usage(format!(
                 "{}: a repository in a bucket is created encrypted: give its password in \
                  REWINDB_PASSWORD_FILE (or REWINDB_PASSWORD, or REWINDB_PASSWORD_COMMAND), or \
                  pass --no-encryption to store it in the clear",
                 path.display()
-            ),
-        )),
+            )))
+        }
         None => {
             eprintln!(
                 "rewindb: no password given (REWINDB_PASSWORD_FILE, REWINDB_PASSWORD, \
@@ -73,23 +73,7 @@ pub(super) fn new_repository(
 /// `REWINDB_NEW_PASSWORD_FILE`: a new password for `key add`, `key passwd`
 /// and `init --keys-from` (the password in use comes from REWINDB_PASSWORD*).
 fn new_password_from_file() -> Result<Option<Password>, Error> {
-    let Some(path) = std::env::var_os("REWINDB_NEW_PASSWORD_FILE") else {
-        return Ok(None);
-    };
-    let path = Path::new(&path);
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| RepoError::Password(format!("REWINDB_NEW_PASSWORD_FILE {}: {e}", path.display())))?;
-    let text = zeroize::Zeroizing::new(text);
-    let line = text.strip_suffix('\n').unwrap_or(&text);
-    let line = line.strip_suffix('\r').unwrap_or(line);
-    if line.is_empty() {
-        return Err(RepoError::Password(format!(
-            "REWINDB_NEW_PASSWORD_FILE {} is empty; put the password on its first line",
-            path.display()
-        ))
-        .into());
-    }
-    Ok(Some(Password::new(line.to_string())))
+    Ok(password::from_file_variable("REWINDB_NEW_PASSWORD_FILE").map_err(RepoError::Password)?)
 }
 
 /// The new password of `key add` / `key passwd`.
@@ -108,7 +92,9 @@ fn new_password() -> Result<Password, Error> {
     let first = ask("new password: ").map_err(|e| Error::Usage(e.to_string()))?;
     let again = ask("enter it again: ").map_err(|e| Error::Usage(e.to_string()))?;
     if first.is_empty() || *first != *again {
-        return Err(Error::Usage("the new password is empty or the two differ".into()));
+        return Err(Error::Usage(
+            "the new password is empty or the two differ".into(),
+        ));
     }
     Ok(Password::new(first.to_string()))
 }
@@ -156,7 +142,11 @@ pub(super) fn run(cli: &Cli, w: &mut impl Write, action: &KeyAction) -> Result<(
                 for k in &keys {
                     let mark = if k.current { '*' } else { ' ' };
                     let created = k.created.strftime("%Y-%m-%d %H:%M:%S UTC").to_string();
-                    writeln!(w, "{mark} {:<16}  {created:<25}  {:<20}  {}", k.id, k.hostname, k.username)?;
+                    writeln!(
+                        w,
+                        "{mark} {:<16}  {created:<25}  {:<20}  {}",
+                        k.id, k.hostname, k.username
+                    )?;
                 }
                 Ok(())
             })?;

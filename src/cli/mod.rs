@@ -202,7 +202,11 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             let (new, kind) = keys::new_repository(&path, *no_encryption, keys_from.as_deref())?;
             Repository::init(&path, new)?;
             if !cli.quiet {
-                out(writeln!(w, "created {kind} repository at {}", path.display()))?;
+                out(writeln!(
+                    w,
+                    "created {kind} repository at {}",
+                    path.display()
+                ))?;
             }
         }
         Command::Key { action } => keys::run(cli, &mut w, action)?,
@@ -502,12 +506,20 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             json,
         } => {
             let src = open(cli, Operation::Read.lock())?;
-            let dst = Repository::open_cached(
+            // The destination's own password, when it has another one.
+            let to_password =
+                crate::crypto::password::from_file_variable("REWINDB_TO_PASSWORD_FILE")
+                    .map_err(RepoError::Password)?;
+            let dst = Repository::open_cached_with(
                 to,
                 cli.cache_dir.as_deref(),
                 OpenOptions {
                     lock: Operation::Backup.lock(),
                     lock_wait: Duration::from_secs(cli.lock_wait),
+                },
+                match &to_password {
+                    Some(p) => crate::repo::PasswordSource::Given(p),
+                    None => crate::repo::PasswordSource::Environment,
                 },
             )?;
             let report = crate::commands::copy::copy(&src, &dst, snapshots)?;

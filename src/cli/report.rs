@@ -121,10 +121,11 @@ pub fn print_check(w: &mut impl Write, report: &CheckReport, read_data: bool) ->
 pub fn print_stats(w: &mut impl Write, s: &RepoStats) -> io::Result<()> {
     writeln!(
         w,
-        "repository:     {}\nsnapshots:      {}\npacks:          {} (sealed at {})\nchunks:         {}\nstored size:    {}\n\
+        "repository:     {}\nencryption:     {}\nsnapshots:      {}\npacks:          {} (sealed at {})\nchunks:         {}\nstored size:    {}\n\
          unique data:    {} (uncompressed)\nlogical size:   {}\ndedup ratio:    {:.2}x \
          (logical / stored)",
         s.repository,
+        s.encryption,
         s.snapshots,
         s.packs,
         human_bytes(s.pack_target_bytes),

@@ -125,6 +125,25 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport, Repo
         });
     }
     let all_snapshots: Vec<String> = list.ok.iter().map(|(id, _)| id.to_hex()).collect();
+    // The small objects that are not data: a protect marker that does not
+    // authenticate protects nothing, and a gc.json that does not (or is older
+    // than one this machine saw) misleads every cache.
+    for name in repo.protect_markers()?.1 {
+        report.problems.push(Problem {
+            what: format!(
+                "protect marker {} does not authenticate (forged or damaged): it protects \
+                 nothing; remove it, and protect the snapshot again if it should be",
+                repo.describe(&name)
+            ),
+            affected_snapshots: Vec::new(),
+        });
+    }
+    if let Err(e) = repo.last_gc() {
+        report.problems.push(Problem {
+            what: e.to_string(),
+            affected_snapshots: Vec::new(),
+        });
+    }
     let index = match repo.index() {
         Ok(i) => i,
         Err(e) => {

@@ -118,6 +118,9 @@ impl GcOptions {
 pub fn gc(repo: &mut Repository, opts: &GcOptions) -> Result<GcReport> {
     assert!(repo.is_exclusive(), "gc needs the exclusive lock");
     opts.validate()?;
+    // A gc.json that does not authenticate, or is older than one this
+    // machine saw, stops gc before it changes anything.
+    repo.last_gc()?;
     let started = Instant::now();
     let list = repo.snapshots()?;
     if let Some((id, why)) = list.damaged.first() {
@@ -397,8 +400,8 @@ fn rewrite(repo: &Repository, plans: &[PackPlan], live: &Live) -> Result<Vec<Sea
                 writer.copy_frame(first.compression, stored, &layout)?;
             } else {
                 for e in &live_here {
-                    let blob = pack::blob_in_frame(e, &raw, repo.crypto())
-                        .map_err(|x| corrupt(x.0))?;
+                    let blob =
+                        pack::blob_in_frame(e, &raw, repo.crypto()).map_err(|x| corrupt(x.0))?;
                     writer.copy_blob(e.id, e.kind, blob)?;
                 }
             }

@@ -11,6 +11,8 @@ pub struct RepoStats {
     pub repository: String,
     /// The size a pack is sealed at (`config.json`: larger in object storage).
     pub pack_target_bytes: u64,
+    /// `xchacha20poly1305` for an encrypted repository, `none` for a plain one.
+    pub encryption: String,
     pub snapshots: usize,
     pub packs: usize,
     pub chunks: u64,
@@ -37,6 +39,11 @@ pub fn stats(repo: &Repository) -> Result<RepoStats, RepoError> {
     Ok(RepoStats {
         repository: repo.location(),
         pack_target_bytes: repo.config().pack_target_bytes,
+        encryption: repo
+            .config()
+            .encryption
+            .as_ref()
+            .map_or("none".into(), |e| e.cipher.clone()),
         snapshots: list.ok.len(),
         packs: packs.len(),
         chunks: all.len() as u64,

@@ -60,6 +60,9 @@ pub struct PgRestoreOptions {
     pub rewindb_path: PathBuf,
     pub repo_location: String,
     pub archive_mode: ArchiveMode,
+    /// For an encrypted repository, where restore_command finds the
+    /// password: (`REWINDB_PASSWORD_FILE` or `_COMMAND`, its value).
+    pub password_from: Option<(&'static str, String)>,
 }
 
 /// What a PostgreSQL restore will do: decided before anything is written,
@@ -351,8 +354,12 @@ fn shell_word(s: &str) -> String {
 /// checked: `'latest'` would let the server follow any newer history file
 /// in the archive, a restore drill's among them.
 fn recovery_settings(pg: &PgBackupInfo, opts: &PgRestoreOptions, timeline: u32) -> Vec<String> {
+    let password = match &opts.password_from {
+        Some((var, value)) => format!("{var}={} ", shell_word(value)),
+        None => String::new(),
+    };
     let command = format!(
-        "{} --repo {} wal fetch --system-id {} %f %p",
+        "{password}{} --repo {} wal fetch --system-id {} %f %p",
         shell_word(&opts.rewindb_path.display().to_string()),
         shell_word(&opts.repo_location),
         pg.system_identifier

@@ -108,6 +108,12 @@ pub fn plan<'a>(
                 rewindb_path: req.rewindb_path.clone(),
                 repo_location: repo.location(),
                 archive_mode: req.archive_mode,
+                password_from: match repo.crypto().is_encrypted() {
+                    true => {
+                        Some(crate::crypto::password::for_restore_command().map_err(Error::Usage)?)
+                    }
+                    false => None,
+                },
             },
         )?;
         return Ok(Plan::Postgres {

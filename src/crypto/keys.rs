@@ -50,7 +50,9 @@ impl KdfParams {
             .split_once(',')
             .and_then(|(m, t)| Some((m.trim().parse().ok()?, t.trim().parse().ok()?)));
         let Some((memory_kib, iterations)) = parsed else {
-            return Err(format!("REWINDB_KDF={text}: expected MEMORY_KIB,ITERATIONS"));
+            return Err(format!(
+                "REWINDB_KDF={text}: expected MEMORY_KIB,ITERATIONS"
+            ));
         };
         let params = KdfParams {
             memory_kib,
@@ -61,13 +63,9 @@ impl KdfParams {
     }
 
     fn argon2(&self) -> Result<argon2::Argon2<'static>, String> {
-        let params = argon2::Params::new(
-            self.memory_kib,
-            self.iterations,
-            self.parallelism,
-            Some(32),
-        )
-        .map_err(|e| format!("Argon2id parameters {self:?}: {e}"))?;
+        let params =
+            argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
+                .map_err(|e| format!("Argon2id parameters {self:?}: {e}"))?;
         Ok(argon2::Argon2::new(
             argon2::Algorithm::Argon2id,
             argon2::Version::V0x13,
@@ -78,7 +76,9 @@ impl KdfParams {
     /// The wrapping key for `password` and `salt`.
     fn derive(&self, password: &Password, salt: &[u8]) -> Result<Zeroizing<[u8; 32]>, String> {
         if self.memory_kib > 4 << 20 || self.iterations > 100 || self.parallelism > 64 {
-            return Err(format!("Argon2id parameters {self:?} are beyond any sane cost"));
+            return Err(format!(
+                "Argon2id parameters {self:?} are beyond any sane cost"
+            ));
         }
         let mut out = Zeroizing::new([0u8; 32]);
         self.argon2()?
@@ -139,7 +139,10 @@ pub fn decode(bytes: &[u8]) -> Result<KeyObject, String> {
         return Err(format!("version {} (this rewindb reads 1)", key.version));
     }
     if key.kdf != "argon2id" || key.cipher != CIPHER {
-        return Err(format!("kdf {:?} / cipher {:?} unknown", key.kdf, key.cipher));
+        return Err(format!(
+            "kdf {:?} / cipher {:?} unknown",
+            key.kdf, key.cipher
+        ));
     }
     let salt = hex::decode(&key.salt).map_err(|e| format!("salt: {e}"))?;
     let wrapped = hex::decode(&key.wrapped).map_err(|e| format!("wrapped: {e}"))?;
@@ -197,8 +200,13 @@ fn username() -> String {
 
 fn uid() -> u32 {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0)
 }
+
+/// A key object's id, and the object or why it does not decode.
+pub type ListedKey = (String, Result<KeyObject, String>);
 
 /// The key objects of a repository: list, open, add, remove.
 pub struct KeyRing<'s> {
@@ -224,7 +232,7 @@ impl<'s> KeyRing<'s> {
     }
 
     /// Every key object: (id, decoded object or why it does not decode).
-    pub fn objects(&self) -> Result<Vec<(String, Result<KeyObject, String>)>, KeyError> {
+    pub fn objects(&self) -> Result<Vec<ListedKey>, KeyError> {
         let listed = self.storage.list(PREFIX).map_err(self.io("listing"))?;
         let mut out = Vec::new();
         for object in listed {
@@ -269,10 +277,13 @@ impl<'s> KeyRing<'s> {
         }
         for (id, key) in valid {
             let salt = hex::decode(&key.salt).expect("checked by decode");
-            let kek = key.params.derive(password, &salt).map_err(|detail| KeyError::Invalid {
-                name: self.storage.describe(&object_name(id)),
-                detail,
-            })?;
+            let kek = key
+                .params
+                .derive(password, &salt)
+                .map_err(|detail| KeyError::Invalid {
+                    name: self.storage.describe(&object_name(id)),
+                    detail,
+                })?;
             if let Ok(master) = key.unwrap_with(&self.repo_id, &kek) {
                 if let Some(cache) = &cache {
                     cache.put(id, password, &kek);
@@ -345,13 +356,17 @@ impl KeyCache {
             return None;
         }
         Some(KeyCache {
-            dir: crate::repo::cache::default_root().join("keys").join(repo_id),
+            dir: crate::repo::cache::default_root()
+                .join("keys")
+                .join(repo_id),
             lifetime: Duration::from_secs(secs),
         })
     }
 
     fn check(kek: &[u8; 32], password: &Password) -> String {
-        blake3::keyed_hash(kek, password.as_bytes()).to_hex().to_string()
+        blake3::keyed_hash(kek, password.as_bytes())
+            .to_hex()
+            .to_string()
     }
 
     fn get(&self, id: &str, password: &Password) -> Option<Zeroizing<[u8; 32]>> {
@@ -392,7 +407,10 @@ impl KeyCache {
             std::fs::rename(&tmp, self.dir.join(id))
         };
         if let Err(e) = write() {
-            tracing::debug!("could not cache a derived key in {}: {e}", self.dir.display());
+            tracing::debug!(
+                "could not cache a derived key in {}: {e}",
+                self.dir.display()
+            );
         }
     }
 

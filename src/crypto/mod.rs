@@ -219,7 +219,11 @@ impl Crypto {
 }
 
 /// Opens a sealed message with `cipher`.
-fn open_with(cipher: &XChaCha20Poly1305, aad: &[u8], stored: &[u8]) -> Result<Vec<u8>, Unauthentic> {
+fn open_with(
+    cipher: &XChaCha20Poly1305,
+    aad: &[u8],
+    stored: &[u8],
+) -> Result<Vec<u8>, Unauthentic> {
     if stored.len() < OVERHEAD {
         return Err(Unauthentic);
     }
@@ -289,6 +293,9 @@ mod tests {
         assert_eq!(a.chunk_id(b"page"), a.chunk_id(b"page"));
         assert_eq!(Crypto::plain().chunk_id(b"page"), ChunkId::of(b"page"));
         assert!(!a.same_ids(&b) && a.same_ids(&a.clone()));
-        assert_eq!(Crypto::plain().open(aad::FRAME, b"x").unwrap().as_ref(), b"x");
+        assert_eq!(
+            Crypto::plain().open(aad::FRAME, b"x").unwrap().as_ref(),
+            b"x"
+        );
     }
 }

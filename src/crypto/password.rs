@@ -39,6 +39,28 @@ pub fn given() -> bool {
     VARIABLES.iter().any(|v| std::env::var_os(v).is_some())
 }
 
+/// How a restored PostgreSQL server's restore_command (`wal fetch`) gets
+/// the password this process was given: the same file (as an absolute
+/// path) or command. A password given any other way would have to be
+/// written into postgresql.auto.conf, so it is refused.
+pub fn for_restore_command() -> Result<(&'static str, String), String> {
+    if let Some(path) = std::env::var_os("REWINDB_PASSWORD_FILE") {
+        let path = std::path::absolute(&path).map_err(|e| format!("REWINDB_PASSWORD_FILE: {e}"))?;
+        return Ok(("REWINDB_PASSWORD_FILE", path.display().to_string()));
+    }
+    if let Ok(command) = std::env::var("REWINDB_PASSWORD_COMMAND") {
+        return Ok(("REWINDB_PASSWORD_COMMAND", command));
+    }
+    Err(
+        "the repository is encrypted, and the restored server's restore_command (`rewindb \
+         wal fetch`) needs its password: give it in REWINDB_PASSWORD_FILE (a file the \
+         server's OS user can read) or REWINDB_PASSWORD_COMMAND, which restore_command then \
+         uses too; a password in REWINDB_PASSWORD or typed at a prompt is never written into \
+         the server's configuration"
+            .into(),
+    )
+}
+
 /// The password the environment gives, if any. An empty password, an
 /// unreadable file or a failing command is an error that says which.
 pub fn from_environment() -> Result<Option<Password>, String> {
@@ -59,27 +81,34 @@ pub fn from_environment() -> Result<Option<Password>, String> {
                 .map_err(|_| "REWINDB_PASSWORD is not valid UTF-8".to_string())?,
         ),
         ["REWINDB_PASSWORD_FILE"] => {
-            let path = std::env::var_os("REWINDB_PASSWORD_FILE").expect("set");
-            let path = std::path::Path::new(&path);
-            let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| {
-                format!("REWINDB_PASSWORD_FILE {}: {e}", path.display())
-            })?);
-            let text = std::str::from_utf8(&bytes).map_err(|_| {
-                format!("REWINDB_PASSWORD_FILE {} is not UTF-8 text", path.display())
-            })?;
-            let text = Zeroizing::new(one_line(text).to_string());
-            if text.is_empty() {
-                return Err(format!(
-                    "REWINDB_PASSWORD_FILE {} is empty; put the password on its first line",
-                    path.display()
-                ));
-            }
-            text
+            return from_file_variable("REWINDB_PASSWORD_FILE");
         }
         _ => from_command()?,
     };
     if text.is_empty() {
         return Err(format!("{} gives an empty password", set[0]));
+    }
+    Ok(Some(Password(text)))
+}
+
+/// The password in the file the variable `var` names, if it is set
+/// (`REWINDB_PASSWORD_FILE`, and `REWINDB_NEW_PASSWORD_FILE` /
+/// `REWINDB_TO_PASSWORD_FILE` for `key add` and `copy`): its first line.
+pub fn from_file_variable(var: &str) -> Result<Option<Password>, String> {
+    let Some(path) = std::env::var_os(var) else {
+        return Ok(None);
+    };
+    let path = std::path::Path::new(&path);
+    let bytes =
+        Zeroizing::new(std::fs::read(path).map_err(|e| format!("{var} {}: {e}", path.display()))?);
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| format!("{var} {} is not UTF-8 text", path.display()))?;
+    let text = Zeroizing::new(one_line(text).to_string());
+    if text.is_empty() {
+        return Err(format!(
+            "{var} {} is empty; put the password on its first line",
+            path.display()
+        ));
     }
     Ok(Some(Password(text)))
 }
@@ -129,7 +158,7 @@ pub fn obtain(prompt: &str, confirm: bool) -> Result<Option<Password>, String> {
     }
     let ask = |p: &str| {
         rpassword::prompt_password(p)
-            .map(|t| Zeroizing::new(t))
+            .map(Zeroizing::new)
             .map_err(|e| format!("reading the password from the terminal: {e}"))
     };
     let first = ask(prompt)?;

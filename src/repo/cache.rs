@@ -83,9 +83,7 @@ pub fn init_remote(storage: &dyn Storage, new: super::NewRepository) -> Result<(
         return Err(exists());
     }
     match super::encryption::write_config(storage, &storage.location(), new) {
-        Err(RepoError::Io { source, .. })
-            if source.kind() == std::io::ErrorKind::AlreadyExists =>
-        {
+        Err(RepoError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
             Err(exists())
         }
         other => other,
@@ -97,10 +95,11 @@ pub fn open_remote(
     storage: Arc<dyn Storage>,
     cache_root: Option<&Path>,
     opts: OpenOptions,
+    password: super::PasswordSource,
 ) -> Result<Repository, RepoError> {
     if opts.lock.is_none() {
         // No index is opened without a lock (`wal push`, `snapshots`): no cache.
-        return Repository::open_in(storage, Path::new(""), opts);
+        return Repository::open_in_with(storage, Path::new(""), opts, password);
     }
     let bytes = match storage.get("config.json") {
         Ok(b) => b,
@@ -120,7 +119,7 @@ pub fn open_remote(
         .map_or_else(default_root, Path::to_path_buf)
         .join(id);
     fsutil::create_dir_durable(&dir).ctx(|| format!("creating the cache {}", dir.display()))?;
-    Repository::open_in(storage, &dir, opts)
+    Repository::open_in_with(storage, &dir, opts, password)
 }
 
 impl Repository {
@@ -164,7 +163,11 @@ impl Repository {
             );
             return Ok(());
         }
-        let synced = rebuild::sync(self.storage.as_ref(), &self.crypto, &Index::open(&path, true)?)?;
+        let synced = rebuild::sync(
+            self.storage.as_ref(),
+            &self.crypto,
+            &Index::open(&path, true)?,
+        )?;
         tracing::debug!(
             ?synced,
             secs = started.elapsed().as_secs_f64(),

@@ -92,7 +92,9 @@ pub(crate) fn unlock(
         .open(password)
         .map_err(|e| key_error(storage, e))?;
     let crypto = Crypto::new(&master);
-    let expected = crypto.config_mac(&config.authenticated_bytes()).map(hex::encode);
+    let expected = crypto
+        .config_mac(&config.authenticated_bytes())
+        .map(hex::encode);
     if config.mac != expected {
         return Err(RepoError::corrupt(
             storage.describe("config.json"),
@@ -109,8 +111,9 @@ pub(crate) fn key_error(storage: &dyn Storage, e: KeyError) -> RepoError {
             path: storage.location().into(),
         },
         KeyError::Io { context, source } => RepoError::Io { context, source },
-        other @ (KeyError::NoKeys | KeyError::Invalid { .. }) => {
-            RepoError::corrupt(storage.describe(crate::crypto::keys::PREFIX), other.to_string())
-        }
+        other @ (KeyError::NoKeys | KeyError::Invalid { .. }) => RepoError::corrupt(
+            storage.describe(crate::crypto::keys::PREFIX),
+            other.to_string(),
+        ),
     }
 }

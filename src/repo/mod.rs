@@ -33,8 +33,8 @@ use std::time::Duration;
 use crate::crypto::Crypto;
 use crate::error::{IoContext, RepoError};
 use crate::id::PackId;
-pub use encryption::{NewRepository, PasswordSource};
 pub use config::{CONFIG_FORMAT, Config, FORMAT_VERSION};
+pub use encryption::{NewRepository, PasswordSource};
 use index::Index;
 use lock::LockMode;
 use pack::BlobEntry;
@@ -166,8 +166,19 @@ impl Repository {
         cache_root: Option<&Path>,
         opts: OpenOptions,
     ) -> Result<Repository, RepoError> {
+        Self::open_cached_with(root, cache_root, opts, PasswordSource::Environment)
+    }
+
+    /// As [`open_cached`](Self::open_cached), an encrypted repository's
+    /// password from `password` (`copy`'s destination).
+    pub fn open_cached_with(
+        root: &Path,
+        cache_root: Option<&Path>,
+        opts: OpenOptions,
+        password: PasswordSource,
+    ) -> Result<Repository, RepoError> {
         if let Some(remote) = cache::remote(root)? {
-            return cache::open_remote(remote, cache_root, opts);
+            return cache::open_remote(remote, cache_root, opts, password);
         }
         let root = &std::path::absolute(root).ctx(|| format!("resolving {}", root.display()))?;
         if !root.exists() {
@@ -176,7 +187,7 @@ impl Repository {
                 reason: "the directory does not exist".into(),
             });
         }
-        Self::open_in(Arc::new(LocalDir::new(root)), root, opts)
+        Self::open_in_with(Arc::new(LocalDir::new(root)), root, opts, password)
     }
 
     /// Opens the existing repository in `storage`, its index in `index_dir`.

@@ -333,7 +333,12 @@ pub fn decode_pack(bytes: &[u8], crypto: &Crypto) -> Result<Vec<BlobEntry>, Deco
     let len = bytes.len() as u64;
     let (table_len, hash) = decode_trailer(len, &bytes[bytes.len() - TRAILER_LEN..], crypto)?;
     let table_start = bytes.len() - TRAILER_LEN - table_len;
-    decode_entries(len, &bytes[table_start..bytes.len() - TRAILER_LEN], &hash, crypto)
+    decode_entries(
+        len,
+        &bytes[table_start..bytes.len() - TRAILER_LEN],
+        &hash,
+        crypto,
+    )
 }
 
 /// A frame's bytes as compressed (`stored` itself in a plain repository),
@@ -464,9 +469,18 @@ mod tests {
         let crypto = Crypto::new(&MasterKeys::generate());
         let (bytes, _, entries) = sample_pack(&crypto);
         assert!(!bytes.windows(4).any(|w| w == b"meta"));
-        assert!(!bytes.windows(8).any(|w| w == &entries[0].id.as_bytes()[..8]));
+        assert!(
+            !bytes
+                .windows(8)
+                .any(|w| w == &entries[0].id.as_bytes()[..8])
+        );
         let other = Crypto::new(&MasterKeys::generate());
-        assert!(decode_pack(&bytes, &other).unwrap_err().0.contains("authenticate"));
+        assert!(
+            decode_pack(&bytes, &other)
+                .unwrap_err()
+                .0
+                .contains("authenticate")
+        );
         assert!(decode_pack(&bytes, &Crypto::plain()).is_err());
         // A flipped bit anywhere in a frame is refused before decompression.
         for at in [0, 23, 24, 30, entries[0].frame_len as usize - 1] {

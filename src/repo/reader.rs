@@ -103,9 +103,10 @@ impl<'r> BlobReader<'r> {
                 self.frames.len() - 1
             }
         };
-        let blob = pack::blob_in_frame(entry, &self.frames[pos].1, self.repo.crypto()).map_err(|e| {
-            RepoError::corrupt(format!("pack {}", self.repo.describe_pack(pack)), e.0)
-        })?;
+        let blob =
+            pack::blob_in_frame(entry, &self.frames[pos].1, self.repo.crypto()).map_err(|e| {
+                RepoError::corrupt(format!("pack {}", self.repo.describe_pack(pack)), e.0)
+            })?;
         Ok((blob.to_vec(), 0))
     }
 
@@ -179,13 +180,12 @@ impl<'r> BlobReader<'r> {
         self.pack_file(pack)?
             .read_at(&mut header, u64::from(entry.frame_offset))
             .map_err(|e| repo.pack_error(pack, e))?;
-        pack::delta_base_in(repo.crypto(), &header)
-            .map_err(|e| {
-                RepoError::corrupt(
-                    format!("pack {}", repo.describe_pack(pack)),
-                    format!("chunk {}: {}", entry.id, e.0),
-                )
-            })
+        pack::delta_base_in(repo.crypto(), &header).map_err(|e| {
+            RepoError::corrupt(
+                format!("pack {}", repo.describe_pack(pack)),
+                format!("chunk {}: {}", entry.id, e.0),
+            )
+        })
     }
 
     /// The stored bytes of an entry's frame, as they are in the pack.

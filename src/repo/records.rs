@@ -80,7 +80,10 @@ impl Repository {
     /// replay check.
     fn saw_gc_generation(&self, generation: u64) {
         if generation > self.gc_generation_seen() {
-            cache::keep(&self.gc_generation_file(), generation.to_string().as_bytes());
+            cache::keep(
+                &self.gc_generation_file(),
+                generation.to_string().as_bytes(),
+            );
         }
     }
 
@@ -131,7 +134,9 @@ impl Repository {
                 let sound = match self.storage.get(&object.name) {
                     Ok(bytes) => self.crypto.open(&aad::marker(&object.name), &bytes).is_ok(),
                     Err(e) if is_not_found(&e) => continue,
-                    Err(e) => return Err(e).ctx(|| format!("reading {}", self.describe(&object.name))),
+                    Err(e) => {
+                        return Err(e).ctx(|| format!("reading {}", self.describe(&object.name)));
+                    }
                 };
                 if !sound {
                     forged.push(object.name);
@@ -147,7 +152,10 @@ impl Repository {
     pub fn set_protected(&self, id: &SnapshotId, on: bool) -> Result<(), RepoError> {
         let name = format!("protected/{}", id.to_hex());
         let done = match on {
-            true => match self.storage.put(&name, &self.crypto.seal(&aad::marker(&name), b"")) {
+            true => match self
+                .storage
+                .put(&name, &self.crypto.seal(&aad::marker(&name), b""))
+            {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
                 other => other,
             },

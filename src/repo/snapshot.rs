@@ -304,14 +304,20 @@ mod tests {
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert!(text.contains("\"7311444616403961883\""), "{text}");
         assert!(text.contains("\"0/3000028\""), "{text}");
-        assert_eq!(Snapshot::decode(&id, &bytes, &Crypto::plain()).unwrap(), snap);
+        assert_eq!(
+            Snapshot::decode(&id, &bytes, &Crypto::plain()).unwrap(),
+            snap
+        );
         assert_eq!(snap.sources(), ["/var/lib/postgresql/15/main"]);
     }
 
     #[test]
     fn snapshot_round_trip_and_tamper_detection() {
         let (id, bytes) = sample().encode(&Crypto::plain());
-        assert_eq!(Snapshot::decode(&id, &bytes, &Crypto::plain()).unwrap(), sample());
+        assert_eq!(
+            Snapshot::decode(&id, &bytes, &Crypto::plain()).unwrap(),
+            sample()
+        );
         let mut bad = bytes.clone();
         bad[10] ^= 1;
         assert!(Snapshot::decode(&id, &bad, &Crypto::plain()).is_err());

@@ -35,10 +35,23 @@ pub fn as_postgres(program: &str, args: &[&str]) -> Output {
 /// A directory tree that `postgres` owns, with a repository and the binary.
 pub struct PgFixture {
     pub dir: tempfile::TempDir,
+    /// The password file of an encrypted repository ([`PgFixture::encrypted`]).
+    pub password: Option<PathBuf>,
 }
 
 impl PgFixture {
     pub fn new() -> PgFixture {
+        Self::make(false)
+    }
+
+    /// A fixture whose repository is encrypted: every rewindb run, and the
+    /// server's archive_command, read the password from a file `postgres`
+    /// can read (as `docs/operations.md` tells operators to set it up).
+    pub fn encrypted() -> PgFixture {
+        Self::make(true)
+    }
+
+    fn make(encrypted: bool) -> PgFixture {
         assert!(
             Path::new(PG_BIN).join("initdb").exists(),
             "PostgreSQL 15 server binaries are not in {PG_BIN}: install postgresql-15 \
@@ -47,7 +60,17 @@ impl PgFixture {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         install_binary(&dir.path().join("rewindb"));
-        let f = PgFixture { dir };
+        let password = encrypted.then(|| {
+            let pw = dir.path().join("password");
+            std::fs::write(&pw, "pg secret\n").unwrap();
+            std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+            chown_postgres(&pw);
+            let cache = dir.path().join("pg-cache");
+            std::fs::create_dir(&cache).unwrap();
+            chown_postgres(&cache);
+            pw
+        });
+        let f = PgFixture { dir, password };
         f.ok(&["init"]);
         // The server's archive_command runs as `postgres`: it reads
         // config.json and writes wal/ (backups here run as root).
@@ -69,14 +92,18 @@ impl PgFixture {
 
     /// Runs rewindb (as root, like an operator's cron job) in `cwd`.
     pub fn run_in(&self, cwd: &Path, args: &[&str]) -> Output {
-        Command::new(self.bin())
-            .arg("--repo")
+        let mut c = Command::new(self.bin());
+        c.arg("--repo")
             .arg(self.repo())
             .args(args)
             .env_remove("REWINDB_REPOSITORY")
-            .current_dir(cwd)
-            .output()
-            .unwrap()
+            .current_dir(cwd);
+        if let Some(pw) = &self.password {
+            c.env("REWINDB_PASSWORD_FILE", pw)
+                .env("REWINDB_KDF", "1024,1")
+                .env("REWINDB_CACHE_DIR", self.path("cache"));
+        }
+        c.output().unwrap()
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
@@ -110,9 +137,17 @@ impl PgFixture {
                 "--no-sync",
             ],
         );
+        let env = match &self.password {
+            Some(pw) => format!(
+                "REWINDB_PASSWORD_FILE={} REWINDB_CACHE_DIR={} ",
+                pw.display(),
+                self.path("pg-cache").display()
+            ),
+            None => String::new(),
+        };
         let conf = format!(
             "\nport = {PORT}\nunix_socket_directories = '{}'\nlisten_addresses = ''\n\
-             archive_mode = on\narchive_command = '{} --repo {} wal push %p'\n\
+             archive_mode = on\narchive_command = '{env}{} --repo {} wal push %p'\n\
              wal_level = replica\nfsync = off\nshared_buffers = 32MB\n",
             root.display(),
             self.bin().display(),

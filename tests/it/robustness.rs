@@ -272,7 +272,11 @@ fn backup_after_a_lost_pack_stores_the_pages_again() {
     let data_only = packs(&f)
         .into_iter()
         .find(|p| {
-            let entries = decode_pack(&std::fs::read(p).unwrap(), &rewindb::crypto::Crypto::plain()).unwrap();
+            let entries = decode_pack(
+                &std::fs::read(p).unwrap(),
+                &rewindb::crypto::Crypto::plain(),
+            )
+            .unwrap();
             entries.iter().all(|e| e.kind == BlobKind::Data)
         })
         .expect("a pack holding only page data");
@@ -307,7 +311,11 @@ fn repair_drops_deltas_whose_base_is_lost() {
     assert!(deltas > 0, "the second backup stored no deltas");
     // Lose the first backup's page data (its manifest pack stays).
     for p in first_packs {
-        let entries = decode_pack(&std::fs::read(&p).unwrap(), &rewindb::crypto::Crypto::plain()).unwrap();
+        let entries = decode_pack(
+            &std::fs::read(&p).unwrap(),
+            &rewindb::crypto::Crypto::plain(),
+        )
+        .unwrap();
         if entries.iter().all(|e| e.kind == BlobKind::Data) {
             std::fs::remove_file(&p).unwrap();
         }
@@ -353,11 +361,14 @@ fn partial_multi_file_restore_says_what_was_restored() {
     let only_b = packs(&f)
         .into_iter()
         .find(|p| {
-            let ids: Vec<ChunkId> = decode_pack(&std::fs::read(p).unwrap(), &rewindb::crypto::Crypto::plain())
-                .unwrap()
-                .iter()
-                .map(|e| e.id)
-                .collect();
+            let ids: Vec<ChunkId> = decode_pack(
+                &std::fs::read(p).unwrap(),
+                &rewindb::crypto::Crypto::plain(),
+            )
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
             ids.iter()
                 .all(|i| pages_b.contains(i) && !pages_a.contains(i))
         })

@@ -198,8 +198,19 @@ impl Bucket {
         self.command_on(&self.url, cache, args)
     }
 
-    /// rewindb on `repo`, with this bucket's credentials.
+    /// rewindb on `repo`, with this bucket's credentials. An `init` makes
+    /// a plain repository (encrypted ones have tests of their own, in
+    /// `encryption.rs`).
     pub fn command_on(&self, repo: &str, cache: &str, args: &[&str]) -> Command {
+        let mut c = self.command_as_given(repo, cache, args);
+        if args.first() == Some(&"init") {
+            c.arg("--no-encryption");
+        }
+        c
+    }
+
+    /// rewindb on `repo`, with this bucket's credentials and `args` only.
+    pub fn command_as_given(&self, repo: &str, cache: &str, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
         c.arg("--repo")
             .arg(repo)
@@ -748,4 +759,51 @@ fn copy_sends_a_local_repository_off_site_and_back() {
         blake3::hash(&std::fs::read(&to).unwrap()).to_hex().as_str(),
         first["files"][0]["blake3"].as_str().unwrap()
     );
+}
+
+#[test]
+fn a_bucket_gets_an_encrypted_repository_unless_told_otherwise() {
+    let b = Bucket::new("encrypted");
+    let pw = b.path("password");
+    std::fs::write(&pw, "bucket secret\n").unwrap();
+    let run = |cache: &str, args: &[&str], password: Option<&str>| {
+        let mut c = b.command_as_given(&b.url, cache, args);
+        c.env("REWINDB_KDF", "1024,1");
+        if let Some(p) = password {
+            c.env("REWINDB_PASSWORD", p);
+        }
+        c.output().unwrap()
+    };
+    // No password, no --no-encryption: refused, and nothing is written
+    // (the init with a password below would find it).
+    let err = exited_with(&["init"], run("c", &["init"], None), 2);
+    assert!(
+        err.contains("--no-encryption") && err.contains("REWINDB_PASSWORD_FILE"),
+        "{err}"
+    );
+    let out = succeeded(&["init"], run("c", &["init"], Some("bucket secret")));
+    assert!(out.contains("encrypted"), "{out}");
+
+    let db = b.path("app.db");
+    make_db(&db, 10_000, "wal");
+    let args = ["backup", "sqlite", "--json", db.to_str().unwrap()];
+    let backed: serde_json::Value =
+        serde_json::from_str(&succeeded(&args, run("c", &args, Some("bucket secret")))).unwrap();
+    let id = backed["id"].as_str().unwrap();
+    // A machine with an empty cache: index objects and tables are opened
+    // with the key; the restore is exact.
+    let to = b.path("cold.db");
+    let args = ["restore", id, "--to", to.to_str().unwrap()];
+    succeeded(&args, run("cold", &args, Some("bucket secret")));
+    assert_eq!(std::fs::read(&to).unwrap(), std::fs::read(&db).unwrap());
+    succeeded(
+        &["check"],
+        run("cold", &["check", "--read-data"], Some("bucket secret")),
+    );
+    let err = exited_with(
+        &["snapshots"],
+        run("other", &["snapshots"], Some("guess")),
+        6,
+    );
+    assert!(err.contains("does not open"), "{err}");
 }

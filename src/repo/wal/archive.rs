@@ -36,7 +36,8 @@ impl<'s> WalArchive<'s> {
         }
         let (header, body) = plain.split_at(HEADER_LEN);
         let mut out = self.crypto.seal(&aad::wal("header", object), header);
-        self.crypto.seal_to(&aad::wal("body", object), body, &mut out);
+        self.crypto
+            .seal_to(&aad::wal("body", object), body, &mut out);
         out
     }
 
@@ -53,7 +54,12 @@ impl<'s> WalArchive<'s> {
             .open(&aad::wal("header", object), header)
             .map_err(fail)?
             .into_owned();
-        plain.extend_from_slice(&self.crypto.open(&aad::wal("body", object), body).map_err(fail)?);
+        plain.extend_from_slice(
+            &self
+                .crypto
+                .open(&aad::wal("body", object), body)
+                .map_err(fail)?,
+        );
         Ok(plain)
     }
 
@@ -202,7 +208,12 @@ impl<'s> WalArchive<'s> {
             true => self
                 .crypto
                 .open(&aad::wal("header", &object), &bytes)
-                .map_err(|e| RepoError::corrupt(format!("WAL archive file {}", describe()), format!("header {e}")))?
+                .map_err(|e| {
+                    RepoError::corrupt(
+                        format!("WAL archive file {}", describe()),
+                        format!("header {e}"),
+                    )
+                })?
                 .into_owned(),
             false => bytes,
         };
