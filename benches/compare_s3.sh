@@ -15,6 +15,8 @@
 #   REWINDB=target/release/rewindb, GEN_SQLITE=target/release/examples/gen_sqlite
 #                      (falls back to target/debug/examples/gen_sqlite: same output)
 #   REWINDB_RESTORE_ARGS="--verify hash"   extra arguments for rewindb's restore
+#   REWINDB_INIT_ARGS=--no-encryption   rewindb's init arguments; set it empty, with
+#                      REWINDB_PASSWORD_FILE, to measure an encrypted repository as restic's is
 #   DROP_CACHES=1      drop the page cache before each measured step (needs root)
 #   PROXY=1            count requests with a counting HTTP proxy between the tools
 #                      and SeaweedFS (the only way to tell HEAD from GET, see below);
@@ -525,7 +527,8 @@ repo_url() {
 # init TOOL REPO
 tool_init() {
     case $1 in
-        rewindb) "$REWINDB" --repo "$2" init ;;
+        # shellcheck disable=SC2086 # word splitting of the extra arguments is wanted
+        rewindb) "$REWINDB" --repo "$2" init ${REWINDB_INIT_ARGS---no-encryption} ;;
         restic) restic -r "$2" init "${RESTIC_INIT_ARGS[@]}" ;;
     esac
 }
@@ -736,7 +739,7 @@ echo "- database: $(mib "$BASE_BYTES") MiB base, $(mib "$CHURNED_BYTES") MiB chu
 echo "- runs: $RUNS per tool, medians shown; hash: $HASH; machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
 for tool in $TOOLS; do echo "- $(tool_version "$tool")"; done
 echo "- SeaweedFS $("$WEED" version 2>/dev/null | head -1 | sed 's/^version //'), one local \`weed server\` with the S3 gateway, plain http"
-has_tool restic && echo "- restic init ${RESTIC_INIT_ARGS[*]:-(repository v1, no compression)}, default --compression auto; restic encrypts, rewindb does not"
+has_tool restic && echo "- restic init ${RESTIC_INIT_ARGS[*]:-(repository v1, no compression)}, default --compression auto; restic encrypts, rewindb does not unless REWINDB_INIT_ARGS= and REWINDB_PASSWORD_FILE are set"
 if [[ $PROXY == 1 ]]; then
     echo "- requests counted by a counting HTTP proxy in front of SeaweedFS (its time is in the wall times)"
 else

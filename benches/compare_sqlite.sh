@@ -6,7 +6,9 @@
 # Environment (all optional):
 #   SIZE_MIB=1024      size of the generated database
 #   RUNS=3             repetitions per tool; the table shows medians
-#   TOOLS="rewindb restic borg"
+#   TOOLS="rewindb restic borg"    (also rewindb-encrypted: rewindb on an
+#                      encrypted repository, password from a file, default
+#                      Argon2id cost and key cache, the cache emptied each run)
 #   SEED=1             seed for `gen_sqlite gen` (churn uses SEED+1)
 #   CHURN_ARGS="--update-pct 1.0 --insert-pct 0.5 --delete-pct 0.25"
 #   REGEN=1            regenerate base.db/churned.db even if cached in WORKDIR
@@ -68,7 +70,7 @@ fi
 
 for tool in $TOOLS; do
     case $tool in
-        rewindb) [[ -x $REWINDB ]] || die "$REWINDB not built" ;;
+        rewindb | rewindb-encrypted) [[ -x $REWINDB ]] || die "$REWINDB not built" ;;
         restic | borg) command -v "$tool" >/dev/null || die "$tool not installed" ;;
         *) die "unknown tool $tool" ;;
     esac
@@ -142,9 +144,18 @@ if has_tool restic && restic init --help 2>/dev/null | grep -q -- --repository-v
     RESTIC_INIT_ARGS=(--repository-version 2)   # v2 = compressed repository (restic >= 0.14)
 fi
 
+# RW: the rewindb command line of TOOL (rewindb or rewindb-encrypted).
+rw() {
+    RW=("$REWINDB")
+    if [[ $1 == rewindb-encrypted ]]; then
+        [[ -f $WORK/password ]] || echo "bench password" >"$WORK/password"
+        RW=(env REWINDB_PASSWORD_FILE="$WORK/password" REWINDB_CACHE_DIR="$WORK/cache" "$REWINDB")
+    fi
+}
+
 tool_version() {
     case $1 in
-        rewindb) "$REWINDB" --version 2>/dev/null || echo "rewindb (version unknown)" ;;
+        rewindb | rewindb-encrypted) "$REWINDB" --version 2>/dev/null || echo "rewindb (version unknown)" ;;
         restic) restic version | head -1 ;;
         borg) borg --version ;;
     esac
@@ -153,7 +164,8 @@ tool_version() {
 # init TOOL REPO
 tool_init() {
     case $1 in
-        rewindb) "$REWINDB" --repo "$2" init ;;
+        rewindb) "$REWINDB" --repo "$2" init --no-encryption ;;
+        rewindb-encrypted) rw "$1" && "${RW[@]}" --repo "$2" init ;;
         restic) restic -r "$2" init "${RESTIC_INIT_ARGS[@]}" ;;
         borg) borg init -e none "$2" ;;
     esac
@@ -162,7 +174,7 @@ tool_init() {
 # backup_cmd TOOL REPO NAME: sets CMD to the backup command line (run from $DATA).
 backup_cmd() {
     case $1 in
-        rewindb) CMD=("$REWINDB" --repo "$2" backup sqlite db/app.db) ;;
+        rewindb | rewindb-encrypted) rw "$1" && CMD=("${RW[@]}" --repo "$2" backup sqlite db/app.db) ;;
         restic) CMD=(restic -r "$2" backup db/app.db) ;;
         borg) CMD=(borg create --compression zstd,3 "$2::$3" db/app.db) ;;
     esac
@@ -193,7 +205,7 @@ repo_bytes() { du -sb "$1" | cut -f1; }
 # restored_file TOOL DIR: path of the restored db inside DIR.
 restored_file() {
     case $1 in
-        rewindb) echo "$2/app.db" ;;
+        rewindb | rewindb-encrypted) echo "$2/app.db" ;;
         *) find "$2" -type f -name app.db | head -n 1 ;;
     esac
 }
@@ -229,8 +241,9 @@ for run in $(seq 1 "$RUNS"); do
         after=$(repo_bytes "$repo")
         record "$tool" "$run" churn "$SECS" "$RSS_KIB" $((after - before)) -
 
-        if [[ $tool == rewindb ]]; then
-            n=$("$REWINDB" --repo "$repo" snapshots --json 2>/dev/null | grep -o '"id"' | wc -l || true)
+        if [[ $tool == rewindb* ]]; then
+            rw "$tool"
+            n=$("${RW[@]}" --repo "$repo" snapshots --json 2>/dev/null | grep -o '"id"' | wc -l || true)
             [[ $n == 2 ]] || log "warning: rewindb snapshots --json lists $n snapshots, expected 2"
         fi
 
@@ -238,7 +251,7 @@ for run in $(seq 1 "$RUNS"); do
         out=$RESTORE/$tool
         case $tool in
             # shellcheck disable=SC2086 # word splitting of the extra arguments is wanted
-            rewindb) run_measured "$tool" "$run" restore "$out" "$REWINDB" --repo "$repo" restore latest ${REWINDB_RESTORE_ARGS:-} --to "$out/app.db" ;;
+            rewindb | rewindb-encrypted) rw "$tool" && run_measured "$tool" "$run" restore "$out" "${RW[@]}" --repo "$repo" restore latest ${REWINDB_RESTORE_ARGS:-} --to "$out/app.db" ;;
             restic) run_measured "$tool" "$run" restore "$out" restic -r "$repo" restore latest --target "$out" ;;
             borg) run_measured "$tool" "$run" restore "$out" borg extract "$repo::churn" ;;
         esac

@@ -14,17 +14,24 @@ Exit codes:
      `wal push`: a different file is archived under that name; `check postgres`: archiving
      does not work): running again can help once the cause is fixed
   2  usage error: bad arguments, a missing or non-database file, an unknown snapshot,
-     a malformed time, a path that is not a repository
+     a malformed time, a path that is not a repository, no password for an encrypted
+     repository (or one given for a plain repository)
   3  the repository is locked by another rewindb process (see --lock-wait)
   4  verification failed: check found damage, or restored data did not verify
   5  `status --max-age`: some source's newest snapshot is older than that
+  6  the password opens none of the encrypted repository's keys
 `run` exits with the highest code among its failing sources (1 if only gc failed); the
 other sources still run.
 
 Repository: --repo, else $REWINDB_REPOSITORY, else $XDG_DATA_HOME/rewindb/repository
 (~/.local/share/rewindb/repository). `backup sqlite`, `pg-dump` and `command` run from a
 terminal create that default on first use and say so; from cron or a script they never do:
-`rewindb init` first.";
+`rewindb init` first.
+
+Password of an encrypted repository: $REWINDB_PASSWORD_FILE (its first line), else
+$REWINDB_PASSWORD, else $REWINDB_PASSWORD_COMMAND (its output), else a prompt on a terminal.
+Opening one derives its key with Argon2id; the derived key is cached for
+$REWINDB_KEY_CACHE_SECS (default 3600, 0: never) under the cache directory.";
 
 #[derive(Parser, Debug)]
 #[command(

@@ -34,7 +34,7 @@ impl KdfParams {
     /// measured on (`docs/benchmarks.md`, "Encryption").
     pub const DEFAULT: KdfParams = KdfParams {
         memory_kib: 64 * 1024,
-        iterations: 4,
+        iterations: 12,
         parallelism: 1,
     };
 

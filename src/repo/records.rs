@@ -69,7 +69,12 @@ impl Repository {
             .join("gc-generation")
     }
 
+    /// Only an encrypted repository keeps the record: in a plain one anyone
+    /// who can write gc.json can write anything else as well.
     fn gc_generation_seen(&self) -> u64 {
+        if !self.crypto.is_encrypted() {
+            return 0;
+        }
         std::fs::read_to_string(self.gc_generation_file())
             .ok()
             .and_then(|t| t.trim().parse().ok())
@@ -79,7 +84,7 @@ impl Repository {
     /// Best effort: a machine that cannot keep the record only loses the
     /// replay check.
     fn saw_gc_generation(&self, generation: u64) {
-        if generation > self.gc_generation_seen() {
+        if self.crypto.is_encrypted() && generation > self.gc_generation_seen() {
             cache::keep(
                 &self.gc_generation_file(),
                 generation.to_string().as_bytes(),
