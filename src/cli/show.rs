@@ -221,8 +221,13 @@ pub fn print_status(
     use crate::commands::status::human_age;
     writeln!(
         w,
-        "repository {}: {} snapshot(s), {}",
+        "repository {} ({}): {} snapshot(s), {}",
         r.repository.display(),
+        if r.encrypted {
+            "encrypted"
+        } else {
+            "unencrypted"
+        },
         r.snapshots,
         human_bytes(r.repository_bytes)
     )?;

@@ -44,6 +44,8 @@ pub struct StatusReport {
     pub repository: std::path::PathBuf,
     /// Bytes of every file in the repository directory.
     pub repository_bytes: u64,
+    /// Whether the repository is encrypted (`docs/format.md`, "Encryption").
+    pub encrypted: bool,
     pub snapshots: usize,
     pub damaged_snapshots: usize,
     pub sources: Vec<SourceStatus>,
@@ -141,6 +143,7 @@ pub fn status(
     Ok(StatusReport {
         repository: repo.location().into(),
         repository_bytes: repo.stored_bytes("")? + repo.index_len().unwrap_or(0),
+        encrypted: repo.crypto().is_encrypted(),
         snapshots: list.ok.len(),
         damaged_snapshots: list.damaged.len(),
         sources,

@@ -198,6 +198,8 @@ fn sqlite_and_streams_round_trip_encrypted_and_the_repository_reads_as_noise() {
     let stats: serde_json::Value =
         serde_json::from_str(&v.ok("pw one", &["stats", "--json"])).unwrap();
     assert_eq!(stats["encryption"], "xchacha20poly1305", "{stats}");
+    let status = v.ok("pw one", &["status"]);
+    assert!(status.contains("(encrypted)"), "{status}");
 
     // Nothing in the repository shows the data, the page format, or a
     // plain blake3 of a page the attacker could compute.
