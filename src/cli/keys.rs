@@ -81,22 +81,15 @@ fn new_password() -> Result<Password, Error> {
     if let Some(p) = new_password_from_file()? {
         return Ok(p);
     }
-    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-        return Err(Error::Usage(
-            "no new password: give it in REWINDB_NEW_PASSWORD_FILE, or run from a terminal \
-             to be asked"
-                .into(),
-        ));
-    }
-    let ask = |p: &str| rpassword::prompt_password(p).map(zeroize::Zeroizing::new);
-    let first = ask("new password: ").map_err(|e| Error::Usage(e.to_string()))?;
-    let again = ask("enter it again: ").map_err(|e| Error::Usage(e.to_string()))?;
-    if first.is_empty() || *first != *again {
-        return Err(Error::Usage(
-            "the new password is empty or the two differ".into(),
-        ));
-    }
-    Ok(Password::new(first.to_string()))
+    password::ask("new password: ", true)
+        .map_err(RepoError::Password)?
+        .ok_or_else(|| {
+            Error::Usage(
+                "no new password: give it in REWINDB_NEW_PASSWORD_FILE, or run from a terminal \
+                 to be asked"
+                    .into(),
+            )
+        })
 }
 
 /// The key objects of `repo`, the one in use marked.

@@ -192,20 +192,10 @@ impl Crypto {
 
     /// As [`seal`](Self::seal), appended to `out`.
     pub fn seal_to(&self, aad: &[u8], plain: &[u8], out: &mut Vec<u8>) {
-        let Some(keys) = &self.0 else {
-            out.extend_from_slice(plain);
-            return;
-        };
-        let mut nonce = [0u8; NONCE_LEN];
-        random(&mut nonce);
-        out.extend_from_slice(&nonce);
-        let start = out.len();
-        out.extend_from_slice(plain);
-        let tag = keys
-            .cipher
-            .encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, &mut out[start..])
-            .expect("messages are far below the cipher's limit");
-        out.extend_from_slice(&tag);
+        match &self.0 {
+            Some(keys) => seal_into(&keys.cipher, aad, plain, out),
+            None => out.extend_from_slice(plain),
+        }
     }
 
     /// The message `stored` seals, if it authenticates with `aad`;
@@ -236,19 +226,25 @@ fn open_with(
     Ok(plain)
 }
 
-/// Seals with a key that is not a repository's master key (a key object's
-/// wrapping key).
-fn seal_with(key: &[u8; 32], aad: &[u8], plain: &[u8]) -> Vec<u8> {
-    let cipher = XChaCha20Poly1305::new(key.into());
+/// Appends `nonce | ciphertext | tag` of `plain` to `out`, the nonce fresh
+/// from the operating system's random source.
+fn seal_into(cipher: &XChaCha20Poly1305, aad: &[u8], plain: &[u8], out: &mut Vec<u8>) {
     let mut nonce = [0u8; NONCE_LEN];
     random(&mut nonce);
-    let mut out = nonce.to_vec();
+    out.extend_from_slice(&nonce);
     let start = out.len();
     out.extend_from_slice(plain);
     let tag = cipher
         .encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, &mut out[start..])
-        .expect("a key is far below the cipher's limit");
+        .expect("messages are far below the cipher's limit");
     out.extend_from_slice(&tag);
+}
+
+/// Seals with a key that is not a repository's master key (a key object's
+/// wrapping key).
+fn seal_with(key: &[u8; 32], aad: &[u8], plain: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(plain.len() + OVERHEAD);
+    seal_into(&XChaCha20Poly1305::new(key.into()), aad, plain, &mut out);
     out
 }
 

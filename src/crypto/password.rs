@@ -150,22 +150,28 @@ fn from_command() -> Result<Zeroizing<String>, String> {
 /// The password from the environment, else asked on the terminal (twice
 /// when `confirm`, for a new one). `None` when neither can give one.
 pub fn obtain(prompt: &str, confirm: bool) -> Result<Option<Password>, String> {
-    if let Some(p) = from_environment()? {
-        return Ok(Some(p));
+    match from_environment()? {
+        Some(p) => Ok(Some(p)),
+        None => ask(prompt, confirm),
     }
+}
+
+/// A password typed on the terminal (without echo; twice when `confirm`);
+/// `None` when stdin is not a terminal.
+pub fn ask(prompt: &str, confirm: bool) -> Result<Option<Password>, String> {
     if !std::io::stdin().is_terminal() {
         return Ok(None);
     }
-    let ask = |p: &str| {
+    let read = |p: &str| {
         rpassword::prompt_password(p)
             .map(Zeroizing::new)
             .map_err(|e| format!("reading the password from the terminal: {e}"))
     };
-    let first = ask(prompt)?;
+    let first = read(prompt)?;
     if first.is_empty() {
         return Err("the password is empty".into());
     }
-    if confirm && *ask("enter it again: ")? != *first {
+    if confirm && *read("enter it again: ")? != *first {
         return Err("the two passwords differ".into());
     }
     Ok(Some(Password(first)))

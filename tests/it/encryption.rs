@@ -632,4 +632,20 @@ fn postgres_point_in_time_recovery_from_an_encrypted_repository() {
     let err = exited_with(&["restore"], out, USAGE);
     assert!(err.contains("restore_command"), "{err}");
     assert!(!to.exists());
+
+    // One archived segment's object put under another's name: refused.
+    let segments: Vec<&(String, PathBuf)> = wal
+        .iter()
+        .filter(|(n, _)| n.len() > 24 && !n.contains('.'))
+        .collect();
+    assert!(segments.len() >= 2, "{wal:?}");
+    std::fs::copy(&segments[0].1, &segments[1].1).unwrap();
+    let out = f.run(&["check", "--read-data", "--json"]);
+    assert_eq!(out.status.code(), Some(VERIFY));
+    let report = String::from_utf8_lossy(&out.stdout);
+    let swapped = segments[1].0.rsplit('/').next().unwrap();
+    assert!(
+        report.contains(swapped) && report.contains("authenticate"),
+        "{report}"
+    );
 }
