@@ -458,6 +458,35 @@ fn tampering_is_detected_by_check_and_never_restored() {
     assert!(err.contains("replayed"), "{err}");
     assert_eq!(files_under(&v.repo().join("packs")), before);
 
+    // A key object forged for this repository with keys of the attacker's
+    // own: it opens with the attacker's password, but config.json's mac
+    // (made with the true key) refuses those keys.
+    use rewindb::crypto::keys::{KdfParams, KeyObject};
+    use rewindb::crypto::{MasterKeys, password::Password};
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(v.repo().join("config.json")).unwrap()).unwrap();
+    let cheap = KdfParams {
+        memory_kib: 1024,
+        iterations: 1,
+        parallelism: 1,
+    };
+    let forged = KeyObject::wrap(
+        config["id"].as_str().unwrap(),
+        &MasterKeys::generate(),
+        &Password::new("attacker".into()),
+        cheap,
+    )
+    .unwrap();
+    let forged_path = v.repo().join("keys").join("0000000000000000.json");
+    std::fs::write(&forged_path, serde_json::to_vec(&forged).unwrap()).unwrap();
+    let err = v.fails("attacker", &["snapshots"], VERIFY);
+    assert!(
+        err.contains("config.json") && err.contains("authenticate"),
+        "{err}"
+    );
+    assert!(v.ok("pw", &["snapshots"]).contains(&first[..8]));
+    std::fs::remove_file(&forged_path).unwrap();
+
     // A config.json changed without the key.
     let config = v.repo().join("config.json");
     let text = std::fs::read_to_string(&config).unwrap();
