@@ -14,7 +14,7 @@
 #   BASE_DB=, CHURNED_DB=   use these files instead of generating (no gen_sqlite needed)
 #   REWINDB=target/release/rewindb, GEN_SQLITE=target/release/examples/gen_sqlite
 #                      (falls back to target/debug/examples/gen_sqlite: same output)
-#   REWINDB_RESTORE_ARGS="--verify hash"   extra arguments for rewindb's restore
+#   REWINDB_RESTORE_ARGS="--verify full"   extra arguments for rewindb's restore (default: hash)
 #   REWINDB_INIT_ARGS=--no-encryption   rewindb's init arguments; set it empty, with
 #                      REWINDB_PASSWORD_FILE, to measure an encrypted repository as restic's is
 #   DROP_CACHES=1      drop the page cache before each measured step (needs root)

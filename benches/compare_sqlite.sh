@@ -14,7 +14,7 @@
 #   REGEN=1            regenerate base.db/churned.db even if cached in WORKDIR
 #   BASE_DB=, CHURNED_DB=   use these files instead of generating (no gen_sqlite needed)
 #   SKIP_BUILD=1       do not run cargo; use the binaries already built
-#   REWINDB_RESTORE_ARGS="--verify hash"   extra arguments for rewindb's restore
+#   REWINDB_RESTORE_ARGS="--verify full"   extra arguments for rewindb's restore (default: hash)
 #   DROP_CACHES=1      drop the page cache before each measured step (needs root, may fail in containers)
 #
 # For every run and tool: a fresh repository; copy base.db to data/db/app.db and

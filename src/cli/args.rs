@@ -161,9 +161,11 @@ pub enum Command {
         /// replaced file and its -wal/-journal are kept as a safety copy.
         #[arg(long)]
         in_place: bool,
-        /// Checks before the rename: full (blake3 + PRAGMA integrity_check),
-        /// quick (blake3 + PRAGMA quick_check) or hash (blake3 only).
-        #[arg(long, default_value = "full", value_parser = ["full", "quick", "hash"])]
+        /// Checks before the rename: hash (every chunk's blake3 and the whole
+        /// file's, recorded at backup: the bytes are exactly those backed up),
+        /// quick (and PRAGMA quick_check) or full (and PRAGMA integrity_check,
+        /// for restore drills: it also proves the database was sound when read).
+        #[arg(long, default_value = "hash", value_parser = ["full", "quick", "hash"])]
         verify: String,
         /// Write the restored file to standard output (a command's output
         /// snapshot: `rewindb restore latest --source NAME --stdout | psql`).

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# SQLite chunk size (page_chunk_min) experiment: for each size, a fresh plain
+# repository whose config.json is edited before its first backup, then a full
+# backup of BASE_DB, a backup of CHURNED_DB at the same path, a restore, and
+# a byte comparison. Prints times and peak RSS (GNU time), repository sizes.
+#
+# usage: BASE_DB=base.db CHURNED_DB=churned.db benches/sqlite_chunk_size.sh
+#   (the databases of benches/compare_sqlite.sh: WORKDIR/base.db, churned.db)
+# Environment: BIN=target/release/rewindb  SIZES="4096 16384 65536"
+#              WORKDIR=/tmp/rewindb-chunk-size  RESTORE_ARGS="--verify hash"
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BIN=${BIN:-$ROOT/target/release/rewindb}
+W=${WORKDIR:-/tmp/rewindb-chunk-size}
+: "${BASE_DB:?set BASE_DB}" "${CHURNED_DB:?set CHURNED_DB}"
+timed() { { /usr/bin/time -f "%e s, %M KiB" "$@" >/dev/null; } 2>&1 | tail -1; }
+for size in ${SIZES:-4096 16384 65536}; do
+    rm -rf "$W"
+    mkdir -p "$W/data" "$W/out"
+    "$BIN" --repo "$W/repo" init --no-encryption >/dev/null
+    python3 - "$W/repo/config.json" "$size" <<'PY'
+import json, sys
+path, size = sys.argv[1], int(sys.argv[2])
+config = json.load(open(path))
+config["chunker"]["page_chunk_min"] = size
+json.dump(config, open(path, "w"), indent=2)
+PY
+    cp "$BASE_DB" "$W/data/app.db"
+    sync
+    full=$(timed "$BIN" --repo "$W/repo" backup sqlite "$W/data/app.db")
+    after_full=$(du -sb "$W/repo" | cut -f1)
+    packs=$(du -sb "$W/repo/packs" | cut -f1)
+    index=$(stat -c %s "$W/repo/index.redb")
+    cp "$CHURNED_DB" "$W/data/app.db"
+    rm -f "$W/data/app.db-wal"
+    sync
+    churn=$(timed "$BIN" --repo "$W/repo" backup sqlite "$W/data/app.db")
+    after_churn=$(du -sb "$W/repo" | cut -f1)
+    # shellcheck disable=SC2086 # word splitting of the extra arguments is wanted
+    restore=$(timed "$BIN" --repo "$W/repo" restore latest ${RESTORE_ARGS:-} --to "$W/out/app.db")
+    cmp -s "$W/out/app.db" "$CHURNED_DB" && exact=yes || exact=NO
+    mib() { echo $(($1 / 1048576)); }
+    echo "chunk $size: full $full, repo $(mib "$after_full") MiB (packs $(mib "$packs"), index $(mib "$index")); churn $churn, growth $(mib $((after_churn - after_full))) MiB; restore $restore, exact $exact"
+done
