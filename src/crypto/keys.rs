@@ -75,7 +75,7 @@ impl KdfParams {
 
     /// The wrapping key for `password` and `salt`.
     fn derive(&self, password: &Password, salt: &[u8]) -> Result<Zeroizing<[u8; 32]>, String> {
-        if self.memory_kib > 4 << 20 || self.iterations > 100 || self.parallelism > 64 {
+        if self.memory_kib > 2 << 20 || self.iterations > 64 || self.parallelism > 64 {
             return Err(format!(
                 "Argon2id parameters {self:?} are beyond any sane cost"
             ));
@@ -277,13 +277,18 @@ impl<'s> KeyRing<'s> {
         }
         for (id, key) in valid {
             let salt = hex::decode(&key.salt).expect("checked by decode");
-            let kek = key
-                .params
-                .derive(password, &salt)
-                .map_err(|detail| KeyError::Invalid {
-                    name: self.storage.describe(&object_name(id)),
-                    detail,
-                })?;
+            // A key object with an unusable cost (damaged, or planted to
+            // stop everyone) is passed over, not allowed to block the others.
+            let kek = match key.params.derive(password, &salt) {
+                Ok(kek) => kek,
+                Err(why) => {
+                    tracing::warn!(
+                        "key object {} skipped: {why}",
+                        self.storage.describe(&object_name(id))
+                    );
+                    continue;
+                }
+            };
             if let Ok(master) = key.unwrap_with(&self.repo_id, &kek) {
                 if let Some(cache) = &cache {
                     cache.put(id, password, &kek);
@@ -444,6 +449,29 @@ mod tests {
         let wrong = CHEAP.derive(&Password::new("wrong".into()), &salt).unwrap();
         assert!(decoded.unwrap_with("abc", &wrong).is_err());
         assert!(!bytes.windows(8).any(|w| w == &master.0[..8]));
+    }
+
+    #[test]
+    fn a_planted_key_object_with_an_absurd_cost_does_not_block_the_others() {
+        use crate::repo::storage::{Storage, memory::Memory};
+        let mem = Memory::new();
+        let mut repo_id = [0u8; 8];
+        random(&mut repo_id);
+        let repo_id = hex::encode(repo_id); // this test's own key cache entry
+        let pw = Password::new("pw".into());
+        let master = MasterKeys::generate();
+        let mut planted = KeyObject::wrap(&repo_id, &MasterKeys::generate(), &pw, CHEAP).unwrap();
+        planted.params.iterations = 1_000_000;
+        let good = KeyObject::wrap(&repo_id, &master, &pw, CHEAP).unwrap();
+        for (name, key) in [("0000000000000000", &planted), ("ffffffffffffffff", &good)] {
+            let bytes = serde_json::to_vec(key).unwrap();
+            mem.put(&object_name(name), &bytes).unwrap();
+        }
+        let ring = KeyRing::new(&mem, &repo_id);
+        let (opened, id) = ring.open(&pw).unwrap();
+        assert_eq!((*opened.0, id.as_str()), (*master.0, "ffffffffffffffff"));
+        let wrong = ring.open(&Password::new("other".into())).err();
+        assert!(matches!(wrong, Some(KeyError::WrongPassword)), "{wrong:?}");
     }
 
     #[test]

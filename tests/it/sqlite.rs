@@ -276,9 +276,8 @@ fn restore_verification_levels() {
         f.ok(&["restore", "latest", "--to", out.to_str().unwrap()]);
         assert!(std::fs::read(&out).unwrap() == bytes, "the default restore");
     }
-    for args in [&["--verify", "full", "--to", "full.db"][..]] {
-        let mut cmd = vec!["restore", "latest"];
-        cmd.extend_from_slice(args);
+    {
+        let cmd = ["restore", "latest", "--verify", "full", "--to", "full.db"];
         let err = f.fails(&cmd, 4);
         assert!(err.contains("fails PRAGMA integrity_check"), "{err}");
         assert!(!f.path("full.db").exists(), "a refused restore left a file");
