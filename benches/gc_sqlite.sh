@@ -10,6 +10,7 @@
 #   KEEP=2          snapshots kept by --keep-last
 #   CHURN_ARGS="--update-pct 1.0 --insert-pct 0.5 --delete-pct 0.25"
 #   SKIP_BUILD=1    use the binaries already built
+#   REWINDB=target/release/rewindb   the rewindb binary measured
 #
 # Both tools back up the same file after each churn step; then each forgets all
 # but the KEEP newest and reclaims space (rewindb: forget + gc with its defaults;
@@ -25,7 +26,7 @@ CHURN_ARGS=${CHURN_ARGS:-"--update-pct 1.0 --insert-pct 0.5 --delete-pct 0.25"}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 GEN=$TARGET_DIR/release/examples/gen_sqlite
-REWINDB=$TARGET_DIR/release/rewindb
+REWINDB=${REWINDB:-$TARGET_DIR/release/rewindb}
 
 log() { printf '==> %s\n' "$*" >&2; }
 if ! command -v restic >/dev/null; then
@@ -44,7 +45,7 @@ R=("$REWINDB" --repo "$WORK/rewindb" --quiet)
 
 log "generating a $SIZE_MIB MiB database"
 "$GEN" gen "$DB" --size-mib "$SIZE_MIB" --seed 1 >/dev/null
-"${R[@]}" init
+"${R[@]}" init --no-encryption
 restic init --quiet
 for ((v = 0; v < VERSIONS; v++)); do
     if ((v > 0)); then
@@ -71,6 +72,12 @@ rs_after=$(size "$WORK/restic")
 "${R[@]}" check --read-data
 restic check --quiet --read-data
 
+# What the one kept snapshot costs alone: the newest database in a fresh
+# repository (with KEEP=1, the target the retained repository is held to).
+"$REWINDB" --repo "$WORK/fresh" --quiet init --no-encryption
+"$REWINDB" --repo "$WORK/fresh" --quiet backup sqlite "$DB"
+fresh=$(size "$WORK/fresh")
+
 echo
 echo "| $SIZE_MIB MiB, $VERSIONS snapshots, keep $KEEP | before | after | reclaimed | forget + gc/prune |"
 echo "|---|---:|---:|---:|---:|"
@@ -78,3 +85,5 @@ printf '| rewindb | %s MiB | %s MiB | %s MiB | %.2f s |\n' "$(mib "$rw_before")"
     "$(mib "$rw_after")" "$(mib $((rw_before - rw_after)))" "$rw_secs"
 printf '| restic | %s MiB | %s MiB | %s MiB | %.2f s |\n' "$(mib "$rs_before")" \
     "$(mib "$rs_after")" "$(mib $((rs_before - rs_after)))" "$rs_secs"
+echo
+echo "the newest snapshot alone in a fresh rewindb repository: $(mib "$fresh") MiB; after gc: $(echo "scale=2; $rw_after / $fresh" | bc)x that"

@@ -2,12 +2,16 @@
 //! and PostgreSQL WAL older than every retained base backup.
 //!
 //! **Mark.** Every snapshot's manifests are read; each chunk they list is
-//! live, and so is the base of every live delta, recursively (a delta cannot
-//! be decoded without its base). A chunk's *live instance* is the copy the
-//! index points to; other copies (left by a killed gc, or by a backup killed
-//! before its index commit) are garbage.
+//! live. A live delta whose base no snapshot lists (the base is an old
+//! version of the page that only forgotten snapshots read) is *re-encoded*:
+//! decoded through its chain and stored whole, so the base and its chain go
+//! too. A live delta whose base is listed keeps its base, which is live. A
+//! chunk's *live instance* is the copy the index points to; other copies
+//! (left by a killed gc, by a backup killed before its index commit, or the
+//! delta a re-encoded chunk leaves behind) are garbage.
 //!
-//! **Sweep.** A pack without a live instance is deleted. A pack whose live
+//! **Sweep.** Re-encoded chunks are written to new packs first. A pack
+//! without a live instance is deleted. A pack whose live
 //! share is below `repack_threshold` is rewritten: frames whose blobs are all
 //! live, and deltas, are copied as stored (whole blobs verified first); the live blobs of
 //! partly dead frames are re-compressed into new frames. Then one redb
@@ -66,6 +70,9 @@ pub struct GcReport {
     pub dry_run: bool,
     pub snapshots: usize,
     pub live_chunks: u64,
+    /// Live deltas stored whole because their base was needed by forgotten
+    /// snapshots only (with `dry_run`: that would be).
+    pub chunks_reencoded: u64,
     pub packs_before: usize,
     pub packs_deleted: usize,
     pub packs_rewritten: usize,
@@ -135,9 +142,16 @@ pub fn gc(repo: &mut Repository, opts: &GcOptions) -> Result<GcReport> {
         snapshots: list.ok.len(),
         ..GcReport::default()
     };
-    let live = mark(repo, &list)?;
+    let Marked { live, reencode } = mark(repo, &list)?;
     report.live_chunks = live.len() as u64;
-    let mut plans = plan_packs(repo, &live, opts.repack_threshold, &mut report.notes)?;
+    report.chunks_reencoded = reencode.len() as u64;
+    // A re-encoded chunk's delta is not its live instance any more: its pack
+    // is judged without it.
+    let mut in_place = live.clone();
+    for (id, _, _) in &reencode {
+        in_place.remove(id);
+    }
+    let mut plans = plan_packs(repo, &in_place, opts.repack_threshold, &mut report.notes)?;
     report.packs_before = plans.len();
     report.pack_bytes_before = plans.iter().map(|p| p.len).sum();
     report.packs_deleted = plans.iter().filter(|p| p.action == Action::Delete).count();
@@ -147,16 +161,23 @@ pub fn gc(repo: &mut Repository, opts: &GcOptions) -> Result<GcReport> {
     report.wal_bytes_removed = wal.iter().map(|(_, len)| len).sum();
 
     if opts.dry_run {
-        report.pack_bytes_after = plans
+        // Re-encoded chunks counted at half their size (whole pages compress
+        // about 2.5x in frames): an estimate.
+        let reencoded: u64 = reencode
             .iter()
-            .map(|p| match p.action {
-                Action::Keep => p.len,
-                Action::Delete => 0,
-                Action::Rewrite => p.live_bytes,
-            })
+            .map(|(_, _, e)| u64::from(e.raw_len) / 2)
             .sum();
+        report.pack_bytes_after = reencoded
+            + plans
+                .iter()
+                .map(|p| match p.action {
+                    Action::Keep => p.len,
+                    Action::Delete => 0,
+                    Action::Rewrite => p.live_bytes,
+                })
+                .sum::<u64>();
     } else {
-        let written = rewrite(repo, &plans, &live)?;
+        let written = rewrite(repo, &plans, &in_place, &reencode)?;
         report.packs_written = written.len();
         // A pack written now may be byte-identical to one a killed gc left:
         // it is then the new home of its blobs, not garbage.
@@ -212,15 +233,23 @@ pub fn gc(repo: &mut Repository, opts: &GcOptions) -> Result<GcReport> {
 /// Live chunks, each with the pack the index points to (its live instance).
 type Live = HashMap<ChunkId, PackId>;
 
-/// Every chunk some snapshot needs: the meta blobs of its manifests, the
-/// chunks they list, and the bases of live deltas, recursively. Refuses (and
-/// so removes nothing) when a snapshot's chunks cannot all be found: what
-/// they reference would be unknown.
-fn mark(repo: &Repository, list: &SnapshotList) -> Result<Live> {
+/// What marking found: the live chunks, and the live deltas to store whole
+/// (each with its pack and entry), because their base is listed by no
+/// snapshot.
+struct Marked {
+    live: Live,
+    reencode: Vec<(ChunkId, PackId, BlobEntry)>,
+}
+
+/// Every chunk some snapshot needs: the meta blobs of its manifests and the
+/// chunks they list. A delta among them whose base is not among them is to
+/// be re-encoded (its base is then needed by nothing); one whose base is
+/// keeps it. Refuses (and so removes nothing) when a snapshot's chunks
+/// cannot all be found: what they reference would be unknown.
+fn mark(repo: &Repository, list: &SnapshotList) -> Result<Marked> {
     let view = repo.index()?.view()?;
     let mut reader = BlobReader::new(repo)?;
-    let mut live: HashSet<ChunkId> = HashSet::new();
-    let mut work: Vec<ChunkId> = Vec::new();
+    let mut listed: HashSet<ChunkId> = HashSet::new();
     let cannot = |what: String| {
         Error::Failed(format!(
             "{what}; gc cannot tell what the repository still needs, so nothing was removed. \
@@ -230,11 +259,7 @@ fn mark(repo: &Repository, list: &SnapshotList) -> Result<Live> {
     };
     for (sid, snap) in &list.ok {
         for file in &snap.files {
-            for m in &file.manifest {
-                if live.insert(*m) {
-                    work.push(*m);
-                }
-            }
+            listed.extend(file.manifest.iter().copied());
             let ids = reader.manifest(file).map_err(|e| {
                 cannot(format!(
                     "snapshot {}: the manifest of {} cannot be read ({e})",
@@ -242,31 +267,30 @@ fn mark(repo: &Repository, list: &SnapshotList) -> Result<Live> {
                     file.name
                 ))
             })?;
-            for id in ids {
-                if live.insert(id) {
-                    work.push(id);
-                }
-            }
+            listed.extend(ids);
         }
     }
-    let mut home: Live = HashMap::with_capacity(live.len());
-    while let Some(id) = work.pop() {
-        let Some((pack, entry)) = view.get(&id)? else {
+    let mut live: Live = HashMap::with_capacity(listed.len());
+    let mut reencode = Vec::new();
+    for id in &listed {
+        let Some((pack, entry)) = view.get(id)? else {
             return Err(cannot(format!(
                 "chunk {id} is referenced but not in the index"
             )));
         };
-        home.insert(id, pack);
+        live.insert(*id, pack);
         if entry.compression == Compression::ZstdDelta {
             let base = reader
                 .delta_base(&pack, &entry)
                 .map_err(|e| cannot(e.to_string()))?;
-            if live.insert(base) {
-                work.push(base);
+            if !listed.contains(&base) {
+                reencode.push((*id, pack, entry));
             }
         }
     }
-    Ok(home)
+    // In pack order: the re-encoding reads each pack's frames together.
+    reencode.sort_by_key(|(_, pack, entry)| (*pack, entry.frame_offset));
+    Ok(Marked { live, reencode })
 }
 
 /// What becomes of one pack, and its live share in stored bytes: deleted
@@ -347,8 +371,26 @@ fn plan_packs(
 /// not yet indexed). Whole blobs are verified against their ids before they
 /// are copied; deltas only have their header checked (decoding needs the
 /// base; `check --read-data` verifies them).
-fn rewrite(repo: &Repository, plans: &[PackPlan], live: &Live) -> Result<Vec<SealedPack>> {
+fn rewrite(
+    repo: &Repository,
+    plans: &[PackPlan],
+    live: &Live,
+    reencode: &[(ChunkId, PackId, BlobEntry)],
+) -> Result<Vec<SealedPack>> {
     let mut writer = BlobWriter::new(repo)?;
+    // Re-encoded chunks first, read through their chains while every base
+    // is still there; each is verified against its id as it is decoded.
+    let mut reader = BlobReader::new(repo)?;
+    for (id, pack, entry) in reencode {
+        let data = reader.read_entry(pack, entry).map_err(|e| {
+            Error::Failed(format!(
+                "chunk {id} cannot be decoded to store it whole ({e}); gc stopped before \
+                 changing anything: run `rewindb check --read-data`"
+            ))
+        })?;
+        writer.copy_blob(*id, entry.kind, &data)?;
+    }
+    drop(reader);
     let mut dctx = zstd::bulk::Decompressor::new().ctx(|| "starting zstd".into())?;
     for plan in plans.iter().filter(|p| p.action == Action::Rewrite) {
         let bytes = repo.read_pack(&plan.id)?;

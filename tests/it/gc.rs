@@ -232,9 +232,17 @@ fn gc_killed_at_any_point_leaves_every_snapshot_restorable() {
     let full = started.elapsed();
     let rounds = 24u32;
     let mut killed_running = 0;
+    let mut reencoding = 0;
     for round in 0..rounds {
         backup(u64::from(round) + 1, &mut expected);
         f.ok(&["forget", "--keep-last", "3"]);
+        // The oldest kept snapshot's deltas are against a forgotten one's
+        // pages: this gc stores them whole while it is killed.
+        let dry: serde_json::Value =
+            serde_json::from_str(&f.ok(&["gc", "--dry-run", "--json"])).unwrap();
+        if dry["chunks_reencoded"].as_u64().unwrap() > 0 {
+            reencoding += 1;
+        }
         let mut child = Command::new(BIN)
             .arg("--repo")
             .arg(f.repo())
@@ -259,7 +267,14 @@ fn gc_killed_at_any_point_leaves_every_snapshot_restorable() {
             );
         }
     }
-    eprintln!("{killed_running} of {rounds} gc runs killed while running (a full gc: {full:?})");
+    eprintln!(
+        "{killed_running} of {rounds} gc runs killed while running (a full gc: {full:?}), \
+         {reencoding} of them re-encoding deltas"
+    );
+    assert_eq!(
+        reencoding, rounds,
+        "every killed gc had deltas to store whole"
+    );
     assert!(
         killed_running >= rounds / 2,
         "only {killed_running} gc runs were still running when killed (a full one took {full:?})"
@@ -380,4 +395,148 @@ fn gc_runs_beside_backups_and_wal_pushes_and_keeps_the_wal_retained_backups_need
     r.start();
     wait_until_promoted(&r);
     assert_eq!(r.sql("SELECT count(*) FROM t"), rows, "rows up to {last}");
+}
+
+/// The retention property for SQLite: after six backups of a database with
+/// heavy churn, keeping only the newest and running gc leaves about what a
+/// fresh repository holding that one snapshot needs, not the chain of old
+/// page versions its deltas were made against. Every step restores exactly.
+#[test]
+fn after_forget_and_gc_a_repository_is_about_the_size_of_a_fresh_one() {
+    let f = Fixture::with_repo();
+    let db = f.path("app.db");
+    make_db(&db, 30_000, "delete");
+    f.backup(&[&db]);
+    for round in 0..5 {
+        update_rows(&db, 4_000, round);
+        f.backup(&[&db]);
+    }
+    let newest = ids(&f).pop().unwrap();
+    let bytes = std::fs::read(&db).unwrap();
+    f.ok(&["forget", "--keep-last", "1"]);
+    let report: serde_json::Value = serde_json::from_str(&f.ok(&["gc", "--json"])).unwrap();
+    assert!(report["chunks_reencoded"].as_u64().unwrap() > 0, "{report}");
+    f.ok(&["check", "--read-data"]);
+    assert_eq!(f.restored_bytes(&newest), bytes);
+
+    let fresh = Fixture::with_repo();
+    fresh.backup(&[&db]);
+    let (kept, alone) = (pack_bytes(&f.repo()), pack_bytes(&fresh.repo()));
+    eprintln!("after gc {kept} pack bytes, a fresh repository {alone}: {report}");
+    assert!(
+        kept as f64 <= 1.1 * alone as f64,
+        "after gc {kept} pack bytes, a fresh repository holding the same snapshot {alone}"
+    );
+    // A backup after the gc still deduplicates against what it kept.
+    update_rows(&db, 100, 99);
+    let next = f.backup(&[&db]);
+    assert_eq!(f.restored_bytes(&next), std::fs::read(&db).unwrap());
+    f.ok(&["check", "--read-data"]);
+}
+
+/// The retention property for command streams: six versions of a dump,
+/// each stored as deltas against the one before; keeping the newest and
+/// running gc leaves about what a fresh repository holding it needs.
+#[test]
+fn after_forget_and_gc_a_stream_repository_is_about_the_size_of_a_fresh_one() {
+    let f = Fixture::with_repo();
+    let dump = f.path("dump.sql");
+    let version = |v: u64| -> String {
+        (0..40_000u64)
+            .map(|i| {
+                let x = if i % 5 == v % 5 { i * 7 + v } else { i * 7 };
+                format!("INSERT INTO t VALUES ({i}, 'row {x} of the table');\n")
+            })
+            .collect()
+    };
+    let args = [
+        "backup", "command", "--name", "dump", "--", "cat", "dump.sql",
+    ];
+    for v in 0..6 {
+        std::fs::write(&dump, version(v)).unwrap();
+        f.ok(&args);
+    }
+    let newest = std::fs::read_to_string(&dump).unwrap();
+    f.ok(&["forget", "--keep-last", "1"]);
+    let report: serde_json::Value = serde_json::from_str(&f.ok(&["gc", "--json"])).unwrap();
+    assert!(report["chunks_reencoded"].as_u64().unwrap() > 0, "{report}");
+    f.ok(&["check", "--read-data"]);
+    assert_eq!(f.ok(&["restore", "latest", "--stdout"]), newest);
+
+    let fresh = Fixture::with_repo();
+    std::fs::write(fresh.path("dump.sql"), &newest).unwrap();
+    fresh.ok(&args);
+    let (kept, alone) = (pack_bytes(&f.repo()), pack_bytes(&fresh.repo()));
+    eprintln!("stream: after gc {kept} pack bytes, a fresh repository {alone}");
+    assert!(
+        kept as f64 <= 1.1 * alone as f64,
+        "after gc {kept} pack bytes, a fresh repository holding the same snapshot {alone}"
+    );
+}
+
+/// The retention property for PostgreSQL base backups: four base backups
+/// with updates between them (each stored as deltas against the one
+/// before); keeping the newest and running gc leaves about what a fresh
+/// repository holding one base backup of the same cluster needs.
+#[test]
+fn after_forget_and_gc_base_backups_take_about_what_a_fresh_repository_does() {
+    let f = PgFixture::new();
+    let mut c = f.cluster("primary");
+    c.start();
+    crate::postgres::make_table(&c, 60_000);
+    let base_backup = |f: &PgFixture| {
+        f.ok(&[
+            "backup",
+            "postgres",
+            "--pgdata",
+            c.data.to_str().unwrap(),
+            "--conn",
+            &c.conninfo(),
+        ])
+    };
+    base_backup(&f);
+    for round in 0..3 {
+        c.sql(&format!(
+            "UPDATE t SET v = md5(v || '{round}') WHERE id % 4 = {round}; CHECKPOINT"
+        ));
+        base_backup(&f);
+    }
+    let rows = c.sql("SELECT count(*), sum(length(v)) FROM t");
+    f.ok(&["forget", "--keep-last", "1"]);
+    let report: serde_json::Value = serde_json::from_str(&f.ok(&["gc", "--json"])).unwrap();
+    assert!(report["chunks_reencoded"].as_u64().unwrap() > 0, "{report}");
+    f.ok(&["check", "--read-data"]);
+
+    // A fresh repository holding that one base backup: `copy` stores each
+    // of its chunks whole, as a first base backup would.
+    let fresh = f.path("fresh");
+    let init = Command::new(f.bin())
+        .args(["--repo", fresh.to_str().unwrap(), "init", "--no-encryption"])
+        .output()
+        .unwrap();
+    succeeded(&["init"], init);
+    f.ok(&["copy", "--to", fresh.to_str().unwrap(), "latest"]);
+    let (kept, alone) = (pack_bytes(&f.repo()), pack_bytes(&fresh));
+    eprintln!("postgres: after gc {kept} pack bytes, a fresh repository {alone}: {report}");
+    assert!(
+        kept as f64 <= 1.1 * alone as f64,
+        "after gc {kept} pack bytes, a fresh repository holding one base backup {alone}"
+    );
+    // The one kept base backup still recovers.
+    let to = c.root.join("restored");
+    c.stop();
+    let bin = f.bin();
+    f.ok(&[
+        "restore",
+        "latest",
+        "--immediate",
+        "--to",
+        to.to_str().unwrap(),
+        "--rewindb-path",
+        bin.to_str().unwrap(),
+    ]);
+    let mut r = Cluster::restored(&c.root, &to);
+    r.start();
+    wait_until_promoted(&r);
+    assert_eq!(r.sql("SELECT count(*), sum(length(v)) FROM t"), rows);
 }
