@@ -17,9 +17,15 @@ pub struct ChunkerParams {
     pub cdc_min: u32,
     pub cdc_avg: u32,
     pub cdc_max: u32,
-    /// Page-structured files are cut on page boundaries into chunks of whole
-    /// pages, as few pages as reach this many bytes (one page when the page
-    /// size is at least this).
+    /// Page-structured files (SQLite) are cut on page boundaries into chunks
+    /// of whole pages, as few pages as reach this many bytes (one page when
+    /// the page size is at least this). 64 KiB in new local repositories: a
+    /// changed chunk is stored as its delta from the previous version, so a
+    /// changed page still costs about a page, while a 1 GiB database has
+    /// 16,384 chunks to index, list and hash instead of 262,144
+    /// (`docs/benchmarks.md`, "Chunks of 64 KiB"). 4 KiB in a bucket, where
+    /// changed chunks are stored whole (`Config::new`), and in repositories
+    /// made before.
     pub page_chunk_min: u32,
     /// PostgreSQL files (8 KiB pages) are cut into chunks of this many bytes:
     /// a multiple of the page, a power of two. A changed page still costs
@@ -43,7 +49,7 @@ impl Default for ChunkerParams {
             cdc_min: 16 * 1024,
             cdc_avg: 64 * 1024,
             cdc_max: 256 * 1024,
-            page_chunk_min: 4096,
+            page_chunk_min: 64 * 1024,
             pg_chunk: 64 * 1024,
         }
     }
@@ -92,8 +98,8 @@ impl ChunkerParams {
     ///
     /// ```
     /// let p = rewindb::chunker::ChunkerParams::default();
-    /// assert_eq!(p.pages_per_chunk(4096), 1); // a changed page costs one page
-    /// assert_eq!(p.pages_per_chunk(1024), 4); // small pages are grouped to 4 KiB
+    /// assert_eq!(p.pages_per_chunk(4096), 16); // 64 KiB chunks of whole pages
+    /// assert_eq!(p.pages_per_chunk(65536), 1);
     /// ```
     pub fn pages_per_chunk(&self, page_size: u32) -> usize {
         (self.page_chunk_min / page_size.max(1)).max(1) as usize
@@ -150,10 +156,22 @@ mod tests {
 
     #[test]
     fn pages_per_chunk_groups_small_pages_only() {
-        let p = ChunkerParams::default();
+        // As buckets and repositories made before 64 KiB chunks cut them.
+        let p = ChunkerParams {
+            page_chunk_min: 4096,
+            ..ChunkerParams::default()
+        };
         assert_eq!(p.pages_per_chunk(512), 8);
         assert_eq!(p.pages_per_chunk(1024), 4);
         assert_eq!(p.pages_per_chunk(4096), 1);
+        assert_eq!(p.pages_per_chunk(65536), 1);
+    }
+
+    #[test]
+    fn sqlite_chunks_are_64_kib_of_whole_pages_in_new_repositories() {
+        let p = ChunkerParams::default();
+        assert_eq!(p.pages_per_chunk(512), 128);
+        assert_eq!(p.pages_per_chunk(4096), 16);
         assert_eq!(p.pages_per_chunk(65536), 1);
     }
 

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, SnapshotId};
-use crate::pipeline::store::{Run, store_pages};
+use crate::pipeline::store::{ChunkShape, Run, store_pages};
 use crate::repo::Repository;
 use crate::repo::snapshot::{FileEntry, Snapshot, SourceKind};
 use crate::repo::writer::BlobWriter;
@@ -110,8 +110,11 @@ fn backup_one(
     bases: &[ChunkId],
 ) -> Result<FileEntry> {
     let params = writer.chunker();
-    let chunk_len = move |page: usize| page * params.pages_per_chunk(page as u32);
-    let (stored, info) = store_pages(writer, repo, bases, chunk_len, |sink| {
+    let shape = move |page: usize| ChunkShape {
+        len: page * params.pages_per_chunk(page as u32),
+        delta_level: crate::repo::delta::SQLITE_LEVEL,
+    };
+    let (stored, info) = store_pages(writer, repo, bases, shape, |sink| {
         sqlite::read_pages(db, |page| sink(page))
     })?;
     let manifest = writer.add_manifest(&stored.ids)?;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result, io_err};
 use crate::id::{ChunkId, SnapshotId};
-use crate::pipeline::store::{Run, StoredFile, store_pages, store_small};
+use crate::pipeline::store::{ChunkShape, Run, StoredFile, store_pages, store_small};
 use crate::repo::Repository;
 use crate::repo::delta::DeltaEncoder;
 use crate::repo::snapshot::{DirEntry, FileEntry, PgBackupInfo, Snapshot, SourceKind};
@@ -267,7 +267,10 @@ fn backup_file(
             writer,
             repo,
             bases,
-            move |_| chunk_len,
+            move |_| ChunkShape {
+                len: chunk_len,
+                delta_level: crate::repo::delta::level_for(chunk_len, PG_PAGE),
+            },
             |sink| {
                 // Whole pages of 8 KiB; a file being extended meanwhile may end
                 // in a partial one, which is stored as it is.

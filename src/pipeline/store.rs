@@ -130,11 +130,20 @@ pub type PageSink<'a> = &'a mut dyn FnMut(&[u8]) -> Result<()>;
 /// length of a chunk from the length of the file's first page (a power of
 /// two, a multiple of the page). Returns what `read` returned beside the
 /// stored file.
+/// How a page-structured file is cut, decided from its first page's size:
+/// the chunk length (whole pages) and the zstd level of a changed chunk's
+/// delta.
+#[derive(Clone, Copy, Debug)]
+pub struct ChunkShape {
+    pub len: usize,
+    pub delta_level: i32,
+}
+
 pub fn store_pages<R: Send>(
     writer: &mut BlobWriter<'_>,
     repo: &Repository,
     bases: &[ChunkId],
-    chunk_len: impl FnOnce(usize) -> usize + Send,
+    shape: impl FnOnce(usize) -> ChunkShape + Send,
     read: impl FnOnce(PageSink<'_>) -> Result<R> + Send,
 ) -> Result<(StoredFile, R)> {
     // Hashing and delta encoding (reading bases back, decompressing their
@@ -147,7 +156,7 @@ pub fn store_pages<R: Send>(
     let (to_store_a, from_delta_a) = sync_channel::<Batch>(2);
     let (to_store_b, from_delta_b) = sync_channel::<Batch>(2);
     let (returned, size, ids, pieces) = std::thread::scope(|scope| {
-        let reading = scope.spawn(move || cut_pages(read, chunk_len, [to_delta_a, to_delta_b]));
+        let reading = scope.spawn(move || cut_pages(read, shape, [to_delta_a, to_delta_b]));
         let encoding = [
             scope.spawn(move || hash_and_encode(repo, bases, from_reader_a, to_store_a)),
             scope.spawn(move || hash_and_encode(repo, bases, from_reader_b, to_store_b)),
@@ -261,7 +270,7 @@ fn hash_and_encode(
 /// The reading thread: pages → page-aligned chunks, in batches.
 fn cut_pages<R>(
     read: impl FnOnce(PageSink<'_>) -> Result<R>,
-    chunk_len_for: impl FnOnce(usize) -> usize,
+    shape_for: impl FnOnce(usize) -> ChunkShape,
     tx: [SyncSender<Batch>; 2],
 ) -> Result<(R, u64)> {
     let mut sent = 0usize;
@@ -269,7 +278,7 @@ fn cut_pages<R>(
     let mut size = 0u64;
     // Set from the first page: (chunk length, chunks per batch, delta level).
     let mut shape: Option<(usize, usize, i32)> = None;
-    let mut chunk_len_for = Some(chunk_len_for);
+    let mut shape_for = Some(shape_for);
     let new_batch = |(chunk_len, per_batch, delta_level): (usize, usize, i32)| Batch {
         first: 0,
         offset: 0,
@@ -292,9 +301,11 @@ fn cut_pages<R>(
     };
     let returned = read(&mut |page: &[u8]| {
         let this = *shape.get_or_insert_with(|| {
-            let chunk_len = chunk_len_for.take().expect("called once")(page.len());
+            let ChunkShape {
+                len: chunk_len,
+                delta_level: level,
+            } = shape_for.take().expect("called once")(page.len());
             let per_batch = (BATCH_BYTES / chunk_len).max(1);
-            let level = crate::repo::delta::level_for(chunk_len, page.len());
             batch = new_batch((chunk_len, per_batch, level));
             (chunk_len, per_batch, level)
         });

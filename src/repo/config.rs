@@ -78,7 +78,15 @@ impl Config {
             format: CONFIG_FORMAT.into(),
             version: FORMAT_VERSION,
             id: blake3::hash(seed.as_bytes()).to_hex()[..16].to_string(),
-            chunker: ChunkerParams::default(),
+            chunker: ChunkerParams {
+                // A bucket stores changed chunks whole (no base downloads):
+                // there a changed page must cost a page, not 64 KiB.
+                page_chunk_min: match remote {
+                    true => 4096,
+                    false => ChunkerParams::default().page_chunk_min,
+                },
+                ..ChunkerParams::default()
+            },
             compression_level: 3,
             frame_target_bytes: 64 * 1024,
             pack_target_bytes: match remote {

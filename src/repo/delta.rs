@@ -21,8 +21,7 @@ const DELTA_MAX_FRACTION: usize = 4;
 /// (16–256 KiB, content-defined) use it too; other levels are not measured
 /// on them.
 pub const FAST_LEVEL: i32 = 1;
-/// zstd level for deltas of chunks of several pages (PostgreSQL's 64 KiB
-/// chunks; SQLite pages under 4 KiB, grouped). What the pgbench benchmark's
+/// zstd level for deltas of PostgreSQL chunks of several pages (64 KiB). What the pgbench benchmark's
 /// second base backup added to the repository, and its wall time, after a
 /// minute of churn at 1,300 / 3,600 transactions a second:
 /// level 1 15.2 MiB 2.2 s / -; 2 11.9 MiB 1.8 s / 23.8 MiB 2.3 s;
@@ -32,8 +31,16 @@ pub const FAST_LEVEL: i32 = 1;
 /// the extra seconds are few beside the backup's reading.
 pub const MULTI_PAGE_LEVEL: i32 = 6;
 
-/// The zstd level for deltas of chunks of `chunk_len` bytes cut from pages
-/// of `page_len` bytes.
+/// zstd level for deltas of SQLite chunks, whatever their size: on the 1 GiB
+/// benchmark database cut in 64 KiB chunks, after a quarter of its pages
+/// changed, level 1 stored a 16 MiB incremental in 1.86 s, level 3 15 MiB in
+/// 2.54 s and level 6 15 MiB in 4.11 s (`docs/benchmarks.md`, "Chunks of 64
+/// KiB"): nearly every chunk has a changed page, so the backup delta-encodes
+/// most of the file, and level 1 already finds the unchanged pages whole.
+pub const SQLITE_LEVEL: i32 = FAST_LEVEL;
+
+/// The zstd level for deltas of PostgreSQL chunks of `chunk_len` bytes cut
+/// from pages of `page_len` bytes.
 pub fn level_for(chunk_len: usize, page_len: usize) -> i32 {
     match chunk_len > page_len {
         true => MULTI_PAGE_LEVEL,

@@ -203,8 +203,12 @@ fn sqlite_and_streams_round_trip_encrypted_and_the_repository_reads_as_noise() {
 
     // Nothing in the repository shows the data, the page format, or a
     // plain blake3 of a page the attacker could compute.
-    let page = &first_bytes[..4096];
-    let plain_id = blake3::hash(page);
+    // (the first chunk as this repository cuts it: what a plain repository
+    // would name it)
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(v.repo().join("config.json")).unwrap()).unwrap();
+    let chunk = config["chunker"]["page_chunk_min"].as_u64().unwrap() as usize;
+    let plain_id = blake3::hash(&first_bytes[..chunk]);
     for (name, path) in files_under(&v.repo()) {
         if name == "index.redb" {
             continue; // the local index: ids and locations, no data
@@ -220,6 +224,24 @@ fn sqlite_and_streams_round_trip_encrypted_and_the_repository_reads_as_noise() {
             assert!(!contains(&bytes, needle), "{name} holds {needle:?}");
         }
     }
+    // Where a plain repository of the same bytes does show that id.
+    let plain = v.path("plain");
+    let first_copy = v.path("first.db");
+    std::fs::write(&first_copy, &first_bytes).unwrap();
+    succeeded(
+        &["init"],
+        v.bare(&plain, &["init", "--no-encryption"])
+            .output()
+            .unwrap(),
+    );
+    let args = ["backup", "sqlite", first_copy.to_str().unwrap()];
+    succeeded(&args, v.bare(&plain, &args).output().unwrap());
+    assert!(
+        files_under(&plain.join("packs"))
+            .iter()
+            .any(|(_, p)| contains(&std::fs::read(p).unwrap(), plain_id.as_bytes())),
+        "a plain repository names the chunk by its plain blake3"
+    );
     // Key objects are the owner's alone.
     let keys = files_under(&v.repo().join("keys"));
     assert_eq!(keys.len(), 1);

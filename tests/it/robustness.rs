@@ -348,10 +348,14 @@ fn partial_multi_file_restore_says_what_was_restored() {
     let (a, b) = (f.path("a.db"), f.path("b.db"));
     make_db(&a, 5_000, "delete");
     make_db(&b, 20_000, "delete");
+    // The chunks the repository cuts (whole pages, page_chunk_min long).
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(f.repo().join("config.json")).unwrap()).unwrap();
+    let chunk = config["chunker"]["page_chunk_min"].as_u64().unwrap() as usize;
     let pages = |p: &std::path::Path| -> HashSet<ChunkId> {
         std::fs::read(p)
             .unwrap()
-            .chunks(4096)
+            .chunks(chunk)
             .map(ChunkId::of)
             .collect()
     };

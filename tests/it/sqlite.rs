@@ -92,15 +92,17 @@ fn small_change_costs_about_the_changed_pages() {
     let size = snaps[1]["logical_size"].as_u64().unwrap();
     let stats = &snaps[1]["stats"];
     let new_chunks = stats["chunks_new"].as_u64().unwrap();
-    let bytes_new = stats["bytes_new"].as_u64().unwrap();
+    let bytes_added = stats["bytes_added"].as_u64().unwrap();
     // 20 scattered rows touch at most ~20 table pages, ~20 index pages and the
-    // header page; the manifest (32 bytes per page) is re-stored in part.
+    // header page. Each changed chunk (64 KiB of pages) is stored as its
+    // delta from the previous version, so what the repository grows by is
+    // about those pages, not their chunks; the manifest is re-stored in part.
     let manifest = size / 4096 * 32;
     assert!(
-        bytes_new <= 45 * 4096 + manifest,
-        "{new_chunks} new chunks, {bytes_new} new bytes for a {size}-byte database"
+        bytes_added <= 45 * 4096 + manifest,
+        "{new_chunks} new chunks, {bytes_added} bytes added for a {size}-byte database"
     );
-    assert!(bytes_new * 20 < size, "{bytes_new} of {size}");
+    assert!(bytes_added * 20 < size, "{bytes_added} of {size}");
 }
 
 #[test]
@@ -370,8 +372,9 @@ fn pages_changed_in_every_backup_stay_deltas_past_the_depth_limit() {
         );
         // The manifest's meta blobs are new but never deltas.
         let meta = new - delta;
+        // 20 rows on as many pages, in 64 KiB chunks: a dozen chunks or more.
         assert!(
-            delta >= 20,
+            delta >= 10,
             "round {round}: {delta} of {new} new chunks as deltas"
         );
         assert!(
