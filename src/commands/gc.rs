@@ -378,19 +378,7 @@ fn rewrite(
     reencode: &[(ChunkId, PackId, BlobEntry)],
 ) -> Result<Vec<SealedPack>> {
     let mut writer = BlobWriter::new(repo)?;
-    // Re-encoded chunks first, read through their chains while every base
-    // is still there; each is verified against its id as it is decoded.
-    let mut reader = BlobReader::new(repo)?;
-    for (id, pack, entry) in reencode {
-        let data = reader.read_entry(pack, entry).map_err(|e| {
-            Error::Failed(format!(
-                "chunk {id} cannot be decoded to store it whole ({e}); gc stopped before \
-                 changing anything: run `rewindb check --read-data`"
-            ))
-        })?;
-        writer.copy_blob(*id, entry.kind, &data)?;
-    }
-    drop(reader);
+    reencode_whole(repo, &mut writer, reencode)?;
     let mut dctx = zstd::bulk::Decompressor::new().ctx(|| "starting zstd".into())?;
     for plan in plans.iter().filter(|p| p.action == Action::Rewrite) {
         let bytes = repo.read_pack(&plan.id)?;
@@ -450,6 +438,47 @@ fn rewrite(
         }
     }
     Ok(writer.finish_packs()?)
+}
+
+/// Stores the chunks to re-encode whole: one thread decodes them through
+/// their chains (while every base is still there; each verified against its
+/// id), this one compresses them into frames, so both cores work. Stops at
+/// the first chunk that does not decode, before anything is indexed.
+fn reencode_whole(
+    repo: &Repository,
+    writer: &mut BlobWriter<'_>,
+    reencode: &[(ChunkId, PackId, BlobEntry)],
+) -> Result<()> {
+    if reencode.is_empty() {
+        return Ok(());
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(ChunkId, BlobKind, Vec<u8>)>(64);
+    std::thread::scope(|scope| {
+        let decoding = scope.spawn(move || -> Result<()> {
+            let mut reader = BlobReader::new(repo)?;
+            for (id, pack, entry) in reencode {
+                let data = reader.read_entry(pack, entry).map_err(|e| {
+                    Error::Failed(format!(
+                        "chunk {id} cannot be decoded to store it whole ({e}); gc stopped \
+                         before changing anything: run `rewindb check --read-data`"
+                    ))
+                })?;
+                if tx.send((*id, entry.kind, data)).is_err() {
+                    break; // the writer stopped; it reports why
+                }
+            }
+            Ok(())
+        });
+        let mut stored = Ok(());
+        for (id, kind, data) in rx {
+            if let Err(e) = writer.copy_blob(id, kind, &data) {
+                stored = Err(e.into());
+                break;
+            }
+        }
+        let decoded = decoding.join().expect("the decoding thread does not panic");
+        stored.and(decoded)
+    })
 }
 
 /// WAL archive files no retained base backup needs, with their sizes. A
