@@ -617,14 +617,7 @@ fn postgres_point_in_time_recovery_from_an_encrypted_repository() {
     let mut c = f.cluster("primary");
     c.start();
     make_table(&c, 20_000);
-    f.ok(&[
-        "backup",
-        "postgres",
-        "--pgdata",
-        c.data.to_str().unwrap(),
-        "--conn",
-        &c.conninfo(),
-    ]);
+    crate::postgres::base_backup(&f, &c);
     c.sql("INSERT INTO t (v) SELECT 'after backup' FROM generate_series(1, 1234)");
     std::thread::sleep(Duration::from_millis(100));
     let t = c.sql("SELECT clock_timestamp()");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::helpers::*;
 use crate::pg::{Cluster, PgFixture};
-use crate::postgres::wait_until_promoted;
+use crate::postgres::{base_backup, wait_until_promoted};
 
 /// Bytes of every pack file in the repository.
 fn pack_bytes(repo: &Path) -> u64 {
@@ -26,6 +26,17 @@ fn ids(f: &Fixture) -> Vec<String> {
         .iter()
         .map(|s| s["id"].as_str().unwrap().to_string())
         .collect()
+}
+
+/// The retention property's measure: what a repository keeps after forget
+/// and gc, `kept` pack bytes, is within 1.1x of `alone`, a fresh repository
+/// holding the same snapshots.
+fn assert_about_fresh(what: &str, kept: u64, alone: u64) {
+    eprintln!("{what}: after gc {kept} pack bytes, a fresh repository {alone}");
+    assert!(
+        kept as f64 <= 1.1 * alone as f64,
+        "{what}: after gc {kept} pack bytes, a fresh repository holding the same snapshots {alone}"
+    );
 }
 
 /// Restores every snapshot (one database each) and returns its bytes by id.
@@ -421,12 +432,8 @@ fn after_forget_and_gc_a_repository_is_about_the_size_of_a_fresh_one() {
 
     let fresh = Fixture::with_repo();
     fresh.backup(&[&db]);
-    let (kept, alone) = (pack_bytes(&f.repo()), pack_bytes(&fresh.repo()));
-    eprintln!("after gc {kept} pack bytes, a fresh repository {alone}: {report}");
-    assert!(
-        kept as f64 <= 1.1 * alone as f64,
-        "after gc {kept} pack bytes, a fresh repository holding the same snapshot {alone}"
-    );
+    eprintln!("{report}");
+    assert_about_fresh("sqlite", pack_bytes(&f.repo()), pack_bytes(&fresh.repo()));
     // A backup after the gc still deduplicates against what it kept.
     update_rows(&db, 100, 99);
     let next = f.backup(&[&db]);
@@ -466,12 +473,7 @@ fn after_forget_and_gc_a_stream_repository_is_about_the_size_of_a_fresh_one() {
     let fresh = Fixture::with_repo();
     std::fs::write(fresh.path("dump.sql"), &newest).unwrap();
     fresh.ok(&args);
-    let (kept, alone) = (pack_bytes(&f.repo()), pack_bytes(&fresh.repo()));
-    eprintln!("stream: after gc {kept} pack bytes, a fresh repository {alone}");
-    assert!(
-        kept as f64 <= 1.1 * alone as f64,
-        "after gc {kept} pack bytes, a fresh repository holding the same snapshot {alone}"
-    );
+    assert_about_fresh("stream", pack_bytes(&f.repo()), pack_bytes(&fresh.repo()));
 }
 
 /// The retention property for PostgreSQL base backups: four base backups
@@ -484,22 +486,12 @@ fn after_forget_and_gc_base_backups_take_about_what_a_fresh_repository_does() {
     let mut c = f.cluster("primary");
     c.start();
     crate::postgres::make_table(&c, 60_000);
-    let base_backup = |f: &PgFixture| {
-        f.ok(&[
-            "backup",
-            "postgres",
-            "--pgdata",
-            c.data.to_str().unwrap(),
-            "--conn",
-            &c.conninfo(),
-        ])
-    };
-    base_backup(&f);
+    base_backup(&f, &c);
     for round in 0..3 {
         c.sql(&format!(
             "UPDATE t SET v = md5(v || '{round}') WHERE id % 4 = {round}; CHECKPOINT"
         ));
-        base_backup(&f);
+        base_backup(&f, &c);
     }
     let rows = c.sql("SELECT count(*), sum(length(v)) FROM t");
     f.ok(&["forget", "--keep-last", "1"]);
@@ -516,12 +508,8 @@ fn after_forget_and_gc_base_backups_take_about_what_a_fresh_repository_does() {
         .unwrap();
     succeeded(&["init"], init);
     f.ok(&["copy", "--to", fresh.to_str().unwrap(), "latest"]);
-    let (kept, alone) = (pack_bytes(&f.repo()), pack_bytes(&fresh));
-    eprintln!("postgres: after gc {kept} pack bytes, a fresh repository {alone}: {report}");
-    assert!(
-        kept as f64 <= 1.1 * alone as f64,
-        "after gc {kept} pack bytes, a fresh repository holding one base backup {alone}"
-    );
+    eprintln!("{report}");
+    assert_about_fresh("postgres", pack_bytes(&f.repo()), pack_bytes(&fresh));
     // The one kept base backup still recovers.
     let to = c.root.join("restored");
     c.stop();

@@ -14,7 +14,8 @@ pub fn make_table(c: &Cluster, rows: u64) {
     ));
 }
 
-fn base_backup(f: &PgFixture, c: &Cluster) -> String {
+/// A base backup of `c` into `f`'s repository; returns its report.
+pub fn base_backup(f: &PgFixture, c: &Cluster) -> String {
     f.ok(&[
         "backup",
         "postgres",

@@ -30,9 +30,9 @@ impl<'s> WalArchive<'s> {
     /// An archive file as stored: in an encrypted repository its header and
     /// its body sealed apart (the header alone is read to list push times),
     /// each bound to the object's name.
-    fn seal(&self, object: &str, plain: &[u8]) -> Vec<u8> {
+    fn seal(&self, object: &str, plain: Vec<u8>) -> Vec<u8> {
         if !self.crypto.is_encrypted() {
-            return plain.to_vec();
+            return plain; // no copy on the plain push path
         }
         let (header, body) = plain.split_at(HEADER_LEN);
         let mut out = self.crypto.seal(&aad::wal("header", object), header);
@@ -110,7 +110,7 @@ impl<'s> WalArchive<'s> {
             pushed_at: jiff::Timestamp::now(),
         };
         stored[..HEADER_LEN].copy_from_slice(&header.encode());
-        let stored = self.seal(&object, &stored);
+        let stored = self.seal(&object, stored);
         match self.storage.put(&object, &stored) {
             Ok(()) => Ok(Pushed::Stored),
             // Of two pushes racing, or a retry of one whose success
