@@ -15,11 +15,17 @@
 //! label = "hourly"
 //! keep = { hourly = 24, daily = 7, weekly = 4, monthly = 12 }
 //!
+//! max_age = "25h"                    # older than this: stale (status, alerts)
+//! webhook = "https://hooks.example/backups"   # called when a run fails or it turns stale
+//!
 //! [[postgres]]
 //! name = "main"
 //! pgdata = "/var/lib/postgresql/15/main"
 //! conn = "host=/var/run/postgresql user=postgres"
 //! keep = { daily = 7 }
+//!
+//! [serve]                             # `rewindb serve` only: see docs/api.md
+//! listen = "127.0.0.1:8077"
 //! ```
 
 use std::collections::HashSet;
@@ -43,6 +49,7 @@ pub struct RunConfig {
     pub sqlite: Vec<SqliteSource>,
     #[serde(default)]
     pub postgres: Vec<PostgresSource>,
+    pub serve: Option<crate::serve::settings::ServeSection>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -63,6 +70,8 @@ pub struct SqliteSource {
     pub label: Option<String>,
     #[serde(default)]
     pub keep: Keep,
+    pub max_age: Option<Spanned<String>>,
+    pub webhook: Option<Spanned<String>>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -76,6 +85,49 @@ pub struct PostgresSource {
     pub wal_wait: Option<u64>,
     #[serde(default)]
     pub keep: Keep,
+    pub max_age: Option<Spanned<String>>,
+    pub webhook: Option<Spanned<String>>,
+}
+
+/// When a source counts as stale, and whom to tell when it is (or when its
+/// backup fails).
+#[derive(Clone, Debug, Default)]
+pub struct Alerting {
+    /// Older than this (for a cluster: its base backup, or its newest
+    /// archived WAL): stale.
+    pub max_age: Option<Span>,
+    /// An `http://` or `https://` URL that gets a JSON POST.
+    pub webhook: Option<String>,
+}
+
+impl Alerting {
+    fn parse(
+        max_age: &Option<Spanned<String>>,
+        webhook: &Option<Spanned<String>>,
+        what: &str,
+        bad: &dyn Fn(std::ops::Range<usize>, String) -> Error,
+    ) -> Result<Alerting> {
+        let max_age = match max_age {
+            Some(m) => Some(
+                parse_span(m.get_ref())
+                    .map_err(|e| bad(m.span(), format!("{what}: max_age: {e}")))?,
+            ),
+            None => None,
+        };
+        if let Some(w) = webhook {
+            let url = w.get_ref();
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(bad(
+                    w.span(),
+                    format!("{what}: webhook {url:?} is not an http:// or https:// URL"),
+                ));
+            }
+        }
+        Ok(Alerting {
+            max_age,
+            webhook: webhook.as_ref().map(|w| w.get_ref().clone()),
+        })
+    }
 }
 
 /// A source's retention policy, as `forget`'s `--keep-*` options. No rule:
@@ -135,6 +187,7 @@ pub enum Source {
         paths: Vec<PathBuf>,
         label: Option<String>,
         policy: Policy,
+        alerting: Alerting,
     },
     Postgres {
         name: String,
@@ -143,6 +196,7 @@ pub enum Source {
         label: Option<String>,
         wal_wait: u64,
         policy: Policy,
+        alerting: Alerting,
     },
 }
 
@@ -158,6 +212,30 @@ impl Source {
             Source::Sqlite { policy, .. } | Source::Postgres { policy, .. } => policy,
         }
     }
+
+    pub fn alerting(&self) -> &Alerting {
+        match self {
+            Source::Sqlite { alerting, .. } | Source::Postgres { alerting, .. } => alerting,
+        }
+    }
+
+    /// The source with `label` on its next snapshot instead of its own.
+    pub fn with_label(mut self, new: Option<String>) -> Source {
+        if new.is_some() {
+            match &mut self {
+                Source::Sqlite { label, .. } | Source::Postgres { label, .. } => *label = new,
+            }
+        }
+        self
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Source::Sqlite { .. } => "sqlite",
+            Source::Postgres { .. } => "postgres",
+        }
+    }
 }
 
 /// A config file, read and checked.
@@ -168,6 +246,8 @@ pub struct Loaded {
     pub gc_every: Option<Span>,
     pub repack_threshold: f64,
     pub sources: Vec<Source>,
+    /// The `[serve]` section (defaults when absent).
+    pub serve: crate::serve::settings::ServeSettings,
 }
 
 /// Reads and checks `path`. Errors (exit 2) name the file, and the line and
@@ -232,6 +312,7 @@ pub fn load(path: &Path) -> Result<Loaded> {
             paths: s.paths.iter().map(|p| base.join(p)).collect(),
             label: s.label.clone(),
             policy: s.keep.policy(&what, &at)?,
+            alerting: Alerting::parse(&s.max_age, &s.webhook, &what, &at)?,
         });
     }
     for s in &cfg.postgres {
@@ -244,6 +325,7 @@ pub fn load(path: &Path) -> Result<Loaded> {
             label: s.label.clone(),
             wal_wait: s.wal_wait.unwrap_or(120),
             policy: s.keep.policy(&what, &at)?,
+            alerting: Alerting::parse(&s.max_age, &s.webhook, &what, &at)?,
         });
     }
     // Two sources over the same databases (or cluster) would apply their
@@ -286,6 +368,7 @@ pub fn load(path: &Path) -> Result<Loaded> {
         gc_every,
         repack_threshold,
         sources,
+        serve: crate::serve::settings::ServeSettings::load(cfg.serve.as_ref(), &base, &at)?,
     })
 }
 

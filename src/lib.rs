@@ -9,6 +9,7 @@
 //! - [`commands`]: what each subcommand does, as library functions;
 //! - [`cli`]: argument parsing and output, the only place that prints.
 
+pub mod alerts;
 pub mod chunker;
 pub mod cli;
 pub mod commands;
@@ -22,6 +23,7 @@ pub mod progress;
 pub mod repo;
 pub mod retention;
 pub mod selection;
+pub mod serve;
 pub mod source;
 pub mod time;
 pub mod timeline;

@@ -62,6 +62,20 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum ServeAction {
+    /// Print a new random API token once, and the [[serve.token]] lines
+    /// (with its blake3, never the token) to paste into the config.
+    NewToken {
+        /// The token's name, shown in the audit log.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: read, backup, restore, admin.
+        #[arg(long, value_delimiter = ',', default_value = "read")]
+        scopes: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum KeyAction {
     /// List the key objects (id, created, host, user; * marks the one in use).
     List {
@@ -319,6 +333,27 @@ pub enum Command {
         /// The TOML file naming the repository, the sources and their retention.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve the repository and the sources of a config over HTTP: a JSON
+    /// API, Prometheus metrics and a web console (docs/api.md). Listens on
+    /// 127.0.0.1:8077 unless the config's [serve] section says otherwise.
+    #[command(args_conflicts_with_subcommands = true)]
+    Serve {
+        /// The `run` config, with a [serve] section and its tokens.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: Option<ServeAction>,
+    },
+    /// The audit log: who changed the repository or restored from it, what,
+    /// when, from where, and how it ended. Newest last.
+    Audit {
+        /// Only the newest N entries.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,

@@ -16,12 +16,14 @@ use std::time::Duration;
 use clap::Parser;
 
 mod args;
+mod audit;
 mod keys;
 mod man;
 mod report;
 mod repository;
 mod restore;
-mod show;
+mod serve;
+pub(crate) mod show;
 
 use man::render_man;
 use repository::{create_default_repository, open, repo_path, run_repository};
@@ -63,7 +65,9 @@ pub fn main() -> i32 {
     if !cli.quiet && io::IsTerminal::is_terminal(&io::stderr()) {
         crate::progress::enable();
     }
-    match run(&cli) {
+    let result = run(&cli);
+    audit::record(&cli, &result);
+    match result {
         Ok(()) => exit::OK,
         // `restore --stdout | head`: the reader left; nothing went wrong here.
         Err(CliError::Command(Error::Io { source, .. }))
@@ -162,6 +166,7 @@ fn report_backup(
     id: crate::id::SnapshotId,
     snap: &crate::repo::snapshot::Snapshot,
 ) -> Result<(), CliError> {
+    audit::note(id.to_hex());
     let value = snapshot_json(&id.to_hex(), snap);
     emit(w, cli, json, &value, |w| report::print_backup(w, id, snap))?;
     settle_index(repo);
@@ -220,6 +225,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             let opts = BackupOptions {
                 label: label.clone(),
                 name: None,
+                recorded_as: None,
             };
             let (id, snap) = backup_sqlite(&repo, &dbs, &opts)?;
             report_backup(&mut w, cli, *json, &mut repo, id, &snap)?;
@@ -592,7 +598,21 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                     lock_wait: Duration::from_secs(cli.lock_wait),
                 },
             )?;
+            audit::opened(&repo);
             let report = crate::commands::run::run(&mut repo, &cfg, jiff::Timestamp::now());
+            audit::note(
+                report
+                    .sources
+                    .iter()
+                    .map(|s| match (&s.snapshot, &s.error) {
+                        (_, Some(e)) => format!("{}: failed: {e}", s.name),
+                        (Some(id), None) => format!("{}: {}", s.name, id.short()),
+                        (None, None) => format!("{}: ok", s.name),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            );
+            crate::alerts::after_run(&repo, &cfg, &report);
             match *json {
                 true => emit(&mut w, cli, true, &report, |_| Ok(()))?,
                 // Failures go to stderr even with --quiet: what cron mails.
@@ -602,6 +622,20 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
             if code != exit::OK {
                 return Err(CliError::Quiet(code));
             }
+        }
+        Command::Serve { config, action } => {
+            serve::run(cli, &mut w, config.as_deref(), action.as_ref())?
+        }
+        Command::Audit { limit, json } => {
+            let repo = open(cli, Operation::List.lock())?;
+            let (mut entries, damaged) = repo.audit_log()?;
+            for d in &damaged {
+                eprintln!("rewindb: warning: audit log entry unreadable: {d}");
+            }
+            if let Some(n) = limit {
+                entries.drain(..entries.len().saturating_sub(*n));
+            }
+            emit(&mut w, cli, *json, &entries, |w| audit::print(w, &entries))?;
         }
         Command::Status {
             max_age,

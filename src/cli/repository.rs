@@ -65,14 +65,16 @@ pub fn open(cli: &Cli, lock: Option<LockMode>) -> Result<Repository, Error> {
     if is_default && !Repository::exists_at(&path) {
         return Err(no_repository(&path));
     }
-    Ok(Repository::open_cached(
+    let repo = Repository::open_cached(
         &path,
         cli.cache_dir.as_deref(),
         OpenOptions {
             lock,
             lock_wait: Duration::from_secs(cli.lock_wait),
         },
-    )?)
+    )?;
+    super::audit::opened(&repo);
+    Ok(repo)
 }
 
 /// The repository a `run` uses: the config's, unless `--repo` (or the

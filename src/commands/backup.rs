@@ -22,6 +22,10 @@ pub struct BackupOptions {
     pub label: Option<String>,
     /// The source's name in the `run` config, recorded in the snapshot.
     pub name: Option<String>,
+    /// Record each database as if read from this path (one per database,
+    /// in order): an uploaded copy stored as a snapshot of the source
+    /// whose path it names (`serve`'s import).
+    pub recorded_as: Option<Vec<PathBuf>>,
 }
 
 /// Checks the databases named on the command line; returns their absolute paths.
@@ -63,7 +67,12 @@ pub fn backup_sqlite(
     let mut writer = BlobWriter::new(repo)?;
     tracing::debug!(elapsed = ?started.elapsed(), "index open");
     let mut files = Vec::new();
-    for db in dbs {
+    for (n, db) in dbs.iter().enumerate() {
+        let recorded = opts
+            .recorded_as
+            .as_ref()
+            .and_then(|r| r.get(n))
+            .unwrap_or(db);
         // The newest earlier capture of this database: its chunks are the
         // delta bases for the pages that changed since.
         let parent = previous
@@ -71,7 +80,7 @@ pub fn backup_sqlite(
             .iter()
             .rev()
             .filter(|(_, s)| s.source == SourceKind::Sqlite)
-            .find_map(|(_, s)| s.files.iter().find(|f| &f.source_path == db))
+            .find_map(|(_, s)| s.files.iter().find(|f| &f.source_path == recorded))
             .filter(|_| repo.delta_bases());
         let bases = match parent.map(|f| writer.reader().manifest(f)) {
             Some(Ok(ids)) => ids,
@@ -89,7 +98,10 @@ pub fn backup_sqlite(
             std::fs::metadata(db).map(|m| m.len()).unwrap_or(0),
             &db.display().to_string(),
         );
-        files.push(backup_one(&mut writer, repo, db, &bases)?);
+        let mut entry = backup_one(&mut writer, repo, db, &bases)?;
+        entry.name = file_name(recorded);
+        entry.source_path = recorded.clone();
+        files.push(entry);
         tracing::debug!(elapsed = ?started.elapsed(), "{}: read and stored", db.display());
     }
     let run = Run {

@@ -66,45 +66,52 @@ impl RunReport {
 
 /// Runs every source of `cfg` into `repo` (opened with the exclusive lock).
 pub fn run(repo: &mut Repository, cfg: &Loaded, now: Timestamp) -> RunReport {
-    let mut sources = Vec::new();
-    for source in &cfg.sources {
-        let started = std::time::Instant::now();
-        let mut r = SourceRun {
-            name: source.name().to_string(),
-            ok: false,
-            snapshot: None,
-            bytes_read: 0,
-            bytes_added: 0,
-            duration_secs: 0.0,
-            kept: 0,
-            forgotten: 0,
-            error: None,
-            exit_code: 0,
-        };
-        match backup_one(repo, source).and_then(|(id, snap)| {
-            r.snapshot = Some(id);
-            r.bytes_read = snap.stats.bytes_read;
-            r.bytes_added = snap.stats.bytes_added;
-            retain(repo, source, &snap)
-        }) {
-            Ok((kept, forgotten)) => {
-                r.ok = true;
-                r.kept = kept;
-                r.forgotten = forgotten;
-            }
-            Err(e) => {
-                // Reported in the run's result (stderr, even with --quiet).
-                tracing::info!("source {} failed: {e}", source.name());
-                r.exit_code = e.exit_code();
-                r.error = Some(e.to_string());
-            }
-        }
-        r.duration_secs = started.elapsed().as_secs_f64();
-        sources.push(r);
-    }
+    let sources = cfg
+        .sources
+        .iter()
+        .map(|source| run_source(repo, source))
+        .collect();
     crate::pipeline::store::settle_index(repo);
     let gc = gc_if_due(repo, cfg, now);
     RunReport { sources, gc }
+}
+
+/// Backs up one source and applies its retention (what `run` does for
+/// each source; `serve` for one). The caller settles the index after.
+pub fn run_source(repo: &Repository, source: &Source) -> SourceRun {
+    let started = std::time::Instant::now();
+    let mut r = SourceRun {
+        name: source.name().to_string(),
+        ok: false,
+        snapshot: None,
+        bytes_read: 0,
+        bytes_added: 0,
+        duration_secs: 0.0,
+        kept: 0,
+        forgotten: 0,
+        error: None,
+        exit_code: 0,
+    };
+    match backup_one(repo, source).and_then(|(id, snap)| {
+        r.snapshot = Some(id);
+        r.bytes_read = snap.stats.bytes_read;
+        r.bytes_added = snap.stats.bytes_added;
+        retain(repo, source, &snap)
+    }) {
+        Ok((kept, forgotten)) => {
+            r.ok = true;
+            r.kept = kept;
+            r.forgotten = forgotten;
+        }
+        Err(e) => {
+            // Reported in the run's result (stderr, even with --quiet).
+            tracing::info!("source {} failed: {e}", source.name());
+            r.exit_code = e.exit_code();
+            r.error = Some(e.to_string());
+        }
+    }
+    r.duration_secs = started.elapsed().as_secs_f64();
+    r
 }
 
 fn backup_one(repo: &Repository, source: &Source) -> Result<(SnapshotId, Snapshot)> {
@@ -117,6 +124,7 @@ fn backup_one(repo: &Repository, source: &Source) -> Result<(SnapshotId, Snapsho
                 &BackupOptions {
                     label: label.clone(),
                     name: Some(source.name().to_string()),
+                    recorded_as: None,
                 },
             )
         }

@@ -11,7 +11,7 @@ use std::path::Path;
 use jiff::{Span, Timestamp};
 use serde::Serialize;
 
-use crate::commands::pitr::{ClusterTimelines, PitrWindow, archive_view};
+use crate::commands::pitr::{ArchiveView, ClusterTimelines, PitrWindow, archive_view};
 use crate::config::Source;
 use crate::error::Result;
 use crate::id::SnapshotId;
@@ -25,6 +25,8 @@ pub struct SourceStatus {
     /// The source as `forget` groups snapshots (`Snapshot::source_key`);
     /// for a configured source never backed up, what the config names.
     pub source: String,
+    /// `sqlite`, `postgres`, `pg-dump` or `command`.
+    pub kind: String,
     pub snapshots: usize,
     /// `None`: a configured source with no snapshot yet.
     pub newest: Option<SnapshotId>,
@@ -35,8 +37,16 @@ pub struct SourceStatus {
     /// A cluster's PITR windows, one per timeline (several when the archive
     /// holds more than one history).
     pub pitr_windows: Vec<PitrWindow>,
-    /// Older than `--max-age`, or (configured) never backed up.
+    /// The newest archived WAL's time (a cluster): the end of its PITR window.
+    pub newest_wal_time: Option<Timestamp>,
+    /// The source's own `max_age` from the config, else `--max-age`.
+    pub max_age_secs: Option<i64>,
+    /// Older than its max age, or (configured) never backed up. A cluster
+    /// is stale too when its newest archived WAL is older than that:
+    /// archiving has stopped, so the PITR window no longer grows.
     pub stale: bool,
+    /// Why it is stale, in words.
+    pub stale_reason: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -62,7 +72,8 @@ impl StatusReport {
 
 /// The status of every source in the repository; with `configured` (the
 /// sources of a `run` config), those are named, and one with no snapshot is
-/// listed too (stale when there is a `max_age`).
+/// listed too (stale when it has a max age). A configured source's own
+/// `max_age` wins over `max_age`.
 pub fn status(
     repo: &Repository,
     configured: &[Source],
@@ -71,55 +82,76 @@ pub fn status(
 ) -> Result<StatusReport> {
     let list = repo.snapshots()?;
     let view = archive_view(&repo.wal(), &list.ok)?;
+    status_of(
+        repo,
+        &list.ok,
+        list.damaged.len(),
+        &view,
+        configured,
+        max_age,
+        now,
+    )
+}
+
+/// As [`status`], from a listing already made (the server's).
+pub fn status_of(
+    repo: &Repository,
+    list: &[(SnapshotId, Snapshot)],
+    damaged: usize,
+    view: &ArchiveView,
+    configured: &[Source],
+    max_age: Option<Span>,
+    now: Timestamp,
+) -> Result<StatusReport> {
     let windows = &view.windows;
-    let oldest_fresh = max_age.map(|span| {
-        now.to_zoned_datetime(jiff::tz::TimeZone::UTC)
-            .checked_sub(span)
-            .map(|z| z.timestamp())
-            .unwrap_or(Timestamp::MIN)
-    });
-    let mut groups: BTreeMap<String, Vec<(SnapshotId, Timestamp, Option<u64>)>> = BTreeMap::new();
+    let mut groups: BTreeMap<String, Vec<(SnapshotId, &Snapshot)>> = BTreeMap::new();
     // Each configured source's group: found by the paths or data directory
     // its snapshots record.
-    let mut names: BTreeMap<String, String> = BTreeMap::new();
-    for (id, s) in &list.ok {
-        groups.entry(s.source_key()).or_default().push((
-            *id,
-            s.time,
-            s.postgres.as_ref().map(|p| p.system_identifier),
-        ));
+    let mut names: BTreeMap<String, &Source> = BTreeMap::new();
+    for (id, s) in list {
+        groups.entry(s.source_key()).or_default().push((*id, s));
         if let Some(c) = configured.iter().find(|c| is_configured(c, s)) {
-            names.insert(s.source_key(), c.name().to_string());
+            names.insert(s.source_key(), c);
         }
     }
     let mut sources: Vec<SourceStatus> = groups
         .into_iter()
         .map(|(source, snaps)| {
-            let &(newest, newest_time, sysid) = snaps
+            let (newest_id, newest) = *snaps
                 .iter()
-                .max_by_key(|(_, t, _)| *t)
+                .max_by_key(|(_, s)| s.time)
                 .expect("a group has a snapshot");
+            let sysid = newest.postgres.as_ref().map(|p| p.system_identifier);
             let pitr_windows: Vec<PitrWindow> = windows
                 .iter()
                 .filter(|w| Some(w.system_identifier) == sysid)
                 .cloned()
                 .collect();
             let pitr_window = pitr_windows.iter().max_by_key(|w| w.to).cloned();
+            let c = names.get(&source).copied();
+            let limit = c.and_then(|c| c.alerting().max_age).or(max_age);
+            let newest_wal_time = pitr_window.as_ref().map(|w| w.to);
+            let stale_reason = staleness(limit, now, newest.time, sysid.map(|_| newest_wal_time));
             SourceStatus {
-                name: names.get(&source).cloned(),
+                name: c.map(|c| c.name().to_string()),
                 source,
+                kind: kind_of(newest.source),
                 snapshots: snaps.len(),
-                newest: Some(newest),
-                newest_time: Some(newest_time),
-                age_secs: Some((now.as_second() - newest_time.as_second()).max(0)),
+                newest: Some(newest_id),
+                newest_time: Some(newest.time),
+                age_secs: Some((now.as_second() - newest.time.as_second()).max(0)),
                 pitr_window,
                 pitr_windows,
-                stale: oldest_fresh.is_some_and(|t| newest_time < t),
+                newest_wal_time,
+                max_age_secs: limit.map(|l| span_secs(l, now)),
+                stale: stale_reason.is_some(),
+                stale_reason,
             }
         })
         .collect();
     for c in configured {
-        if !names.values().any(|n| n == c.name()) {
+        if !names.values().any(|n| n.name() == c.name()) {
+            let limit = c.alerting().max_age.or(max_age);
             sources.push(SourceStatus {
                 name: Some(c.name().to_string()),
                 source: match c {
@@ -130,13 +162,17 @@ pub fn status(
                     }
                     Source::Postgres { pgdata, .. } => format!("postgres {}", pgdata.display()),
                 },
+                kind: c.kind().to_string(),
                 snapshots: 0,
                 newest: None,
                 newest_time: None,
                 age_secs: None,
                 pitr_window: None,
                 pitr_windows: Vec::new(),
-                stale: max_age.is_some(),
+                newest_wal_time: None,
+                max_age_secs: limit.map(|l| span_secs(l, now)),
+                stale: limit.is_some(),
+                stale_reason: limit.map(|_| "never backed up".to_string()),
             });
         }
     }
@@ -144,12 +180,60 @@ pub fn status(
         repository: repo.location().into(),
         repository_bytes: repo.stored_bytes("")? + repo.index_len().unwrap_or(0),
         encrypted: repo.crypto().is_encrypted(),
-        snapshots: list.ok.len(),
-        damaged_snapshots: list.damaged.len(),
+        snapshots: list.len(),
+        damaged_snapshots: damaged,
         sources,
-        timelines: view.clusters,
-        notes: view.notes,
+        timelines: view.clusters.clone(),
+        notes: view.notes.clone(),
     })
+}
+
+/// Why a source is stale against `limit`, if it is: its newest snapshot
+/// is older, or (a cluster: `wal` is `Some`) its newest archived WAL is.
+fn staleness(
+    limit: Option<Span>,
+    now: Timestamp,
+    newest: Timestamp,
+    wal: Option<Option<Timestamp>>,
+) -> Option<String> {
+    let limit = limit?;
+    let oldest_fresh = now
+        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+        .checked_sub(limit)
+        .map(|z| z.timestamp())
+        .unwrap_or(Timestamp::MIN);
+    let age = |t: Timestamp| human_age((now.as_second() - t.as_second()).max(0));
+    if newest < oldest_fresh {
+        return Some(format!(
+            "the newest snapshot is {} old (max age {limit:#})",
+            age(newest)
+        ));
+    }
+    match wal {
+        Some(Some(t)) if t < oldest_fresh => Some(format!(
+            "the newest archived WAL is {} old (max age {limit:#}): archiving has stopped, so \
+             the point-in-time window no longer grows",
+            age(t)
+        )),
+        Some(None) => Some("no WAL is archived for it: archiving does not work".into()),
+        _ => None,
+    }
+}
+
+/// The seconds `span` covers, counted back from `now`.
+fn span_secs(span: Span, now: Timestamp) -> i64 {
+    now.to_zoned_datetime(jiff::tz::TimeZone::UTC)
+        .checked_sub(span)
+        .map(|then| now.as_second() - then.timestamp().as_second())
+        .unwrap_or(i64::MAX)
+}
+
+/// A source kind as JSON names it.
+fn kind_of(kind: crate::repo::snapshot::SourceKind) -> String {
+    match serde_json::to_value(kind) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => format!("{kind:?}"),
+    }
 }
 
 /// Whether snapshot `s` is of the configured source `c`.

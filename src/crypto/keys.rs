@@ -192,7 +192,8 @@ impl KeyObject {
     }
 }
 
-fn username() -> String {
+/// This process's user, for messages and the audit log.
+pub fn username() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| format!("uid {}", uid()))

@@ -7,6 +7,7 @@
 //! reads and verifies them. The layout and byte formats are in
 //! `docs/format.md`; the promises the code keeps are in `docs/ARCHITECTURE.md`.
 
+pub mod audit;
 pub mod cache;
 pub mod config;
 pub mod delta;

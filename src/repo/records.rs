@@ -244,6 +244,32 @@ impl Repository {
         Ok(list)
     }
 
+    /// The ids of every snapshot object: one listing, nothing read.
+    pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>, RepoError> {
+        let listed = self
+            .storage
+            .list("snapshots/")
+            .ctx(|| format!("listing {}", self.describe("snapshots")))?;
+        Ok(listed
+            .iter()
+            .filter_map(|o| storage::id_in_name::<SnapshotId>(&o.name, ".json"))
+            .collect())
+    }
+
+    /// One snapshot object, read and checked against its id: `None` when it
+    /// is gone (forgotten), `Some(Err)` when it is damaged.
+    pub fn read_snapshot(
+        &self,
+        id: &SnapshotId,
+    ) -> Result<Option<Result<Snapshot, String>>, RepoError> {
+        let name = storage::snapshot_name(id);
+        match self.storage.get(&name) {
+            Ok(bytes) => Ok(Some(Snapshot::decode(id, &bytes, &self.crypto))),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e).ctx(|| format!("reading {}", self.describe(&name))),
+        }
+    }
+
     /// Where this machine keeps the snapshot objects it has read, when the
     /// repository is elsewhere and this process holds its cache.
     fn snapshot_cache(&self) -> Option<PathBuf> {

@@ -1,0 +1,179 @@
+//! `GET /metrics` (Prometheus text format, scope `read`), and the watch
+//! that sends stale and fresh-again alerts while the server runs.
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::api::blocking;
+use super::auth::Scope;
+use super::error::ApiResult;
+use super::{App, Caller};
+
+pub async fn metrics(caller: Caller, State(app): State<Arc<App>>) -> ApiResult<Response> {
+    caller.require(Scope::Read)?;
+    let text = blocking(&app, |app| Ok(render(app)?)).await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+/// `name` escaped for a label value.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn render(app: &App) -> crate::error::Result<String> {
+    let listing = app.catalog.get(&app.listing)?;
+    let report = crate::commands::status::status_of(
+        &app.listing,
+        &listing.snapshots,
+        listing.damaged.len(),
+        &listing.view,
+        &app.cfg.sources,
+        None,
+        jiff::Timestamp::now(),
+    )?;
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    family(
+        "rewindb_last_success_timestamp_seconds",
+        "gauge",
+        "When the newest snapshot of the source was taken.",
+    );
+    family(
+        "rewindb_last_backup_duration_seconds",
+        "gauge",
+        "How long the newest backup of the source took.",
+    );
+    family(
+        "rewindb_last_backup_added_bytes",
+        "gauge",
+        "Bytes the newest backup of the source added to the repository.",
+    );
+    family("rewindb_snapshots", "gauge", "Snapshots of the source.");
+    family(
+        "rewindb_source_stale",
+        "gauge",
+        "1 when the source is older than its max_age.",
+    );
+    let mut lines = String::new();
+    for s in &report.sources {
+        let source = label(s.name.as_deref().unwrap_or(&s.source));
+        let newest = s
+            .newest
+            .and_then(|id| listing.snapshots.iter().find(|(i, _)| *i == id))
+            .map(|(_, snap)| snap);
+        if let Some(snap) = newest {
+            let _ = writeln!(
+                lines,
+                "rewindb_last_success_timestamp_seconds{{source=\"{source}\"}} {}",
+                snap.time.as_second()
+            );
+            let _ = writeln!(
+                lines,
+                "rewindb_last_backup_duration_seconds{{source=\"{source}\"}} {:.3}",
+                snap.stats.duration_secs
+            );
+            let _ = writeln!(
+                lines,
+                "rewindb_last_backup_added_bytes{{source=\"{source}\"}} {}",
+                snap.stats.bytes_added
+            );
+        }
+        let _ = writeln!(
+            lines,
+            "rewindb_snapshots{{source=\"{source}\"}} {}",
+            s.snapshots
+        );
+        let _ = writeln!(
+            lines,
+            "rewindb_source_stale{{source=\"{source}\"}} {}",
+            u8::from(s.stale)
+        );
+    }
+    out.push_str(&lines);
+    let _ = writeln!(
+        out,
+        "# HELP rewindb_repository_bytes Bytes the repository takes.\n# TYPE rewindb_repository_bytes gauge\nrewindb_repository_bytes {}",
+        report.repository_bytes
+    );
+    let _ = writeln!(
+        out,
+        "# HELP rewindb_wal_pushes_total WAL files archived by wal push, per cluster.\n# TYPE rewindb_wal_pushes_total counter"
+    );
+    for c in &report.timelines {
+        let n = app.listing.wal().list(c.system_identifier)?.len();
+        let _ = writeln!(
+            out,
+            "rewindb_wal_pushes_total{{system_identifier=\"{}\"}} {n}",
+            c.system_identifier
+        );
+    }
+    let jobs = app.jobs.all();
+    let _ = writeln!(
+        out,
+        "# HELP rewindb_jobs Jobs of this server's life, by kind and state.\n# TYPE rewindb_jobs gauge"
+    );
+    let mut counted: std::collections::BTreeMap<(String, String), usize> = Default::default();
+    for j in &jobs {
+        let key = (
+            serde_json::to_value(j.kind)
+                .expect("serialises")
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+            serde_json::to_value(j.state)
+                .expect("serialises")
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        );
+        *counted.entry(key).or_default() += 1;
+    }
+    for ((kind, state), n) in counted {
+        let _ = writeln!(out, "rewindb_jobs{{kind=\"{kind}\",state=\"{state}\"}} {n}");
+    }
+    Ok(out)
+}
+
+/// Every `stale_check_secs`, judges the configured sources and sends the
+/// stale and fresh-again alerts due (the same judgement as `status`).
+pub async fn watch_staleness(app: Arc<App>) {
+    let every = Duration::from_secs(app.cfg.serve.stale_check_secs.max(1));
+    loop {
+        let judged = blocking(&app, |app| {
+            let listing = app.catalog.get(&app.listing)?;
+            let report = crate::commands::status::status_of(
+                &app.listing,
+                &listing.snapshots,
+                listing.damaged.len(),
+                &listing.view,
+                &app.cfg.sources,
+                None,
+                jiff::Timestamp::now(),
+            )?;
+            crate::alerts::alert_staleness(&app.listing.config().id, &app.cfg.sources, &report);
+            Ok(())
+        })
+        .await;
+        if let Err(e) = judged {
+            tracing::warn!("judging the sources' freshness: {e}");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
