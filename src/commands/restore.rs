@@ -28,6 +28,9 @@ pub struct RestoreOptions {
     /// Restore only the file with this name.
     pub file: Option<String>,
     pub verify: Verify,
+    /// `to` is a directory to create if missing, even for one file (the
+    /// server's restores under its `restore_dir`).
+    pub into_dir: bool,
 }
 
 /// How a restored database is checked before it is renamed into place. The
@@ -121,7 +124,7 @@ pub fn plan_restore(id: SnapshotId, snap: &Snapshot, opts: &RestoreOptions) -> R
                 "give --to PATH, or --in-place to restore over the original paths".into(),
             ));
         }
-        Some(to) if files.len() == 1 && !to.is_dir() => vec![to.clone()],
+        Some(to) if files.len() == 1 && !to.is_dir() && !opts.into_dir => vec![to.clone()],
         Some(dir) => {
             if !dir.exists() {
                 create_dir = Some(dir.clone());

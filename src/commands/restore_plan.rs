@@ -157,6 +157,7 @@ pub fn plan<'a>(
         id,
         snap,
         &RestoreOptions {
+            into_dir: false,
             to: req.to.clone(),
             in_place: req.in_place,
             file: picked.file.clone(),

@@ -260,6 +260,7 @@ fn restore_options(
         }
     };
     Ok(RestoreOptions {
+        into_dir: to.is_some(),
         to,
         in_place: body.in_place,
         file: body.file.clone(),
@@ -337,7 +338,7 @@ pub async fn restore(
     }
     // Refused now (not in the job) when it is wrong.
     let (sid, opts) = blocking(&app, {
-        let (id, body) = (id.clone(), RestoreBody { ..body });
+        let id = id.clone();
         move |app| {
             let list = app.listing.snapshots()?;
             let (sid, snap) = list.find(&id)?;

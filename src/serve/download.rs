@@ -57,6 +57,7 @@ pub async fn download(
             let (repo, file) = match opened {
                 Ok(v) => v,
                 Err(e) => {
+                    worker.audit(entry.finished(Err::<Option<String>, _>(&e.message)));
                     let _ = ready_tx.send(Err(e));
                     return;
                 }

@@ -86,6 +86,7 @@ pub struct Progress {
 
 impl Job {
     fn view(&self) -> JobView {
+        let done = self.progress.done.load(Ordering::Relaxed);
         JobView {
             id: self.id,
             kind: self.kind,
@@ -95,9 +96,11 @@ impl Job {
             queued: self.queued,
             started: self.started,
             finished: self.finished,
+            // A database that grew while it was read: more done than
+            // its size said at the start.
             progress: Progress {
-                done: self.progress.done.load(Ordering::Relaxed),
-                total: self.progress.total.load(Ordering::Relaxed),
+                done,
+                total: self.progress.total.load(Ordering::Relaxed).max(done),
             },
             snapshot: self.snapshot.clone(),
             result: self.result.clone(),

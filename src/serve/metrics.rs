@@ -47,66 +47,49 @@ fn render(app: &App) -> crate::error::Result<String> {
         jiff::Timestamp::now(),
     )?;
     let mut out = String::new();
-    let mut family = |name: &str, kind: &str, help: &str| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    };
-    family(
-        "rewindb_last_success_timestamp_seconds",
-        "gauge",
-        "When the newest snapshot of the source was taken.",
-    );
-    family(
-        "rewindb_last_backup_duration_seconds",
-        "gauge",
-        "How long the newest backup of the source took.",
-    );
-    family(
-        "rewindb_last_backup_added_bytes",
-        "gauge",
-        "Bytes the newest backup of the source added to the repository.",
-    );
-    family("rewindb_snapshots", "gauge", "Snapshots of the source.");
-    family(
-        "rewindb_source_stale",
-        "gauge",
-        "1 when the source is older than its max_age.",
-    );
-    let mut lines = String::new();
-    for s in &report.sources {
-        let source = label(s.name.as_deref().unwrap_or(&s.source));
-        let newest = s
-            .newest
-            .and_then(|id| listing.snapshots.iter().find(|(i, _)| *i == id))
-            .map(|(_, snap)| snap);
-        if let Some(snap) = newest {
-            let _ = writeln!(
-                lines,
-                "rewindb_last_success_timestamp_seconds{{source=\"{source}\"}} {}",
-                snap.time.as_second()
-            );
-            let _ = writeln!(
-                lines,
-                "rewindb_last_backup_duration_seconds{{source=\"{source}\"}} {:.3}",
-                snap.stats.duration_secs
-            );
-            let _ = writeln!(
-                lines,
-                "rewindb_last_backup_added_bytes{{source=\"{source}\"}} {}",
-                snap.stats.bytes_added
-            );
+    // Each family's samples follow its own HELP and TYPE lines.
+    type Sample = fn(
+        &crate::commands::status::SourceStatus,
+        Option<&crate::repo::snapshot::Snapshot>,
+    ) -> Option<String>;
+    let families: [(&str, &str, Sample); 5] = [
+        (
+            "rewindb_last_success_timestamp_seconds",
+            "When the newest snapshot of the source was taken.",
+            |_, snap| snap.map(|s| s.time.as_second().to_string()),
+        ),
+        (
+            "rewindb_last_backup_duration_seconds",
+            "How long the newest backup of the source took.",
+            |_, snap| snap.map(|s| format!("{:.3}", s.stats.duration_secs)),
+        ),
+        (
+            "rewindb_last_backup_added_bytes",
+            "Bytes the newest backup of the source added to the repository.",
+            |_, snap| snap.map(|s| s.stats.bytes_added.to_string()),
+        ),
+        ("rewindb_snapshots", "Snapshots of the source.", |st, _| {
+            Some(st.snapshots.to_string())
+        }),
+        (
+            "rewindb_source_stale",
+            "1 when the source is older than its max_age.",
+            |st, _| Some(u8::from(st.stale).to_string()),
+        ),
+    ];
+    for (name, help, sample) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for s in &report.sources {
+            let source = label(s.name.as_deref().unwrap_or(&s.source));
+            let newest = s
+                .newest
+                .and_then(|id| listing.snapshots.iter().find(|(i, _)| *i == id))
+                .map(|(_, snap)| snap);
+            if let Some(value) = sample(s, newest) {
+                let _ = writeln!(out, "{name}{{source=\"{source}\"}} {value}");
+            }
         }
-        let _ = writeln!(
-            lines,
-            "rewindb_snapshots{{source=\"{source}\"}} {}",
-            s.snapshots
-        );
-        let _ = writeln!(
-            lines,
-            "rewindb_source_stale{{source=\"{source}\"}} {}",
-            u8::from(s.stale)
-        );
     }
-    out.push_str(&lines);
     let _ = writeln!(
         out,
         "# HELP rewindb_repository_bytes Bytes the repository takes.\n# TYPE rewindb_repository_bytes gauge\nrewindb_repository_bytes {}",

@@ -221,7 +221,9 @@ fn router(app: Arc<App>) -> Router {
         .route("/check", post(actions::check))
         .route("/import", post(actions::import))
         .route("/forget", post(actions::forget))
-        .route("/audit", get(api::audit));
+        .route("/audit", get(api::audit))
+        // JSON bodies; an import's body is streamed and limited on its own.
+        .layer(axum::extract::DefaultBodyLimit::max(actions::MAX_JSON_BODY));
     Router::new()
         .nest("/api/v1", api)
         .route("/metrics", get(metrics::metrics))

@@ -14,5 +14,6 @@ mod robustness;
 mod s3;
 mod s3_network;
 mod selection;
+mod serve;
 mod sqlite;
 mod timelines;
