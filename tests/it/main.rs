@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod compat;
+mod console;
 mod encryption;
 mod fault_proxy;
 mod faults;

@@ -272,7 +272,7 @@
   }
 
   async function refreshSnapshots() {
-    const list = await api('GET', '/snapshots');
+    const list = await api('GET', '/snapshots?limit=1000');
     state.snapshots = Array.isArray(list) ? list : [];
     renderSnapshots(state.snapshots);
     drawChart();
@@ -289,14 +289,15 @@
     state.jobsDrawn = asked;
     renderJobs(jobs);
     const byId = new Map(jobs.map((j) => [j.id, j]));
-    let finished = jobs.some((j) => j.state !== 'running' && state.running.has(j.id));
+    const active = (j) => j.state === 'running' || j.state === 'queued';
+    let finished = jobs.some((j) => !active(j) && state.running.has(j.id));
     for (const [id, since] of state.watched) {
       const job = byId.get(id);
-      if (job && job.state === 'running') continue;
+      if (job && active(job)) continue;
       if (job) finished = true;
       if (job || asked > since) state.watched.delete(id);  // done, or unknown to the server
     }
-    state.running = new Set(jobs.filter((j) => j.state === 'running').map((j) => j.id));
+    state.running = new Set(jobs.filter(active).map((j) => j.id));
     if (finished) await refreshData();
   }
 
@@ -422,6 +423,7 @@
   }
 
   function jobDetail(job) {
+    if (job.state === 'queued') return el('div', { class: 'job-progress' }, 'queued behind the job before it');
     if (job.state === 'running') {
       const p = job.progress;
       if (!p || !p.total) return el('div', { class: 'job-progress' }, el('progress', {}), p ? `${humanBytes(p.done)}` : 'working…');
