@@ -270,6 +270,53 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_cluster_whose_archiving_stopped_is_stale_though_its_backup_is_fresh() {
+        let t = |s: &str| s.parse::<Timestamp>().unwrap();
+        let now = t("2026-12-01T12:00:00Z");
+        let day = Some(Span::new().hours(25));
+        let fresh_backup = t("2026-12-01T02:00:00Z");
+        // SQLite: only the snapshot's age counts.
+        assert_eq!(staleness(day, now, fresh_backup, None), None);
+        assert!(
+            staleness(day, now, t("2026-11-29T02:00:00Z"), None)
+                .unwrap()
+                .contains("2d 10h old")
+        );
+        // A cluster with WAL archived an hour ago: fresh.
+        assert_eq!(
+            staleness(
+                day,
+                now,
+                fresh_backup,
+                Some(Some(t("2026-12-01T11:00:00Z")))
+            ),
+            None
+        );
+        // Its last WAL two days old: stale, though the base backup is not.
+        let why = staleness(
+            day,
+            now,
+            fresh_backup,
+            Some(Some(t("2026-11-29T11:00:00Z"))),
+        )
+        .unwrap();
+        assert!(
+            why.contains("archived WAL is 2d 1h old") && why.contains("archiving has stopped"),
+            "{why}"
+        );
+        assert!(
+            staleness(day, now, fresh_backup, Some(None))
+                .unwrap()
+                .contains("no WAL")
+        );
+        // No max age: never stale.
+        assert_eq!(
+            staleness(None, now, t("2020-01-01T00:00:00Z"), Some(None)),
+            None
+        );
+    }
+
+    #[test]
     fn ages() {
         assert_eq!(human_age(42), "42s");
         assert_eq!(human_age(600), "10m");

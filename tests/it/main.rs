@@ -1,5 +1,6 @@
 //! The integration tests: real SQLite databases, the real binary, real processes.
 
+mod alerts;
 mod bad_input;
 mod compat;
 mod console;
