@@ -229,6 +229,14 @@ fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics::metrics))
         .merge(console::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint; see docs/api.md") })
+        // Each request in the log (`-v`), and a handler that panics is a
+        // JSON 500, not a dropped connection.
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            axum::response::IntoResponse::into_response(ApiError::internal(
+                "the server hit a bug answering this request; see its log",
+            ))
+        }))
         .with_state(app)
 }
 

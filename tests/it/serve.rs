@@ -29,6 +29,8 @@ pub struct Server {
     pub client: Client,
     tokens: HashMap<&'static str, String>,
     pub config: PathBuf,
+    /// Kept open: the server may write more.
+    _stdout: Option<BufReader<std::process::ChildStdout>>,
 }
 
 impl Server {
@@ -36,6 +38,21 @@ impl Server {
     /// over `db`, plus `extra` TOML (top-level keys before the tables, or
     /// whole tables after them).
     pub fn start(f: &Fixture, db: &Path, source_extra: &str, serve_extra: &str) -> Server {
+        let client = Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap();
+        Server::start_with(f, db, source_extra, serve_extra, client)
+    }
+
+    /// As [`start`](Self::start), calling it with `client`.
+    pub fn start_with(
+        f: &Fixture,
+        db: &Path,
+        source_extra: &str,
+        serve_extra: &str,
+        client: Client,
+    ) -> Server {
         let mut tokens = HashMap::new();
         let mut text = format!(
             "repository = \"{}\"\n[[sqlite]]\nname = \"app\"\npaths = [\"{}\"]\n{source_extra}\n\
@@ -64,26 +81,27 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        // From here on a failed start must not leave the server running.
+        let mut server = Server {
+            child,
+            url: String::new(),
+            client,
+            tokens,
+            config,
+            _stdout: None,
+        };
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
+        let mut stdout = BufReader::new(stdout);
+        stdout.read_line(&mut line).unwrap();
+        server._stdout = Some(stdout);
+        server.url = line
             .trim()
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("serve printed {line:?}"))
             .to_string();
-        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
-        Server {
-            child,
-            url,
-            client: Client::builder()
-                .timeout(Duration::from_secs(120))
-                .build()
-                .unwrap(),
-            tokens,
-            config,
-        }
+        assert!(server.url.contains("://127.0.0.1:"), "{}", server.url);
+        server
     }
 
     pub fn token(&self, name: &str) -> &str {
@@ -790,4 +808,62 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+#[test]
+fn tls_when_the_config_names_a_certificate() {
+    let f = Fixture::with_repo();
+    let db = f.path("app.db");
+    make_db(&db, 100, "delete");
+    let (cert, key) = (f.path("cert.pem"), f.path("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=rewindb-test"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let pem = std::fs::read(&cert).unwrap();
+    let client = Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let s = Server::start_with(
+        &f,
+        &db,
+        "",
+        &format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"",
+            cert.display(),
+            key.display()
+        ),
+        client,
+    );
+    assert!(s.url.starts_with("https://127.0.0.1:"), "{}", s.url);
+    assert_eq!(s.get("/api/v1/whoami")["name"], "all");
+    assert_eq!(s.backup(Some("over-tls"))["state"], "succeeded");
+    // Plain HTTP to the TLS port gets no API answer.
+    let plain = Client::new()
+        .get(s.url.replace("https://", "http://") + "/api/v1/whoami")
+        .bearer_auth(s.token("all"))
+        .send();
+    assert!(plain.map(|r| !r.status().is_success()).unwrap_or(true));
 }
