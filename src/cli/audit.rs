@@ -79,12 +79,21 @@ fn describe(command: &Command) -> Option<(&'static str, Option<String>)> {
 }
 
 /// Logs the command that just ended, if it is one that is logged and it
-/// opened a repository. A failure to log is a warning: the command's own
-/// outcome stands.
+/// opened a repository. Bad input (exit 2) is not logged: nothing was
+/// attempted, and the repository stays untouched. A failure to log is a
+/// warning: the command's own outcome stands.
 pub fn record(cli: &Cli, result: &Result<(), CliError>) {
     let Some((action, target)) = describe(&cli.command) else {
         return;
     };
+    let bad_input = match result {
+        Err(CliError::Command(e)) => e.exit_code() == crate::error::exit::USAGE,
+        Err(CliError::Quiet(code)) => *code == crate::error::exit::USAGE,
+        _ => false,
+    };
+    if bad_input {
+        return;
+    }
     let Some(writer) = OPENED.lock().unwrap_or_else(|e| e.into_inner()).take() else {
         return;
     };

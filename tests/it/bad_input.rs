@@ -17,6 +17,7 @@ fn bad_inputs_are_refused_and_leave_the_repository_untouched() {
     std::fs::write(f.path("000000010000000000000001"), vec![7u8; 4096]).unwrap();
 
     let before = f.repo_state();
+    let logged = f.audit_entries();
     let cases: &[(&[&str], i32, &str)] = &[
         (
             &["backup", "sqlite", "notes.txt"],
@@ -150,6 +151,11 @@ fn bad_inputs_are_refused_and_leave_the_repository_untouched() {
         );
         assert!(!f.path("x.db").exists(), "{args:?} wrote x.db");
     }
+    assert_eq!(
+        f.audit_entries(),
+        logged,
+        "a bad input was logged as an action"
+    );
     assert!(
         f.repo_state() == before,
         "a bad input changed the repository"

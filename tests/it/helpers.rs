@@ -139,6 +139,13 @@ impl Fixture {
     }
 
     /// Every file under the repository with its bytes, to prove it was not touched.
+    /// How many entries the audit log has.
+    pub fn audit_entries(&self) -> usize {
+        std::fs::read_dir(self.repo().join("audit")).map_or(0, |d| d.count())
+    }
+
+    /// Every file of the repository but the lock and the audit log (which
+    /// records restores and failed attempts too: `audit_entries` counts it).
     pub fn repo_state(&self) -> Vec<(PathBuf, Vec<u8>)> {
         let mut out = Vec::new();
         let mut stack = vec![self.repo()];
@@ -149,7 +156,9 @@ impl Fixture {
             for e in rd {
                 let p = e.unwrap().path();
                 if p.is_dir() {
-                    stack.push(p);
+                    if p != self.repo().join("audit") {
+                        stack.push(p);
+                    }
                 } else if p.file_name().unwrap() != "lock" {
                     out.push((p.clone(), std::fs::read(&p).unwrap()));
                 }

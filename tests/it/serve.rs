@@ -28,7 +28,6 @@ pub struct Server {
     pub url: String,
     pub client: Client,
     tokens: HashMap<&'static str, String>,
-    pub config: PathBuf,
     /// Kept open: the server may write more.
     _stdout: Option<BufReader<std::process::ChildStdout>>,
 }
@@ -88,7 +87,6 @@ impl Server {
             url: String::new(),
             client,
             tokens,
-            config,
             _stdout: None,
         };
         let mut line = String::new();
