@@ -26,6 +26,15 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(format!("the request's work failed: {e}")))?
 }
 
+/// The snapshot listing: taken as it is when current, else refreshed on a
+/// blocking thread.
+async fn listing(app: &Arc<App>) -> ApiResult<Arc<super::catalog::Listing>> {
+    match app.catalog.fresh() {
+        Some(l) => Ok(l),
+        None => blocking(app, |app| Ok(app.catalog.get(&app.listing)?)).await,
+    }
+}
+
 pub async fn whoami(caller: Caller) -> Json<Value> {
     Json(json!({"name": caller.name, "scopes": caller.scopes}))
 }
@@ -58,7 +67,7 @@ pub async fn snapshots(
         .map(|t| crate::time::parse_time(t, &jiff::tz::TimeZone::UTC))
         .transpose()
         .map_err(ApiError::bad_request)?;
-    let listing = blocking(&app, |app| Ok(app.catalog.get(&app.listing)?)).await?;
+    let listing = listing(&app).await?;
     let before = match &f.before {
         Some(spec) => Some(
             listing
@@ -115,7 +124,7 @@ pub async fn snapshot(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     caller.require(Scope::Read)?;
-    let listing = blocking(&app, |app| Ok(app.catalog.get(&app.listing)?)).await?;
+    let listing = listing(&app).await?;
     let i = find(&listing.snapshots, &id)?;
     Ok((
         [(header::CONTENT_TYPE, "application/json")],

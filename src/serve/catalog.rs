@@ -5,6 +5,7 @@
 //! changes something; requests never wait for a refresh another started.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,8 @@ const WINDOWS_FRESH_FOR: Duration = Duration::from_secs(10);
 pub struct Listing {
     built: Instant,
     checked: Mutex<Instant>,
+    /// Set when the server changed the repository: list it again.
+    stale: AtomicBool,
     /// Oldest first.
     pub snapshots: Vec<(SnapshotId, Snapshot)>,
     /// Each snapshot's JSON (`rewindb snapshots --json`'s objects), in the same order.
@@ -39,7 +42,30 @@ pub struct Catalog {
     refreshing: Mutex<()>,
 }
 
+impl Listing {
+    fn fresh(&self) -> bool {
+        !self.stale.load(Ordering::Relaxed)
+            && self
+                .checked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .elapsed()
+                < FRESH_FOR
+    }
+}
+
 impl Catalog {
+    /// The listing if it is current: no blocking, so a request can take it
+    /// without leaving the thread that answers it.
+    pub fn fresh(&self) -> Option<Arc<Listing>> {
+        let current = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        current.filter(|l| l.fresh())
+    }
+
     /// The listing, refreshed first when it is stale (unless another
     /// request is refreshing it: then the one there is).
     pub fn get(&self, repo: &Repository) -> Result<Arc<Listing>, RepoError> {
@@ -49,11 +75,7 @@ impl Catalog {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         if let Some(l) = &current
-            && l.checked
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .elapsed()
-                < FRESH_FOR
+            && l.fresh()
         {
             return Ok(l.clone());
         }
@@ -67,9 +89,17 @@ impl Catalog {
         Ok(fresh)
     }
 
-    /// The next [`get`](Self::get) lists the repository again.
+    /// The next [`get`](Self::get) lists the repository again (reading
+    /// only the snapshots it has not read yet).
     pub fn invalidate(&self) {
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        if let Some(l) = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            l.stale.store(true, Ordering::Relaxed);
+        }
     }
 }
 
@@ -83,6 +113,7 @@ fn refresh(repo: &Repository, old: Option<&Arc<Listing>>) -> Result<Arc<Listing>
         had.sort();
         if had == ids && old.protected == protected && old.built.elapsed() < WINDOWS_FRESH_FOR {
             *old.checked.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+            old.stale.store(false, Ordering::Relaxed);
             return Ok(old.clone());
         }
     }
@@ -111,6 +142,7 @@ fn refresh(repo: &Repository, old: Option<&Arc<Listing>>) -> Result<Arc<Listing>
     Ok(Arc::new(Listing {
         built: Instant::now(),
         checked: Mutex::new(Instant::now()),
+        stale: AtomicBool::new(false),
         snapshots,
         json,
         damaged,

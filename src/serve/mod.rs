@@ -284,6 +284,9 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     let tls = cfg.tls.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Repository work waits for these; a burst of requests must not
+        // start hundreds of threads (and their memory).
+        .max_blocking_threads(16)
         .thread_name("rewindb-serve")
         .build()
         .map_err(crate::error::io_err("starting the server's runtime"))?;
