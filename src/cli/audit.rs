@@ -86,11 +86,13 @@ pub fn record(cli: &Cli, result: &Result<(), CliError>) {
     let Some((action, target)) = describe(&cli.command) else {
         return;
     };
-    let bad_input = match result {
-        Err(CliError::Command(e)) => e.exit_code() == crate::error::exit::USAGE,
-        Err(CliError::Quiet(code)) => *code == crate::error::exit::USAGE,
-        _ => false,
-    };
+    // A run reports its sources' worst exit code: it ran even when that is 2.
+    let bad_input = !matches!(cli.command, Command::Run { .. })
+        && match result {
+            Err(CliError::Command(e)) => e.exit_code() == crate::error::exit::USAGE,
+            Err(CliError::Quiet(code)) => *code == crate::error::exit::USAGE,
+            _ => false,
+        };
     if bad_input {
         return;
     }

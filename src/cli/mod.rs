@@ -273,6 +273,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 command: pg_dump_command(pg_dump, &conninfo, extra),
                 kind: SourceKind::PgDump,
                 label: label.clone(),
+                recorded_as: None,
             };
             stream_backup(cli, &mut w, &opts, *json)?;
         }
@@ -290,6 +291,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
                 command: command.clone(),
                 kind: SourceKind::Command,
                 label: label.clone(),
+                recorded_as: None,
             };
             stream_backup(cli, &mut w, &opts, *json)?;
         }

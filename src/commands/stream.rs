@@ -27,7 +27,7 @@ use crate::repo::writer::BlobWriter;
 /// Bytes of the command's stderr kept for the error message.
 const STDERR_TAIL: usize = 2048;
 /// The last line of a complete plain-format pg_dump.
-const PG_DUMP_COMPLETE: &str = "-- PostgreSQL database dump complete";
+pub const PG_DUMP_COMPLETE: &str = "-- PostgreSQL database dump complete";
 
 #[derive(Clone, Debug)]
 pub struct StreamOptions {
@@ -36,6 +36,9 @@ pub struct StreamOptions {
     pub command: Vec<String>,
     pub kind: SourceKind,
     pub label: Option<String>,
+    /// The command the snapshot records instead of `command` (an upload
+    /// stored by `serve`'s import runs `cat` on it, but came from a client).
+    pub recorded_as: Option<Vec<String>>,
 }
 
 /// The pg_dump command line for `backup pg-dump`: plain SQL (measured to
@@ -186,9 +189,10 @@ pub fn backup_stream(repo: &Repository, opts: &StreamOptions) -> Result<(Snapsho
         )));
     }
     let manifest = writer.add_manifest(&stored.ids)?;
+    let recorded = opts.recorded_as.as_ref().unwrap_or(&opts.command);
     let file = FileEntry {
         name: opts.name.clone(),
-        source_path: program.into(),
+        source_path: recorded[0].clone().into(),
         size: stored.size,
         blake3: stored.blake3.to_hex().to_string(),
         page_size: 0,
@@ -208,14 +212,14 @@ pub fn backup_stream(repo: &Repository, opts: &StreamOptions) -> Result<(Snapsho
     };
     let info = StreamInfo {
         name: opts.name.clone(),
-        command: opts.command.clone(),
+        command: recorded.clone(),
     };
     run.commit(repo, writer, vec![file], None, Some(info))
 }
 
 /// Whether `line` is among the last lines of `tail` (pg_dump 15.14 and later
 /// follow the completion line with an `\unrestrict` line).
-fn has_line(tail: &[u8], line: &str) -> bool {
+pub fn has_line(tail: &[u8], line: &str) -> bool {
     String::from_utf8_lossy(tail)
         .lines()
         .any(|l| l.trim_end() == line)

@@ -553,7 +553,10 @@ pub async fn forget(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImportQuery {
-    source: String,
+    /// A SQLite source of the config.
+    source: Option<String>,
+    /// Or: the name of a pg_dump stream (as `backup pg-dump --name`).
+    stream: Option<String>,
     label: Option<String>,
     /// Which of the source's databases the upload is (by file name).
     file: Option<String>,
@@ -578,10 +581,22 @@ pub async fn import(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large(limit));
     }
-    let Source::Sqlite { paths, .. } = app.source(&q.source)? else {
+    let source_name = match (&q.source, &q.stream) {
+        (Some(s), None) => s.clone(),
+        (None, Some(stream)) => {
+            return import_dump(caller, app.clone(), stream, q.label.clone(), body, limit).await;
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "name either source= (a SQLite source of the config) or stream= (a pg_dump \
+                 stream's name)",
+            ));
+        }
+    };
+    let Source::Sqlite { paths, .. } = app.source(&source_name)? else {
         return Err(ApiError::bad_request(format!(
-            "source {:?} is a PostgreSQL cluster: import takes SQLite databases",
-            q.source
+            "source {source_name:?} is a PostgreSQL cluster: import takes SQLite databases, \
+             or a pg_dump file with stream="
         )));
     };
     let target = match &q.file {
@@ -590,8 +605,7 @@ pub async fn import(
             .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy() == *name))
             .ok_or_else(|| {
                 ApiError::not_found(format!(
-                    "source {:?} has no database named {name:?}",
-                    q.source
+                    "source {source_name:?} has no database named {name:?}"
                 ))
             })?,
         None => &paths[0],
@@ -599,7 +613,7 @@ pub async fn import(
     .clone();
     let entry = caller.entry(
         "import",
-        Some(format!("{} ({})", q.source, target.display())),
+        Some(format!("{source_name} ({})", target.display())),
     );
     // The upload goes to a private temporary directory first.
     let dir = tempfile::Builder::new()
@@ -608,7 +622,7 @@ pub async fn import(
         .map_err(|e| ApiError::internal(format!("creating a temporary directory: {e}")))?;
     let upload = dir.path().join(target.file_name().unwrap_or_default());
     receive(body, &upload, limit).await?;
-    let source = app.source(&q.source)?.clone();
+    let source = app.source(&source_name)?.clone();
     let result = blocking(&app, move |app| {
         let _dir = dir;
         crate::source::sqlite::integrity_check(&upload, "integrity_check").map_err(|e| {
@@ -651,6 +665,94 @@ pub async fn import(
         ),
     );
     Ok((StatusCode::CREATED, Json(result?)))
+}
+
+/// A plain-format pg_dump file stored as a snapshot of the stream `name`,
+/// as `backup pg-dump --name` would have: refused unless it begins as
+/// pg_dump's output does and ends with its completion line.
+async fn import_dump(
+    caller: Caller,
+    app: Arc<App>,
+    name: &str,
+    label: Option<String>,
+    body: Body,
+    limit: u64,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    if name.is_empty() || name.contains('/') || name.len() > 200 {
+        return Err(ApiError::bad_request(format!(
+            "stream name {name:?}: give a plain name"
+        )));
+    }
+    let entry = caller.entry("import", Some(format!("pg-dump {name}")));
+    let dir = tempfile::Builder::new()
+        .prefix("rewindb-import-")
+        .tempdir()
+        .map_err(|e| ApiError::internal(format!("creating a temporary directory: {e}")))?;
+    let upload = dir.path().join("dump.sql");
+    let received = receive(body, &upload, limit).await;
+    let (name, who) = (name.to_string(), caller.name.clone());
+    let result = match received {
+        Err(e) => Err(e),
+        Ok(()) => {
+            blocking(&app, move |app| {
+                let _dir = dir;
+                check_dump(&upload)?;
+                let mut repo = app.open(Operation::Backup)?;
+                let (id, snap) = crate::commands::stream::backup_stream(
+                    &repo,
+                    &crate::commands::stream::StreamOptions {
+                        name,
+                        command: vec!["cat".into(), upload.display().to_string()],
+                        kind: SourceKind::PgDump,
+                        label,
+                        recorded_as: Some(vec!["rewindb-serve-import".into(), who]),
+                    },
+                )?;
+                crate::pipeline::store::settle_index(&mut repo);
+                app.catalog.invalidate();
+                Ok(crate::cli::show::snapshot_json(&id.to_hex(), &snap))
+            })
+            .await
+        }
+    };
+    app.audit(
+        entry.finished(
+            result
+                .as_ref()
+                .map(|v| v["id"].as_str().map(str::to_string))
+                .map_err(|e| e.to_string()),
+        ),
+    );
+    Ok((StatusCode::CREATED, Json(result?)))
+}
+
+/// Whether `path` looks like a complete plain-format pg_dump: its first
+/// lines name it, and its last lines hold the completion line.
+fn check_dump(path: &FsPath) -> ApiResult<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let bad = |why: &str| {
+        ApiError::bad_request(format!(
+            "the upload is not a complete plain-format pg_dump ({why}); nothing was stored"
+        ))
+    };
+    let io = |e: std::io::Error| ApiError::internal(format!("{}: {e}", path.display()));
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut head = vec![0u8; 512];
+    let n = f.read(&mut head).map_err(io)?;
+    if !String::from_utf8_lossy(&head[..n]).contains("PostgreSQL database dump") {
+        return Err(bad("it does not begin with pg_dump's header"));
+    }
+    let len = f.metadata().map_err(io)?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(1024)))
+        .map_err(io)?;
+    let mut tail = Vec::new();
+    f.read_to_end(&mut tail).map_err(io)?;
+    match crate::commands::stream::has_line(&tail, crate::commands::stream::PG_DUMP_COMPLETE) {
+        true => Ok(()),
+        false => Err(bad(
+            "it does not end with pg_dump's completion line: cut short?",
+        )),
+    }
 }
 
 /// Writes the request body to `path`, refusing more than `limit` bytes.
