@@ -86,16 +86,34 @@ pub fn send(url: &str, alert: &Alert) -> Result<(), String> {
             }
         }
         Err(format!(
-            "webhook {url} refused the {:?} alert for {} after {ATTEMPTS} attempts: {last}",
-            alert.event, alert.source
+            "webhook {} refused the {:?} alert for {} after {ATTEMPTS} attempts: {last}",
+            shown(url),
+            alert.event,
+            alert.source
         ))
     })
+}
+
+/// A webhook URL as logs show it: its scheme and host only (the path of
+/// a chat or paging webhook is often its secret).
+fn shown(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(a webhook)".into();
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = host.rsplit('@').next().unwrap_or(host);
+    format!("{scheme}://{host}/…")
 }
 
 /// As [`send`], logging a failure instead of returning it.
 pub fn send_logged(url: &str, alert: &Alert) {
     match send(url, alert) {
-        Ok(()) => tracing::info!("alert {:?} for {} sent to {url}", alert.event, alert.source),
+        Ok(()) => tracing::info!(
+            "alert {:?} for {} sent to {}",
+            alert.event,
+            alert.source,
+            shown(url)
+        ),
         Err(e) => tracing::warn!("{e}"),
     }
 }
@@ -204,5 +222,23 @@ pub fn after_run(
             Ok(status) => alert_staleness(&repo.config().id, &cfg.sources, &status),
             Err(e) => tracing::warn!("judging the sources' freshness for alerts: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_show_a_webhook_without_its_secret_path() {
+        assert_eq!(
+            shown("https://hooks.example.com/services/T000/B000/XXXX?token=1"),
+            "https://hooks.example.com/…"
+        );
+        assert_eq!(
+            shown("http://user:pw@127.0.0.1:9000/hook"),
+            "http://127.0.0.1:9000/…"
+        );
+        assert_eq!(shown("nonsense"), "(a webhook)");
     }
 }

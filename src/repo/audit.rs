@@ -3,8 +3,9 @@
 //! entry, `audit/<nanoseconds since 1970, 20 digits>-<8 random hex>.json`,
 //! sealed in an encrypted repository, so the log travels with the backups
 //! (`copy` aside) and two writers never touch the same object. Writing an
-//! entry takes no lock: an operation that failed to take the lock is logged
-//! too.
+//! entry takes no lock, so an API request refused because another process
+//! holds the repository's lock is logged too (a CLI command that never
+//! opened the repository is not: it has nowhere to write).
 
 use std::sync::Arc;
 

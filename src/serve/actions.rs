@@ -251,7 +251,30 @@ fn restore_options(
             }
             None
         }
-        (false, Some(rel)) => Some(under_restore_dir(app, rel)?),
+        (false, Some(rel)) => {
+            // A file's own name must not lead out of the directory either
+            // (a stream's name is whatever `backup command --name` was given).
+            let plain = |n: &str| {
+                let mut parts = FsPath::new(n).components();
+                matches!(
+                    (parts.next(), parts.next()),
+                    (Some(Component::Normal(_)), None)
+                )
+            };
+            if let Some(f) = snap
+                .files
+                .iter()
+                .filter(|f| body.file.as_ref().is_none_or(|n| &f.name == n))
+                .find(|f| !plain(&f.name))
+            {
+                return Err(ApiError::bad_request(format!(
+                    "the snapshot's file {:?} is not a plain file name: it cannot be restored \
+                     under restore_dir (restore it with the CLI)",
+                    f.name
+                )));
+            }
+            Some(under_restore_dir(app, rel)?)
+        }
         _ => {
             return Err(ApiError::bad_request(
                 "give \"in_place\": true, or \"to\": a directory under the server's restore_dir \
@@ -336,8 +359,9 @@ pub async fn restore(
             Json(json!({"snapshot": plan.snapshot.to_hex(), "files": files})),
         ));
     }
-    // Refused now (not in the job) when it is wrong.
-    let (sid, opts) = blocking(&app, {
+    // Refused now (not in the job) when it is wrong, and logged.
+    let asked = format!("{id} -> {}", body.to.as_deref().unwrap_or("its own path"));
+    let checked = blocking(&app, {
         let id = id.clone();
         move |app| {
             let list = app.listing.snapshots()?;
@@ -347,7 +371,17 @@ pub async fn restore(
             Ok((*sid, opts))
         }
     })
-    .await?;
+    .await;
+    let (sid, opts) = match checked {
+        Ok(v) => v,
+        Err(e) => {
+            let refused = caller
+                .entry("restore", Some(asked))
+                .finished(Err::<Option<String>, _>(&e.message));
+            app.audit_later(refused).await;
+            return Err(e);
+        }
+    };
     let entry = caller.entry(
         "restore",
         Some(format!(
@@ -396,7 +430,7 @@ pub async fn forget_one(
     caller.require(Scope::Admin)?;
     let entry = caller.entry("forget", Some(id.clone()));
     let result = blocking(&app, move |app| {
-        let repo = app.open(Operation::Maintain)?;
+        let repo = app.open_now(Operation::Maintain)?;
         let list = repo.snapshots()?;
         let (sid, _) = list.find(&id)?;
         if repo.protected()?.contains(sid) {
@@ -417,14 +451,15 @@ pub async fn forget_one(
         Ok(sid.to_hex())
     })
     .await;
-    app.audit(
+    app.audit_later(
         entry.finished(
             result
                 .as_ref()
                 .map(|id| Some(id.clone()))
                 .map_err(|e| e.to_string()),
         ),
-    );
+    )
+    .await;
     Ok(Json(json!({"forgotten": result?})))
 }
 
@@ -445,13 +480,14 @@ pub async fn protect(
     let on = body.protected.unwrap_or(true);
     let entry = caller.entry(if on { "protect" } else { "unprotect" }, Some(id.clone()));
     let result = blocking(&app, move |app| {
-        let repo = app.open(Operation::Maintain)?;
+        let repo = app.open_now(Operation::Maintain)?;
         let changed = crate::commands::forget::protect(&repo, &[id], on)?;
         app.catalog.invalidate();
         Ok(changed[0].to_hex())
     })
     .await;
-    app.audit(entry.finished(result.as_ref().map(|_| None).map_err(|e| e.to_string())));
+    app.audit_later(entry.finished(result.as_ref().map(|_| None).map_err(|e| e.to_string())))
+        .await;
     Ok(Json(json!({"id": result?, "protected": on})))
 }
 
@@ -524,7 +560,7 @@ pub async fn forget(
     let dry_run = opts.dry_run;
     let entry = caller.entry("forget", body.source.clone());
     let result = blocking(&app, move |app| {
-        let repo = app.open(if opts.dry_run {
+        let repo = app.open_now(if opts.dry_run {
             Operation::Read
         } else {
             Operation::Maintain
@@ -535,7 +571,7 @@ pub async fn forget(
     })
     .await;
     if !dry_run {
-        app.audit(
+        app.audit_later(
             entry.finished(
                 result
                     .as_ref()
@@ -545,7 +581,8 @@ pub async fn forget(
                     })
                     .map_err(|e| e.to_string()),
             ),
-        );
+        )
+        .await;
     }
     Ok(Json(json!(result?)))
 }
@@ -641,7 +678,7 @@ pub async fn import(
                 format!("source {:?} is being backed up", source.name()),
             ));
         }
-        let mut repo = app.open(Operation::Backup)?;
+        let mut repo = app.open_now(Operation::Backup)?;
         let (id, snap) = crate::commands::backup::backup_sqlite(
             &repo,
             &dbs,
@@ -656,14 +693,15 @@ pub async fn import(
         Ok(crate::cli::show::snapshot_json(&id.to_hex(), &snap))
     })
     .await;
-    app.audit(
+    app.audit_later(
         entry.finished(
             result
                 .as_ref()
                 .map(|v| v["id"].as_str().map(str::to_string))
                 .map_err(|e| e.to_string()),
         ),
-    );
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(result?)))
 }
 
@@ -697,7 +735,7 @@ async fn import_dump(
             blocking(&app, move |app| {
                 let _dir = dir;
                 check_dump(&upload)?;
-                let mut repo = app.open(Operation::Backup)?;
+                let mut repo = app.open_now(Operation::Backup)?;
                 let (id, snap) = crate::commands::stream::backup_stream(
                     &repo,
                     &crate::commands::stream::StreamOptions {
@@ -715,14 +753,15 @@ async fn import_dump(
             .await
         }
     };
-    app.audit(
+    app.audit_later(
         entry.finished(
             result
                 .as_ref()
                 .map(|v| v["id"].as_str().map(str::to_string))
                 .map_err(|e| e.to_string()),
         ),
-    );
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(result?)))
 }
 
@@ -755,12 +794,13 @@ fn check_dump(path: &FsPath) -> ApiResult<()> {
     }
 }
 
-/// Writes the request body to `path`, refusing more than `limit` bytes.
+/// Writes the request body to `path`, refusing more than `limit` bytes
+/// (tokio's file: the answering threads never block on the disk).
 async fn receive(body: Body, path: &FsPath, limit: u64) -> ApiResult<()> {
     use futures_util::StreamExt;
-    use std::io::Write;
-    let mut file = std::fs::File::create(path)
-        .map_err(|e| ApiError::internal(format!("creating {}: {e}", path.display())))?;
+    use tokio::io::AsyncWriteExt;
+    let io = |e: std::io::Error| ApiError::internal(format!("writing {}: {e}", path.display()));
+    let mut file = tokio::fs::File::create(path).await.map_err(io)?;
     let mut stream = body.into_data_stream();
     let mut received = 0u64;
     while let Some(piece) = stream.next().await {
@@ -769,8 +809,7 @@ async fn receive(body: Body, path: &FsPath, limit: u64) -> ApiResult<()> {
         if received > limit {
             return Err(too_large(limit));
         }
-        file.write_all(&piece)
-            .map_err(|e| ApiError::internal(format!("writing {}: {e}", path.display())))?;
+        file.write_all(&piece).await.map_err(io)?;
     }
-    Ok(())
+    file.flush().await.map_err(io)
 }

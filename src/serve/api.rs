@@ -179,7 +179,7 @@ pub async fn status(caller: Caller, State(app): State<Arc<App>>) -> ApiResult<Js
 pub async fn stats(caller: Caller, State(app): State<Arc<App>>) -> ApiResult<Json<Value>> {
     caller.require(Scope::Read)?;
     blocking(&app, |app| {
-        let repo = app.open(Operation::Read)?;
+        let repo = app.open_now(Operation::Read)?;
         let s = crate::commands::maintenance::stats(&repo)?;
         Ok(Json(serde_json::to_value(s).expect("serialises")))
     })

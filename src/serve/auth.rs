@@ -99,16 +99,11 @@ struct Failures {
 }
 
 impl Throttle {
-    /// How long a request from `ip` must wait before it is answered.
-    pub fn wait(&self, ip: IpAddr) -> Duration {
-        let map = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&ip)
-            .map(|f| f.next.saturating_duration_since(Instant::now()))
-            .unwrap_or_default()
-    }
-
-    /// Records a failed attempt from `ip`: the next waits twice as long.
-    pub fn failed(&self, ip: IpAddr) {
+    /// Records a failed attempt from `ip` and returns how long its answer
+    /// waits: failures from one address queue up behind each other, each
+    /// twice as long as the one before, but none waits more than
+    /// [`MAX_DELAY`].
+    pub fn failed(&self, ip: IpAddr) -> Duration {
         let now = Instant::now();
         let mut map = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, f| now.duration_since(f.last) < FORGET_AFTER);
@@ -121,8 +116,9 @@ impl Throttle {
         let delay = FIRST_DELAY
             .saturating_mul(1u32 << (f.count - 1).min(16))
             .min(MAX_DELAY);
-        f.next = f.next.max(now) + delay;
+        f.next = (f.next.max(now) + delay).min(now + MAX_DELAY);
         f.last = now;
+        f.next.saturating_duration_since(now)
     }
 
     /// A good token from `ip`: its record is cleared.
@@ -151,24 +147,24 @@ mod tests {
     }
 
     #[test]
-    fn failures_slow_an_address_down_and_a_success_clears_it() {
+    fn failures_slow_an_address_down_up_to_a_ceiling_and_a_success_clears_it() {
         let t = Throttle::default();
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let other: IpAddr = "127.0.0.2".parse().unwrap();
-        assert_eq!(t.wait(ip), Duration::ZERO);
-        t.failed(ip);
-        let first = t.wait(ip);
+        let first = t.failed(ip);
         assert!(
-            first > Duration::from_millis(50) && first <= FIRST_DELAY,
+            first > Duration::from_millis(90) && first <= FIRST_DELAY,
             "{first:?}"
         );
-        t.failed(ip);
-        t.failed(ip);
-        // 100 + 200 + 400 ms queued up.
-        assert!(t.wait(ip) > Duration::from_millis(600), "{:?}", t.wait(ip));
-        assert_eq!(t.wait(other), Duration::ZERO);
+        // 100 + 200 ms queued up behind each other.
+        assert!(t.failed(ip) > Duration::from_millis(250));
+        // A thousand at once wait no more than the ceiling.
+        let waits: Vec<Duration> = (0..1000).map(|_| t.failed(ip)).collect();
+        assert!(waits.iter().all(|w| *w <= MAX_DELAY), "{:?}", waits.last());
+        assert!(*waits.last().unwrap() > MAX_DELAY - Duration::from_millis(100));
+        assert!(t.failed(other) <= FIRST_DELAY);
         t.succeeded(ip);
-        assert_eq!(t.wait(ip), Duration::ZERO);
+        assert!(t.failed(ip) <= FIRST_DELAY);
         assert_eq!("admin".parse::<Scope>(), Ok(Scope::Admin));
         assert!(
             "root"

@@ -5,7 +5,7 @@
 //! changes something; requests never wait for a refresh another started.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,8 +25,9 @@ const WINDOWS_FRESH_FOR: Duration = Duration::from_secs(10);
 pub struct Listing {
     built: Instant,
     checked: Mutex<Instant>,
-    /// Set when the server changed the repository: list it again.
-    stale: AtomicBool,
+    /// The catalog's generation this listing is as current as: the server
+    /// changed the repository since when the catalog's is higher.
+    generation: AtomicU64,
     /// Oldest first.
     pub snapshots: Vec<(SnapshotId, Snapshot)>,
     /// Each snapshot's JSON (`rewindb snapshots --json`'s objects), in the same order.
@@ -40,21 +41,21 @@ pub struct Listing {
 pub struct Catalog {
     current: Mutex<Option<Arc<Listing>>>,
     refreshing: Mutex<()>,
+    /// Raised by each change the server makes ([`invalidate`](Self::invalidate)).
+    generation: AtomicU64,
 }
 
-impl Listing {
-    fn fresh(&self) -> bool {
-        !self.stale.load(Ordering::Relaxed)
-            && self
-                .checked
+impl Catalog {
+    /// Whether `l` shows every change the server made, and is young enough.
+    fn is_fresh(&self, l: &Listing) -> bool {
+        l.generation.load(Ordering::Acquire) == self.generation.load(Ordering::Acquire)
+            && l.checked
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .elapsed()
                 < FRESH_FOR
     }
-}
 
-impl Catalog {
     /// The listing if it is current: no blocking, so a request can take it
     /// without leaving the thread that answers it.
     pub fn fresh(&self) -> Option<Arc<Listing>> {
@@ -63,11 +64,12 @@ impl Catalog {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        current.filter(|l| l.fresh())
+        current.filter(|l| self.is_fresh(l))
     }
 
-    /// The listing, refreshed first when it is stale (unless another
-    /// request is refreshing it: then the one there is).
+    /// The listing, refreshed first when it is stale. While another request
+    /// refreshes it, one that is merely old (not missing a change of the
+    /// server's own) is taken as it is.
     pub fn get(&self, repo: &Repository) -> Result<Arc<Listing>, RepoError> {
         let current = self
             .current
@@ -75,35 +77,49 @@ impl Catalog {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         if let Some(l) = &current
-            && l.fresh()
+            && self.is_fresh(l)
         {
             return Ok(l.clone());
         }
-        let _refresh = match (self.refreshing.try_lock(), &current) {
-            (Ok(guard), _) => guard,
-            (Err(_), Some(l)) => return Ok(l.clone()),
-            (Err(_), None) => self.refreshing.lock().unwrap_or_else(|e| e.into_inner()),
+        let behind = current.as_ref().is_none_or(|l| {
+            l.generation.load(Ordering::Acquire) != self.generation.load(Ordering::Acquire)
+        });
+        let _refresh = match self.refreshing.try_lock() {
+            Ok(guard) => guard,
+            Err(_) if !behind => return Ok(current.expect("not behind: there is one")),
+            Err(_) => self.refreshing.lock().unwrap_or_else(|e| e.into_inner()),
         };
-        let fresh = refresh(repo, current.as_ref())?;
+        // Another request may have refreshed it while this one waited.
+        let current = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(l) = &current
+            && self.is_fresh(l)
+        {
+            return Ok(l.clone());
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let fresh = refresh(repo, current.as_ref(), generation)?;
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(fresh.clone());
         Ok(fresh)
     }
 
     /// The next [`get`](Self::get) lists the repository again (reading
-    /// only the snapshots it has not read yet).
+    /// only the snapshots it has not read yet), and waits for that listing.
     pub fn invalidate(&self) {
-        if let Some(l) = self
-            .current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
-            l.stale.store(true, Ordering::Relaxed);
-        }
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 }
 
-fn refresh(repo: &Repository, old: Option<&Arc<Listing>>) -> Result<Arc<Listing>, RepoError> {
+/// A listing as current as `generation` (read before the listing starts:
+/// a change made meanwhile raises the catalog's past it).
+fn refresh(
+    repo: &Repository,
+    old: Option<&Arc<Listing>>,
+    generation: u64,
+) -> Result<Arc<Listing>, RepoError> {
     let mut ids = repo.snapshot_ids()?;
     ids.sort();
     let protected = repo.protected()?;
@@ -113,7 +129,7 @@ fn refresh(repo: &Repository, old: Option<&Arc<Listing>>) -> Result<Arc<Listing>
         had.sort();
         if had == ids && old.protected == protected && old.built.elapsed() < WINDOWS_FRESH_FOR {
             *old.checked.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-            old.stale.store(false, Ordering::Relaxed);
+            old.generation.store(generation, Ordering::Release);
             return Ok(old.clone());
         }
     }
@@ -142,7 +158,7 @@ fn refresh(repo: &Repository, old: Option<&Arc<Listing>>) -> Result<Arc<Listing>
     Ok(Arc::new(Listing {
         built: Instant::now(),
         checked: Mutex::new(Instant::now()),
-        stale: AtomicBool::new(false),
+        generation: AtomicU64::new(generation),
         snapshots,
         json,
         damaged,

@@ -28,6 +28,12 @@ pub struct DownloadQuery {
 
 /// Chunks in flight between the reading thread and the connection.
 const QUEUE: usize = 8;
+/// Downloads at once: each holds the repository's shared lock (which a
+/// backup or `run` waits for) and a thread.
+pub const MAX_DOWNLOADS: usize = 4;
+/// A client that reads nothing for this long is given up on, so that it
+/// cannot hold the shared lock for as long as it likes.
+const STALLED: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub async fn download(
     caller: Caller,
@@ -39,16 +45,26 @@ pub async fn download(
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let (ready_tx, ready_rx) = oneshot::channel::<ApiResult<FileEntry>>();
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(QUEUE);
-    let entry = caller.entry(
-        "download",
-        Some(format!("{id} {}", q.file.as_deref().unwrap_or(""))),
-    );
+    let permit = app.downloads.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "busy",
+            format!("{MAX_DOWNLOADS} downloads are under way; try again when one has ended"),
+        )
+    })?;
+    let target = match &q.file {
+        Some(f) => format!("{id} {f}"),
+        None => id.clone(),
+    };
+    let entry = caller.entry("download", Some(target));
     let worker = app.clone();
+    let handle = tokio::runtime::Handle::current();
     std::thread::Builder::new()
         .name("rewindb-download".into())
         .spawn(move || {
+            let _permit = permit;
             let opened = (|| {
-                let repo = worker.open(Operation::Read)?;
+                let repo = worker.open_now(Operation::Read)?;
                 let list = repo.snapshots()?;
                 let (_, snap) = list.find(&id)?;
                 let file = pick(snap, q.file.as_deref())?;
@@ -63,10 +79,22 @@ pub async fn download(
                 }
             };
             let _ = ready_tx.send(Ok(file.clone()));
-            let result = send(&repo, &file, &tx);
+            let put = |item: Result<Bytes, std::io::Error>| {
+                handle
+                    .block_on(tx.send_timeout(item, STALLED))
+                    .map_err(|e| match e {
+                        mpsc::error::SendTimeoutError::Timeout(_) => {
+                            format!("the client read nothing for {} s", STALLED.as_secs())
+                        }
+                        mpsc::error::SendTimeoutError::Closed(_) => {
+                            "the client went away".to_string()
+                        }
+                    })
+            };
+            let result = send(&repo, &file, &put);
             if let Err(e) = &result {
                 tracing::warn!("download of {} stopped: {e}", file.name);
-                let _ = tx.blocking_send(Err(std::io::Error::other(e.clone())));
+                let _ = put(Err(std::io::Error::other(e.clone())));
             }
             worker.audit(entry.finished(result.map(|()| Some(file.blake3.clone()))));
         })
@@ -142,9 +170,8 @@ fn pick(snap: &crate::repo::snapshot::Snapshot, name: Option<&str>) -> ApiResult
 fn send(
     repo: &crate::repo::Repository,
     file: &FileEntry,
-    tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
+    put: &dyn Fn(Result<Bytes, std::io::Error>) -> Result<(), String>,
 ) -> Result<(), String> {
-    let gone = || "the client went away".to_string();
     let mut reader = BlobReader::new(repo).map_err(|e| e.to_string())?;
     let ids = reader.manifest(file).map_err(|e| e.to_string())?;
     let mut hasher = blake3::Hasher::new();
@@ -155,7 +182,7 @@ fn send(
         hasher.update(&data);
         size += data.len() as u64;
         if let Some(previous) = held.replace(Bytes::from(data)) {
-            tx.blocking_send(Ok(previous)).map_err(|_| gone())?;
+            put(Ok(previous))?;
         }
     }
     let hash = hasher.finalize().to_hex();
@@ -167,7 +194,7 @@ fn send(
         ));
     }
     if let Some(last) = held {
-        tx.blocking_send(Ok(last)).map_err(|_| gone())?;
+        put(Ok(last))?;
     }
     Ok(())
 }

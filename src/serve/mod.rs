@@ -62,18 +62,31 @@ pub struct App {
     catalog: catalog::Catalog,
     jobs: jobs::Jobs,
     throttle: auth::Throttle,
+    /// One permit per download under way.
+    downloads: Arc<tokio::sync::Semaphore>,
 }
 
 impl App {
     /// Opens the repository again with the lock `op` takes, as the CLI's
-    /// command for it would.
+    /// command for it would, waiting up to `--lock-wait` for it (jobs).
     fn open(&self, op: Operation) -> Result<Repository, RepoError> {
+        self.open_waiting(op, self.lock_wait)
+    }
+
+    /// As [`open`](Self::open) for a request answered at once: a lock
+    /// held elsewhere is a 409 `busy` now, not a blocking thread held for
+    /// the lock wait.
+    fn open_now(&self, op: Operation) -> Result<Repository, RepoError> {
+        self.open_waiting(op, Duration::ZERO)
+    }
+
+    fn open_waiting(&self, op: Operation, lock_wait: Duration) -> Result<Repository, RepoError> {
         Repository::open_cached_with(
             &self.repository,
             self.cache_dir.as_deref(),
             OpenOptions {
                 lock: op.lock(),
-                lock_wait: self.lock_wait,
+                lock_wait,
             },
             self.password_source(),
         )
@@ -101,7 +114,8 @@ impl App {
     }
 
     /// Appends to the audit log; a failure to do so is logged, not fatal
-    /// (the operation itself is done by then).
+    /// (the operation itself is done by then). Blocking (an fsync): call
+    /// it from a blocking thread, or use [`audit_later`](Self::audit_later).
     fn audit(&self, entry: AuditEntry) {
         if let Err(e) = self.listing.append_audit(&entry) {
             tracing::warn!(
@@ -109,6 +123,13 @@ impl App {
                 entry.action
             );
         }
+    }
+
+    /// [`audit`](Self::audit) from an async handler: on a blocking thread,
+    /// done before the answer goes out.
+    async fn audit_later(self: &Arc<Self>, entry: AuditEntry) {
+        let app = self.clone();
+        let _ = tokio::task::spawn_blocking(move || app.audit(entry)).await;
     }
 }
 
@@ -159,10 +180,6 @@ impl FromRequestParts<Arc<App>> for Caller {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0)
             .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0));
-        let wait = app.throttle.wait(addr.ip());
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
         let unauthorized = |message: &str| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -191,8 +208,11 @@ impl FromRequestParts<Arc<App>> for Caller {
                 })
             }
             None => {
-                app.throttle.failed(addr.ip());
+                // Only the failures wait: a good token from the same
+                // address (another client behind one proxy) does not.
+                let wait = app.throttle.failed(addr.ip());
                 tracing::info!("{addr}: a request with an unknown token");
+                tokio::time::sleep(wait).await;
                 Err(unauthorized(
                     "the token is not one this server knows (its blake3 is in no \
                      [[serve.token]] of the config)",
@@ -229,6 +249,13 @@ fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics::metrics))
         .merge(console::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint; see docs/api.md") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method; see docs/api.md",
+            )
+        })
         // Each request in the log (`-v`), and a handler that panics is a
         // JSON 500, not a dropped connection.
         .layer(tower_http::trace::TraceLayer::new_for_http())
@@ -297,6 +324,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
                 tracing::info!("job {} ({:?}) finished: {:?}", job.id, job.kind, job.state)
             })),
             throttle: auth::Throttle::default(),
+            downloads: Arc::new(tokio::sync::Semaphore::new(download::MAX_DOWNLOADS)),
             cfg: opts.config.clone(),
             repository: opts.repository.clone(),
             cache_dir: opts.cache_dir.clone(),

@@ -546,6 +546,12 @@ fn backup_download_restore_and_the_audit_log_through_the_api() {
         ("restorer", "download", true),
         ("local", "restore", true),
         ("all", "download", false),
+        // The five targets outside restore_dir, refused.
+        ("all", "restore", false),
+        ("all", "restore", false),
+        ("all", "restore", false),
+        ("all", "restore", false),
+        ("all", "restore", false),
         ("all", "restore", true),
         ("all", "restore", true),
         ("all", "protect", true),
