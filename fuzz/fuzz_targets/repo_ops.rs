@@ -100,6 +100,7 @@ fuzz_target!(|data: &[u8]| {
                             command: vec!["cat".into(), file.display().to_string()],
                             kind: SourceKind::Command,
                             label: None,
+                            recorded_as: None,
                         },
                     );
                     match result {
