@@ -4,9 +4,10 @@
 //!
 //! Layout: [`settings`] reads the `[serve]` section, [`auth`] checks tokens,
 //! `catalog` keeps the snapshot listing the read endpoints answer from,
-//! `jobs` runs backups, checks and restores one at a time, `api` (reads) and
-//! `actions` (changes) are the handlers, `download` streams a verified file,
-//! `metrics` renders `/metrics`, `console` serves the console's files.
+//! `jobs` runs backups, checks and restores one at a time, `api` (reads),
+//! `actions` and `import` (changes) are the handlers, `download` streams a
+//! verified file, `metrics` renders `/metrics`, `console` serves the
+//! console's files.
 //! Repository work is blocking; it runs on tokio's blocking threads or the
 //! jobs thread, never on the threads that answer requests.
 
@@ -17,6 +18,7 @@ mod catalog;
 mod console;
 mod download;
 mod error;
+mod import;
 mod jobs;
 mod metrics;
 pub mod settings;
@@ -239,7 +241,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/jobs", get(api::jobs))
         .route("/jobs/{id}", get(api::job))
         .route("/check", post(actions::check))
-        .route("/import", post(actions::import))
+        .route("/import", post(import::import))
         .route("/forget", post(actions::forget))
         .route("/audit", get(api::audit))
         // JSON bodies; an import's body is streamed and limited on its own.
