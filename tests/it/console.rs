@@ -95,7 +95,8 @@ impl Browser {
         b
     }
 
-    fn call(&self, method: &str, path: &str, body: Value) -> Value {
+    /// A WebDriver command: its value, or its error.
+    fn try_call(&self, method: &str, path: &str, body: Value) -> Result<Value, Value> {
         let url = format!("{}{path}", self.base);
         let r = match method {
             "GET" => self.http.get(url),
@@ -103,10 +104,38 @@ impl Browser {
             _ => self.http.post(url).json(&body),
         };
         let v: Value = r.send().unwrap().json().unwrap();
-        if v["value"].get("error").is_some() {
-            panic!("WebDriver {method} {path}: {}", v["value"]);
+        match v["value"].get("error") {
+            Some(_) => Err(v["value"].clone()),
+            None => Ok(v["value"].clone()),
         }
-        v["value"].clone()
+    }
+
+    fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        self.try_call(method, path, body)
+            .unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"))
+    }
+
+    /// Clicks the first element `css` selects, waiting for one that takes
+    /// the click (the console redraws parts of the page as data arrives,
+    /// which leaves a reference taken a moment before stale).
+    fn click_css(&self, css: &str) {
+        self.wait(&format!("a click on {css}"), || {
+            let el = self.all(css).into_iter().next()?;
+            self.try_call("POST", &format!("/element/{el}/click"), json!({}))
+                .ok()
+        });
+    }
+
+    /// An attribute of an element; `None` when it is gone or stale.
+    fn attr(&self, element: &str, name: &str) -> Option<String> {
+        self.try_call(
+            "GET",
+            &format!("/element/{element}/attribute/{name}"),
+            Value::Null,
+        )
+        .ok()?
+        .as_str()
+        .map(str::to_string)
     }
 
     fn goto(&self, url: &str) {
@@ -158,10 +187,6 @@ impl Browser {
         }
     }
 
-    fn click(&self, element: &str) {
-        self.call("POST", &format!("/element/{element}/click"), json!({}));
-    }
-
     fn type_into(&self, element: &str, text: &str) {
         self.call(
             "POST",
@@ -170,11 +195,12 @@ impl Browser {
         );
     }
 
+    /// An element's text; empty when it is gone or stale (the waits retry).
     fn text(&self, element: &str) -> String {
-        self.call("GET", &format!("/element/{element}/text"), Value::Null)
-            .as_str()
+        self.try_call("GET", &format!("/element/{element}/text"), Value::Null)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default()
-            .to_string()
     }
 
     fn script(&self, code: &str) -> Value {
@@ -235,7 +261,7 @@ fn the_console_in_a_real_browser() {
     // A wrong token is refused; the right one opens the console.
     let token = b.find("#token");
     b.type_into(&token, "rwdb_wrong");
-    b.click(&b.find("#token-submit"));
+    b.click_css("#token-submit");
     b.wait("the refusal", || {
         let t = b.text(&b.find("#token-error"));
         (!t.is_empty()).then_some(t)
@@ -243,18 +269,16 @@ fn the_console_in_a_real_browser() {
     let token = b.find("#token");
     b.call("POST", &format!("/element/{token}/clear"), json!({}));
     b.type_into(&token, s.token("all"));
-    b.click(&b.find("#token-submit"));
+    b.click_css("#token-submit");
     b.wait("the token's name", || {
         (b.text(&b.find("#whoami")) == "all").then_some(())
     });
-    let badge = b.find(".source[data-source=\"app\"] .badge");
     b.wait("a fresh badge", || {
-        let class = b.call(
-            "GET",
-            &format!("/element/{badge}/attribute/class"),
-            Value::Null,
-        );
-        class.as_str().unwrap_or("").contains("fresh").then_some(())
+        let badge = b
+            .all(".source[data-source=\"app\"] .badge")
+            .into_iter()
+            .next()?;
+        b.attr(&badge, "class")?.contains("fresh").then_some(())
     });
     // The token stays for this tab only.
     let stored = b.script("return window.sessionStorage.length + ':' + window.localStorage.length");
@@ -263,21 +287,13 @@ fn the_console_in_a_real_browser() {
     // Back up now, with a label; the new snapshot appears in the table.
     let label = b.find(".source[data-source=\"app\"] .backup-label");
     b.type_into(&label, "from-the-browser");
-    b.click(&b.find(".source[data-source=\"app\"] .backup-now"));
-    let row = b.wait("the new snapshot's row", || {
-        b.all("#snapshots tbody tr").into_iter().find(|r| {
+    b.click_css(".source[data-source=\"app\"] .backup-now");
+    let id = b.wait("the new snapshot's row", || {
+        let row = b.all("#snapshots tbody tr").into_iter().find(|r| {
             b.all("#snapshots tbody tr .label").len() >= 2 && b.text(r).contains("from-the-browser")
-        })
+        })?;
+        b.attr(&row, "data-id")
     });
-    let id = b
-        .call(
-            "GET",
-            &format!("/element/{row}/attribute/data-id"),
-            Value::Null,
-        )
-        .as_str()
-        .unwrap()
-        .to_string();
     let snap = s.get(&format!("/api/v1/snapshots/{id}"));
     assert_eq!(snap["label"], "from-the-browser");
     b.wait("the job's success", || {
@@ -295,8 +311,7 @@ fn the_console_in_a_real_browser() {
     b.resize(1280, 1100);
 
     // Download: the file the browser saves is the snapshot's, by hash.
-    let download = b.find(&format!("#snapshots tbody tr[data-id=\"{id}\"] .download"));
-    b.click(&download);
+    b.click_css(&format!("#snapshots tbody tr[data-id=\"{id}\"] .download"));
     let saved = b.wait("the downloaded file", || downloaded(&downloads, "app.db"));
     let bytes = std::fs::read(&saved).unwrap();
     assert_eq!(
@@ -312,13 +327,13 @@ fn the_console_in_a_real_browser() {
     };
     crate::helpers::insert_rows(&rusqlite::Connection::open(&db).unwrap(), 1_000_000, 77);
     assert_ne!(row_count(&db), rows_in_snapshot);
-    b.click(&b.find(&format!("#snapshots tbody tr[data-id=\"{id}\"] .restore")));
+    b.click_css(&format!("#snapshots tbody tr[data-id=\"{id}\"] .restore"));
     let text = b.wait("the confirmation", || {
         let t = b.text(&b.find("#confirm-text"));
         (!t.is_empty()).then_some(t)
     });
     assert!(text.contains(db.to_str().unwrap()), "{text}");
-    b.click(&b.find("#confirm-ok"));
+    b.click_css("#confirm-ok");
     b.wait("the restore job's success", || {
         b.all("#jobs .job[data-state=\"succeeded\"]")
             .into_iter()
