@@ -161,16 +161,7 @@ pub fn find(
 pub async fn status(caller: Caller, State(app): State<Arc<App>>) -> ApiResult<Json<Value>> {
     caller.require(Scope::Read)?;
     blocking(&app, |app| {
-        let listing = app.catalog.get(&app.listing)?;
-        let report = crate::commands::status::status_of(
-            &app.listing,
-            &listing.snapshots,
-            listing.damaged.len(),
-            &listing.view,
-            &app.cfg.sources,
-            None,
-            jiff::Timestamp::now(),
-        )?;
+        let report = app.status()?;
         Ok(Json(serde_json::to_value(report).expect("serialises")))
     })
     .await

@@ -88,10 +88,7 @@ pub async fn import(
         Some(format!("{source_name} ({})", target.display())),
     );
     // The upload goes to a private temporary directory first.
-    let dir = tempfile::Builder::new()
-        .prefix("rewindb-import-")
-        .tempdir()
-        .map_err(|e| ApiError::internal(format!("creating a temporary directory: {e}")))?;
+    let dir = private_dir()?;
     let upload = dir.path().join(target.file_name().unwrap_or_default());
     receive(body, &upload, limit).await?;
     let source = app.source(&source_name)?.clone();
@@ -157,10 +154,7 @@ async fn import_dump(
         )));
     }
     let entry = caller.entry("import", Some(format!("pg-dump {name}")));
-    let dir = tempfile::Builder::new()
-        .prefix("rewindb-import-")
-        .tempdir()
-        .map_err(|e| ApiError::internal(format!("creating a temporary directory: {e}")))?;
+    let dir = private_dir()?;
     let upload = dir.path().join("dump.sql");
     let received = receive(body, &upload, limit).await;
     let (name, who) = (name.to_string(), caller.name.clone());
@@ -227,6 +221,14 @@ fn check_dump(path: &FsPath) -> ApiResult<()> {
             "it does not end with pg_dump's completion line: cut short?",
         )),
     }
+}
+
+/// A private temporary directory for an upload (removed when dropped).
+fn private_dir() -> ApiResult<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("rewindb-import-")
+        .tempdir()
+        .map_err(|e| ApiError::internal(format!("creating a temporary directory: {e}")))
 }
 
 /// Writes the request body to `path`, refusing more than `limit` bytes

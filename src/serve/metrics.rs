@@ -37,15 +37,7 @@ fn label(value: &str) -> String {
 
 fn render(app: &App) -> crate::error::Result<String> {
     let listing = app.catalog.get(&app.listing)?;
-    let report = crate::commands::status::status_of(
-        &app.listing,
-        &listing.snapshots,
-        listing.damaged.len(),
-        &listing.view,
-        &app.cfg.sources,
-        None,
-        jiff::Timestamp::now(),
-    )?;
+    let report = app.status_of(&listing)?;
     let mut out = String::new();
     // Each family's samples follow its own HELP and TYPE lines.
     type Sample = fn(
@@ -140,16 +132,7 @@ pub async fn watch_staleness(app: Arc<App>) {
     let every = Duration::from_secs(app.cfg.serve.stale_check_secs.max(1));
     loop {
         let judged = blocking(&app, |app| {
-            let listing = app.catalog.get(&app.listing)?;
-            let report = crate::commands::status::status_of(
-                &app.listing,
-                &listing.snapshots,
-                listing.damaged.len(),
-                &listing.view,
-                &app.cfg.sources,
-                None,
-                jiff::Timestamp::now(),
-            )?;
+            let report = app.status()?;
             crate::alerts::alert_staleness(&app.listing.config().id, &app.cfg.sources, &report);
             Ok(())
         })

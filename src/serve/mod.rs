@@ -115,6 +115,28 @@ impl App {
             })
     }
 
+    /// `status --config`'s report of the configured sources, from the
+    /// current listing (each source judged by its own `max_age`).
+    fn status(&self) -> Result<crate::commands::status::StatusReport> {
+        let listing = self.catalog.get(&self.listing)?;
+        self.status_of(&listing)
+    }
+
+    fn status_of(
+        &self,
+        listing: &catalog::Listing,
+    ) -> Result<crate::commands::status::StatusReport> {
+        crate::commands::status::status_of(
+            &self.listing,
+            &listing.snapshots,
+            listing.damaged.len(),
+            &listing.view,
+            &self.cfg.sources,
+            None,
+            jiff::Timestamp::now(),
+        )
+    }
+
     /// Appends to the audit log; a failure to do so is logged, not fatal
     /// (the operation itself is done by then). Blocking (an fsync): call
     /// it from a blocking thread, or use [`audit_later`](Self::audit_later).
