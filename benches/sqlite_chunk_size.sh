@@ -1,28 +1,38 @@
 #!/usr/bin/env bash
-# SQLite chunk size (page_chunk_min) experiment: for each size, a fresh plain
+# SQLite chunk and frame size experiment: for each variant, a fresh plain
 # repository whose config.json is edited before its first backup, then a full
 # backup of BASE_DB, a backup of CHURNED_DB at the same path, a restore, and
 # a byte comparison. Prints times and peak RSS (GNU time), repository sizes.
 #
 # usage: BASE_DB=base.db CHURNED_DB=churned.db benches/sqlite_chunk_size.sh
 #   (the databases of benches/compare_sqlite.sh: WORKDIR/base.db, churned.db)
-# Environment: BIN=target/release/rewindb  SIZES="4096 16384 65536"
-#              WORKDIR=/tmp/rewindb-chunk-size  RESTORE_ARGS="--verify hash"
+# Environment: BIN=target/release/rewindb  WORKDIR=/tmp/rewindb-chunk-size
+#   VARIANTS="page_chunk_min=4096 page_chunk_min=65536,frame_target_bytes=262144"
+#     (config.json settings per run, comma-separated; chunker fields by name)
+#   SIZES="4096 16384 65536" (the older form: page_chunk_min only)
+#   RESTORE_ARGS="--verify hash"
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=${BIN:-$ROOT/target/release/rewindb}
 W=${WORKDIR:-/tmp/rewindb-chunk-size}
 : "${BASE_DB:?set BASE_DB}" "${CHURNED_DB:?set CHURNED_DB}"
 timed() { { /usr/bin/time -f "%e s, %M KiB" "$@" >/dev/null; } 2>&1 | tail -1; }
-for size in ${SIZES:-4096 16384 65536}; do
+if [ -z "${VARIANTS:-}" ]; then
+    VARIANTS=$(for size in ${SIZES:-4096 16384 65536}; do printf 'page_chunk_min=%s ' "$size"; done)
+fi
+for variant in $VARIANTS; do
     rm -rf "$W"
     mkdir -p "$W/data" "$W/out"
     "$BIN" --repo "$W/repo" init --no-encryption >/dev/null
-    python3 - "$W/repo/config.json" "$size" <<'PY'
+    python3 - "$W/repo/config.json" "$variant" <<'PY'
 import json, sys
-path, size = sys.argv[1], int(sys.argv[2])
+path, variant = sys.argv[1], sys.argv[2]
 config = json.load(open(path))
-config["chunker"]["page_chunk_min"] = size
+for setting in variant.split(","):
+    key, value = setting.split("=")
+    where = config["chunker"] if key in config["chunker"] else config
+    assert key in where, f"no setting {key} in config.json"
+    where[key] = int(value)
 json.dump(config, open(path, "w"), indent=2)
 PY
     cp "$BASE_DB" "$W/data/app.db"
@@ -40,5 +50,5 @@ PY
     restore=$(timed "$BIN" --repo "$W/repo" restore latest ${RESTORE_ARGS:-} --to "$W/out/app.db")
     cmp -s "$W/out/app.db" "$CHURNED_DB" && exact=yes || exact=NO
     mib() { echo $(($1 / 1048576)); }
-    echo "chunk $size: full $full, repo $(mib "$after_full") MiB (packs $(mib "$packs"), index $(mib "$index")); churn $churn, growth $(mib $((after_churn - after_full))) MiB; restore $restore, exact $exact"
+    echo "$variant: full $full, repo $(mib "$after_full") MiB (packs $(mib "$packs"), index $(mib "$index")); churn $churn, growth $(mib $((after_churn - after_full))) MiB; restore $restore, exact $exact"
 done

@@ -15,9 +15,10 @@ use crate::repo::storage::Object;
 
 /// Open pack files kept at once; more are closed oldest-first.
 const MAX_OPEN_PACKS: usize = 64;
-/// Decompressed frames kept: a file's chunks are read in order, and the chunks
-/// of one frame were written in order, so a few suffice.
-const CACHED_FRAMES: usize = 32;
+/// Bytes of decompressed frames kept (and always the last one): a file's
+/// chunks are read in order, and the chunks of one frame were written in
+/// order, so a few frames suffice (4 of 1 MiB, 64 of 64 KiB).
+const CACHED_FRAME_BYTES: usize = 4 << 20;
 
 pub struct BlobReader<'r> {
     repo: &'r Repository,
@@ -26,6 +27,8 @@ pub struct BlobReader<'r> {
     order: Vec<PackId>,
     /// Most recently used last.
     frames: Vec<((PackId, u32), Vec<u8>)>,
+    /// Their total length.
+    frame_bytes: usize,
     delta: zstd::zstd_safe::DCtx<'static>,
     dctx: zstd::bulk::Decompressor<'static>,
 }
@@ -38,6 +41,7 @@ impl<'r> BlobReader<'r> {
             open: HashMap::new(),
             order: Vec::new(),
             frames: Vec::new(),
+            frame_bytes: 0,
             delta: zstd::zstd_safe::DCtx::create(),
             dctx: zstd::bulk::Decompressor::new().ctx(|| "starting zstd".into())?,
         })
@@ -96,9 +100,11 @@ impl<'r> BlobReader<'r> {
             Some(pos) => pos,
             None => {
                 let frame = self.load_frame(pack, entry)?;
-                if self.frames.len() >= CACHED_FRAMES {
-                    self.frames.remove(0);
+                while !self.frames.is_empty() && self.frame_bytes + frame.len() > CACHED_FRAME_BYTES
+                {
+                    self.frame_bytes -= self.frames.remove(0).1.len();
                 }
+                self.frame_bytes += frame.len();
                 self.frames.push((key, frame));
                 self.frames.len() - 1
             }

@@ -203,10 +203,15 @@ fn uploading_repo_as(
     let index = tempfile::tempdir().unwrap();
     Repository::init_in(&mem, index.path(), NewRepository::Plain).unwrap();
     let config = String::from_utf8(mem.get("config.json").unwrap()).unwrap();
-    let small = config.replace(
-        "\"pack_target_bytes\": 16777216",
-        "\"pack_target_bytes\": 65536",
-    );
+    let small = config
+        .replace(
+            "\"pack_target_bytes\": 16777216",
+            "\"pack_target_bytes\": 65536",
+        )
+        .replace(
+            "\"frame_target_bytes\": 1048576",
+            "\"frame_target_bytes\": 16384",
+        );
     assert_ne!(small, config);
     mem.replace("config.json", small.as_bytes()).unwrap();
     let mut faulty =

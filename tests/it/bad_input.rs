@@ -338,7 +338,7 @@ fn config_with_sizes_the_format_cannot_hold_is_refused() {
     std::fs::write(
         &cfg,
         text.replace(
-            "\"frame_target_bytes\": 65536",
+            "\"frame_target_bytes\": 1048576",
             "\"frame_target_bytes\": 67108864",
         ),
     )

@@ -61,12 +61,7 @@ fn new_repo() -> (Memory, tempfile::TempDir) {
     let index = tempfile::tempdir().unwrap();
     Repository::init_in(&mem, index.path(), rewindb::repo::NewRepository::Plain).unwrap();
     let config = String::from_utf8(mem.get("config.json").unwrap()).unwrap();
-    let small = config.replace(
-        "\"pack_target_bytes\": 16777216",
-        "\"pack_target_bytes\": 65536",
-    );
-    assert_ne!(small, config);
-    mem.tamper("config.json", small.into_bytes());
+    mem.tamper("config.json", crate::helpers::small_packs(&config));
     (mem, index)
 }
 

@@ -117,12 +117,7 @@ impl Fixture {
     pub fn use_small_packs(&self) {
         let cfg = self.repo().join("config.json");
         let text = std::fs::read_to_string(&cfg).unwrap();
-        let small = text.replace(
-            "\"pack_target_bytes\": 16777216",
-            "\"pack_target_bytes\": 65536",
-        );
-        assert_ne!(small, text, "config.json has no default pack_target_bytes");
-        std::fs::write(&cfg, small).unwrap();
+        std::fs::write(&cfg, small_packs(&text)).unwrap();
     }
 
     /// The snapshot ids `check --read-data --json` names in its problems.
@@ -298,4 +293,15 @@ fn writer_process() {
         insert_rows(&conn, next, 20);
         next += 20;
     }
+}
+
+/// A new repository's `config.json` with packs sealed at 64 KiB instead of
+/// 16 MiB and frames of 16 KiB, so that a small database spreads over many
+/// packs, each of several frames, as a large one does with the defaults.
+pub fn small_packs(config: &str) -> Vec<u8> {
+    let mut config: serde_json::Value = serde_json::from_str(config).unwrap();
+    assert_eq!(config["pack_target_bytes"], 16 << 20, "{config}");
+    config["pack_target_bytes"] = (64 << 10).into();
+    config["frame_target_bytes"] = (16 << 10).into();
+    serde_json::to_vec_pretty(&config).unwrap()
 }
