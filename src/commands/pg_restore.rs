@@ -286,6 +286,7 @@ fn restore_file(
             file.page_size.is_power_of_two(),
             &mut out,
             &path,
+            false,
         )?
     } else {
         let mut hasher = blake3::Hasher::new();

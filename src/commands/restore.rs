@@ -249,7 +249,14 @@ fn restore_file(
     let write_err = || io_err(format!("writing {}", tmp_path.display()));
     let tiles = file.page_size.is_power_of_two();
     let _bar = crate::progress::start(item.file.size, &item.dest.display().to_string());
-    let (hash, size) = write_chunks(repo, &ids, tiles, tmp.as_file_mut(), &tmp_path)?;
+    let (hash, size) = write_chunks(
+        repo,
+        &ids,
+        tiles,
+        tmp.as_file_mut(),
+        &tmp_path,
+        verify.pragma().is_some(),
+    )?;
     let hash = hash.to_hex();
     if size != file.size || hash.as_str() != file.blake3 {
         return Err(Error::Verification(format!(
