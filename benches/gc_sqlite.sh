@@ -11,6 +11,8 @@
 #   CHURN_ARGS="--update-pct 1.0 --insert-pct 0.5 --delete-pct 0.25"
 #   SKIP_BUILD=1    use the binaries already built
 #   REWINDB=target/release/rewindb   the rewindb binary measured
+#   SAVE_BEFORE=DIR  copy rewindb's repository to DIR before forget + gc
+#                    (to profile or time gc again on the same repository)
 #
 # Both tools back up the same file after each churn step; then each forgets all
 # but the KEEP newest and reclaims space (rewindb: forget + gc with its defaults;
@@ -63,6 +65,9 @@ mib() { echo "scale=1; $1 / 1048576" | bc; }
 
 rw_before=$(size "$WORK/rewindb")
 rs_before=$(size "$WORK/restic")
+if [[ -n ${SAVE_BEFORE:-} ]]; then
+    rm -rf "$SAVE_BEFORE" && cp -a "$WORK/rewindb" "$SAVE_BEFORE"
+fi
 rw_secs=$(secs bash -c "'${R[0]}' --repo '$WORK/rewindb' forget --keep-last $KEEP && \
     '${R[0]}' --repo '$WORK/rewindb' gc")
 rs_secs=$(secs restic forget --quiet --keep-last "$KEEP" --prune)

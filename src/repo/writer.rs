@@ -244,17 +244,9 @@ impl<'r> BlobWriter<'r> {
         if self.frame_blobs.is_empty() {
             return Ok(());
         }
-        let bound = zstd::zstd_safe::compress_bound(self.frame.len());
-        self.scratch.resize(bound, 0);
-        let n = self
-            .compressor
-            .compress_to_buffer(&self.frame, &mut self.scratch[..])
-            .ctx(|| "compressing a frame".into())?;
-        let (compression, stored) = if n < self.frame.len() {
-            (Compression::Zstd, &self.scratch[..n])
-        } else {
-            (Compression::None, &self.frame[..])
-        };
+        let (compression, stored) =
+            encode_frame(&mut self.compressor, &self.frame, &mut self.scratch)
+                .ctx(|| "compressing a frame".into())?;
         self.pack.add_frame(compression, stored, &self.frame_blobs);
         self.stats.bytes_added += stored.len() as u64;
         self.frame.clear();
@@ -330,6 +322,22 @@ impl<'r> BlobWriter<'r> {
     pub fn stats(&self) -> WriteStats {
         self.stats
     }
+}
+
+/// The blobs concatenated in `raw` as a frame's stored bytes: compressed with
+/// `compressor` into `scratch`, or `raw` itself when zstd does not make it
+/// smaller.
+pub fn encode_frame<'a>(
+    compressor: &mut zstd::bulk::Compressor<'_>,
+    raw: &'a [u8],
+    scratch: &'a mut Vec<u8>,
+) -> std::io::Result<(Compression, &'a [u8])> {
+    scratch.resize(zstd::zstd_safe::compress_bound(raw.len()), 0);
+    let n = compressor.compress_to_buffer(raw, &mut scratch[..])?;
+    Ok(match n < raw.len() {
+        true => (Compression::Zstd, &scratch[..n]),
+        false => (Compression::None, raw),
+    })
 }
 
 /// Room for a whole pack from the start: a pack that grew by doubling would
