@@ -50,10 +50,18 @@ fn index_err(path: &Path, e: impl std::fmt::Display) -> RepoError {
     }
 }
 
+/// redb's page cache. Its default is 1 GiB, so a process came to hold all of
+/// the index it had read: 16 MiB after a 4 GiB database's backups. Misses
+/// are reads from the operating system's cache.
+const CACHE_BYTES: usize = 4 << 20;
+
 impl Index {
     /// Creates a new, empty index at `path`.
     pub fn create(path: &Path) -> Result<Index, RepoError> {
-        let db = Database::create(path).map_err(|e| index_err(path, e))?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| index_err(path, e))?;
         let txn = db.begin_write().map_err(|e| index_err(path, e))?;
         {
             txn.open_table(CHUNKS).map_err(|e| index_err(path, e))?;
@@ -72,9 +80,19 @@ impl Index {
             return Err(index_err(path, "the file is missing"));
         }
         let db = if writable {
-            Db::ReadWrite(Database::open(path).map_err(|e| index_err(path, e))?)
+            Db::ReadWrite(
+                Database::builder()
+                    .set_cache_size(CACHE_BYTES)
+                    .open(path)
+                    .map_err(|e| index_err(path, e))?,
+            )
         } else {
-            Db::ReadOnly(ReadOnlyDatabase::open(path).map_err(|e| index_err(path, e))?)
+            Db::ReadOnly(
+                Database::builder()
+                    .set_cache_size(CACHE_BYTES)
+                    .open_read_only(path)
+                    .map_err(|e| index_err(path, e))?,
+            )
         };
         Ok(Index {
             db,

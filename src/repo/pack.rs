@@ -174,6 +174,10 @@ impl BlobEntry {
 /// repository each frame and the entry table are sealed as they are added.
 pub struct PackBuilder {
     buf: Vec<u8>,
+    /// Bytes the buffer gets room for when the first frame comes (not
+    /// before: a writer that seals a pack makes the next builder at once,
+    /// and at its commit no frame follows).
+    room: usize,
     entries: Vec<BlobEntry>,
     crypto: Crypto,
 }
@@ -190,12 +194,12 @@ impl PackBuilder {
         Self::with_capacity(1 << 20, Crypto::plain())
     }
 
-    /// A builder whose buffer holds `bytes` before it grows, sealing with `crypto`.
+    /// A builder whose buffer, once a frame comes, holds `bytes` before it
+    /// grows, sealing with `crypto`.
     pub fn with_capacity(bytes: usize, crypto: Crypto) -> Self {
-        let mut buf = Vec::with_capacity(bytes);
-        buf.extend_from_slice(PACK_MAGIC);
         PackBuilder {
-            buf,
+            buf: PACK_MAGIC.to_vec(),
+            room: bytes,
             entries: Vec::new(),
             crypto,
         }
@@ -209,6 +213,9 @@ impl PackBuilder {
         stored: &[u8],
         blobs: &[(ChunkId, BlobKind, u32, u32)],
     ) {
+        if self.entries.is_empty() {
+            self.buf.reserve(self.room.saturating_sub(self.buf.len()));
+        }
         let frame_offset = self.buf.len() as u32;
         self.crypto.seal_to(aad::FRAME, stored, &mut self.buf);
         let frame_len = (self.buf.len() - frame_offset as usize) as u32;

@@ -42,7 +42,8 @@ pub struct BlobWriter<'r> {
     /// Blobs added by this writer but not yet in the index.
     added: HashSet<ChunkId>,
     sealed: Vec<SealedPack>,
-    /// Each delta blob's base, for the index object of a remote repository.
+    /// Each delta blob's base, for the index object of a remote repository
+    /// (none kept for a local one: 8 MiB after a 4 GiB database's incremental).
     delta_bases: HashMap<ChunkId, ChunkId>,
     uploads: PackUploads,
     stats: WriteStats,
@@ -119,7 +120,7 @@ impl<'r> BlobWriter<'r> {
                 self.stats.bytes_new += data.len() as u64;
                 self.stats.bytes_added += stored.len() as u64;
                 self.added.insert(id);
-                if let Some(base) = delta_base(&stored) {
+                if let Some(base) = delta_base(&stored).filter(|_| self.keeps_bases()) {
                     self.delta_bases.insert(id, base);
                 }
                 self.pack.add_frame(
@@ -203,7 +204,9 @@ impl<'r> BlobWriter<'r> {
             return Ok(());
         }
         self.added.extend(blobs.iter().map(|b| b.0));
-        if let Some(base) = delta_base(stored).filter(|_| compression == Compression::ZstdDelta) {
+        if let Some(base) = delta_base(stored)
+            .filter(|_| compression == Compression::ZstdDelta && self.keeps_bases())
+        {
             for b in blobs {
                 self.delta_bases.insert(b.0, base);
             }
@@ -237,6 +240,11 @@ impl<'r> BlobWriter<'r> {
             out.push(self.add(BlobKind::Meta, piece)?);
         }
         Ok(out)
+    }
+
+    /// Whether delta bases are recorded (for [`store_index_object`](Self::store_index_object)).
+    fn keeps_bases(&self) -> bool {
+        self.repo.writes_index_objects()
     }
 
     /// Compresses the frame being filled into the current pack.
