@@ -79,13 +79,18 @@ impl<'r> DeltaEncoder<'r> {
     }
 
     /// The stored bytes of `data` (whose id is `id`) as a delta from `base`,
-    /// or `None` when a delta does not pay or the base cannot be read.
+    /// or `None` when a delta does not pay, the base cannot be read, or the
+    /// chunk is already stored (the writer dedups it: a database put back to
+    /// an earlier version costs no encoding).
     pub fn encode(
         &mut self,
         id: ChunkId,
         data: &[u8],
         base: ChunkId,
     ) -> Result<Option<Vec<u8>>, RepoError> {
+        if self.reader.contains(&id)? {
+            return Ok(None);
+        }
         let (base_raw, depth) = match self.reader.read_with_depth(&base) {
             Ok(found) => found,
             Err(e) => {

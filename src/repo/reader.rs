@@ -69,6 +69,11 @@ impl<'r> BlobReader<'r> {
         Ok(self.open[pack].as_ref())
     }
 
+    /// Whether the index holds `id`.
+    pub fn contains(&self, id: &ChunkId) -> Result<bool, RepoError> {
+        self.view.contains(id)
+    }
+
     /// Reads, decompresses and verifies one blob.
     pub fn read(&mut self, id: &ChunkId) -> Result<Vec<u8>, RepoError> {
         let (pack, entry) = self.locate(id)?;
