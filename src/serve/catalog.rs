@@ -46,6 +46,20 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// The listing held now: `Ok` when it is fresh, else `Err` with it (or
+    /// with none yet).
+    fn current_listing(&self) -> Result<Arc<Listing>, Option<Arc<Listing>>> {
+        let current = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match current {
+            Some(l) if self.is_fresh(&l) => Ok(l),
+            other => Err(other),
+        }
+    }
+
     /// Whether `l` shows every change the server made, and is young enough.
     fn is_fresh(&self, l: &Listing) -> bool {
         l.generation.load(Ordering::Acquire) == self.generation.load(Ordering::Acquire)
@@ -59,28 +73,17 @@ impl Catalog {
     /// The listing if it is current: no blocking, so a request can take it
     /// without leaving the thread that answers it.
     pub fn fresh(&self) -> Option<Arc<Listing>> {
-        let current = self
-            .current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        current.filter(|l| self.is_fresh(l))
+        self.current_listing().ok()
     }
 
     /// The listing, refreshed first when it is stale. While another request
     /// refreshes it, one that is merely old (not missing a change of the
     /// server's own) is taken as it is.
     pub fn get(&self, repo: &Repository) -> Result<Arc<Listing>, RepoError> {
-        let current = self
-            .current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if let Some(l) = &current
-            && self.is_fresh(l)
-        {
-            return Ok(l.clone());
-        }
+        let current = match self.current_listing() {
+            Ok(fresh) => return Ok(fresh),
+            Err(current) => current,
+        };
         let behind = current.as_ref().is_none_or(|l| {
             l.generation.load(Ordering::Acquire) != self.generation.load(Ordering::Acquire)
         });
@@ -90,16 +93,10 @@ impl Catalog {
             Err(_) => self.refreshing.lock().unwrap_or_else(|e| e.into_inner()),
         };
         // Another request may have refreshed it while this one waited.
-        let current = self
-            .current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if let Some(l) = &current
-            && self.is_fresh(l)
-        {
-            return Ok(l.clone());
-        }
+        let current = match self.current_listing() {
+            Ok(fresh) => return Ok(fresh),
+            Err(current) => current,
+        };
         let generation = self.generation.load(Ordering::Acquire);
         let fresh = refresh(repo, current.as_ref(), generation)?;
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(fresh.clone());

@@ -20,6 +20,7 @@ use super::error::{ApiError, ApiResult};
 use super::{App, Caller};
 use crate::commands::Operation;
 use crate::config::Source;
+use crate::repo::audit::AuditEntry;
 use crate::repo::snapshot::SourceKind;
 
 #[derive(Deserialize)]
@@ -125,16 +126,7 @@ pub async fn import(
         Ok(crate::cli::show::snapshot_json(&id.to_hex(), &snap))
     })
     .await;
-    app.audit_later(
-        entry.finished(
-            result
-                .as_ref()
-                .map(|v| v["id"].as_str().map(str::to_string))
-                .map_err(|e| e.to_string()),
-        ),
-    )
-    .await;
-    Ok((StatusCode::CREATED, Json(result?)))
+    created(&app, entry, result).await
 }
 
 /// A plain-format pg_dump file stored as a snapshot of the stream `name`,
@@ -182,20 +174,26 @@ async fn import_dump(
             .await
         }
     };
-    app.audit_later(
-        entry.finished(
-            result
-                .as_ref()
-                .map(|v| v["id"].as_str().map(str::to_string))
-                .map_err(|e| e.to_string()),
-        ),
-    )
-    .await;
-    Ok((StatusCode::CREATED, Json(result?)))
+    created(&app, entry, result).await
 }
 
 /// Whether `path` looks like a complete plain-format pg_dump: its first
 /// lines name it, and its last lines hold the completion line.
+/// An import's answer: 201 with the new snapshot, or the error; audited
+/// either way.
+async fn created(
+    app: &Arc<App>,
+    entry: AuditEntry,
+    result: ApiResult<Value>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let outcome = result
+        .as_ref()
+        .map(|v| v["id"].as_str().map(str::to_string))
+        .map_err(|e| e.to_string());
+    app.audit_later(entry.finished(outcome)).await;
+    Ok((StatusCode::CREATED, Json(result?)))
+}
+
 fn check_dump(path: &FsPath) -> ApiResult<()> {
     use std::io::{Read, Seek, SeekFrom};
     let bad = |why: &str| {
